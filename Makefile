@@ -1,0 +1,61 @@
+# The front door. `make run` and `make test` are the README's two commands.
+PYTHON ?= python3
+VENV_RUN := .venv-run
+VENV := .venv
+CHECKPOINT ?= models/btxrd-demo.pt
+OUT ?= models/btxrd-demo.onnx
+DATA ?= data/synthetic
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run test test-runtime export demo-model dataset gradcam bench fuzz lint clean
+
+# Runtime-only environment: onnxruntime, numpy, pillow, click, pyyaml. No torch.
+$(VENV_RUN)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV_RUN)
+	$(VENV_RUN)/bin/pip install -q .
+	touch $@
+
+# Full environment with every extra; built once, reused while pyproject.toml is unchanged.
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e '.[export,explain,dev]'
+	touch $@
+
+run: $(VENV_RUN)/.stamp
+	$(VENV_RUN)/bin/btxrd-run --dir models/samples
+
+test: $(VENV)/.stamp
+	$(VENV)/bin/python -m pytest
+
+# The suite without the extras, in the small runtime environment (pytest added there on demand).
+test-runtime: $(VENV_RUN)/.stamp
+	$(VENV_RUN)/bin/pip install -q pytest hypothesis
+	$(VENV_RUN)/bin/python -m pytest -m "not torch"
+
+dataset: $(VENV)/.stamp
+	$(VENV)/bin/btxrd-synth --out $(DATA) --seed 0
+
+demo-model: $(VENV)/.stamp
+	$(VENV)/bin/python -m btxrd.export.train --config configs/demo-train.yaml
+	$(MAKE) export
+
+export: $(VENV)/.stamp
+	$(VENV)/bin/btxrd-export --checkpoint $(CHECKPOINT) --out $(OUT)
+
+gradcam: $(VENV)/.stamp
+	$(VENV)/bin/btxrd-explain report --data $(DATA)
+
+bench: $(VENV)/.stamp
+	$(VENV)/bin/python bench/run.py
+
+fuzz: $(VENV)/.stamp
+	$(VENV)/bin/pip install -q atheris
+	$(VENV)/bin/python tests/fuzz/fuzz_decode.py -atheris_runs=100000
+
+lint: $(VENV)/.stamp
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy runtime
+
+clean:
+	rm -rf $(VENV) $(VENV_RUN) build *.egg-info results .pytest_cache

@@ -1,0 +1,103 @@
+"""Supported architectures: how to build each, where its last feature map and linear head are,
+and its Grad-CAM target layer. The one place these facts live (export and explain both use it).
+
+Every supported head is global-average-pool then linear, which is what lets the exported graph
+compute Grad-CAM without gradients (see ``btxrd.export.onnx_export``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+TIMM_PREFIX = "timm/"
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    build: Callable[[int], nn.Module]  # num_classes -> randomly initialised model
+    features: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # last feature map (N, K, h, w)
+    head: Callable[[nn.Module], nn.Linear]  # the linear layer after global average pooling
+    target_layer: Callable[[nn.Module], nn.Module]  # Grad-CAM layer; its output is `features`
+
+
+def _torchvision(name: str) -> Callable[[int], nn.Module]:
+    def build(num_classes: int) -> nn.Module:
+        import torchvision
+
+        # weights=None: no pretrained weights exist on this machine, and none are downloaded.
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+
+    return build
+
+
+def _resnet_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+    return model.layer4(model.layer3(model.layer2(model.layer1(x))))
+
+
+TORCHVISION_ARCHS: dict[str, Arch] = {
+    "efficientnet_b0": Arch(
+        name="efficientnet_b0",
+        build=_torchvision("efficientnet_b0"),
+        features=lambda m, x: m.features(x),
+        head=lambda m: m.classifier[-1],
+        target_layer=lambda m: m.features[-1],
+    ),
+    **{
+        name: Arch(
+            name=name,
+            build=_torchvision(name),
+            features=_resnet_features,
+            head=lambda m: m.fc,
+            target_layer=lambda m: m.layer4[-1],
+        )
+        for name in ("resnet18", "resnet50")
+    },
+}
+
+
+def _timm_target_layer(model: nn.Module) -> nn.Module:
+    # The predecessor's choices: bn2 (conv_head + BN + activation) for EfficientNets,
+    # the last block of layer4 for ResNets.
+    if hasattr(model, "bn2") and hasattr(model, "conv_head"):
+        return model.bn2
+    if hasattr(model, "layer4"):
+        return model.layer4[-1]
+    raise ValueError(f"no Grad-CAM target layer known for timm model {type(model).__name__}")
+
+
+def _timm_arch(name: str) -> Arch:
+    timm_name = name.removeprefix(TIMM_PREFIX)
+
+    def build(num_classes: int) -> nn.Module:
+        try:
+            import timm
+        except ImportError:
+            raise ImportError(
+                f"architecture {name!r} needs timm: pip install 'btxrd[timm]'"
+            ) from None
+        return timm.create_model(timm_name, pretrained=False, num_classes=num_classes)
+
+    return Arch(
+        name=TIMM_PREFIX + timm_name,
+        build=build,
+        features=lambda m, x: m.forward_features(x),
+        head=lambda m: m.get_classifier(),
+        target_layer=_timm_target_layer,
+    )
+
+
+def get_arch(name: str) -> Arch:
+    """``efficientnet_b0``, ``resnet18``, ``resnet50`` (torchvision) or ``timm/<name>``."""
+    if name.startswith(TIMM_PREFIX):
+        return _timm_arch(name)
+    try:
+        return TORCHVISION_ARCHS[name]
+    except KeyError:
+        known = ", ".join([*TORCHVISION_ARCHS, TIMM_PREFIX + "<timm name>"])
+        raise ValueError(f"unknown architecture {name!r}; known: {known}") from None

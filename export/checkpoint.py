@@ -1,0 +1,191 @@
+"""The checkpoint contract: a dict saved by ``torch.save`` with ``model_state_dict``,
+``class_names``, ``config`` (``arch``, ``image_size``) and ``normalization`` {mean, std}.
+
+The predecessor project's checkpoints load too: their ``config`` is a whole YAML tree
+(``model.backbone``, ``data.image_size``) and their state dicts wrap a timm network as ``model.``.
+Loading always uses ``weights_only=True``; nothing in a checkpoint can run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from btxrd.export.archs import TIMM_PREFIX, TORCHVISION_ARCHS, Arch, get_arch
+from btxrd.runtime.contract import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from btxrd.runtime.errors import ModelError
+
+PREDECESSOR_PREFIX = "model."
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    sha256: str
+    arch: str  # as declared in the checkpoint; resolved against the weights by `build_model`
+    class_names: tuple[str, ...]
+    preprocessing: Preprocessing
+    state_dict: Mapping[str, torch.Tensor]
+    config: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)  # epoch, metrics, ... when present
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Load safely (``weights_only=True``); refuse anything that would need pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: checkpoint not found")
+    data = path.read_bytes()
+    if not data:
+        raise ModelError(f"{path}: checkpoint is empty (0 bytes)")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        unsafe = _unsafe_globals(path)
+        raise ModelError(
+            f"{path}: refused: loading it would need pickled code or objects "
+            f"({', '.join(unsafe) or 'unknown globals'}); re-save it as plain tensors, "
+            "class names and config (see the README's checkpoint contract)"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable torch checkpoint ({_first_line(exc)})") from None
+    if not isinstance(raw, dict) or "model_state_dict" not in raw:
+        raise ModelError(f"{path}: not a btxrd checkpoint: no 'model_state_dict' key")
+    return _parse(raw, path, hashlib.sha256(data).hexdigest())
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    arch: str,
+    class_names: tuple[str, ...] | list[str],
+    image_size: int,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+    **extra: Any,
+) -> None:
+    """Write a checkpoint in the contract's layout (plain tensors and builtins only)."""
+    from btxrd.runtime.atomic import atomic_open
+
+    payload = {
+        "model_state_dict": model.state_dict(),
+        "class_names": list(class_names),
+        "config": {"arch": arch, "image_size": image_size},
+        "normalization": {"mean": list(mean), "std": list(std)},
+        **extra,
+    }
+    with atomic_open(path, "wb") as handle:
+        torch.save(payload, handle)
+
+
+def build_model(checkpoint: Checkpoint) -> tuple[nn.Module, Arch]:
+    """The network with the checkpoint's weights, in eval mode, and its architecture."""
+    state = _strip_prefix(checkpoint.state_dict)
+    arch = _resolve_arch(checkpoint.arch, state)
+    model = arch.build(len(checkpoint.class_names))
+    _load_state(model, state, checkpoint)
+    return model.eval(), arch
+
+
+def _parse(raw: dict[str, Any], path: Path, sha256: str) -> Checkpoint:
+    config = raw.get("config") or {}
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: 'config' must be a dict")
+    model_cfg = config.get("model") if isinstance(config.get("model"), dict) else {}
+    data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
+    arch = config.get("arch") or model_cfg.get("backbone") or "efficientnet_b0"
+    size = config.get("image_size") or data_cfg.get("image_size") or 224
+    names = raw.get("class_names") or model_cfg.get("class_names")
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ModelError(f"{path}: no 'class_names' list in the checkpoint")
+    norm = raw.get("normalization") or {}
+    if isinstance(size, (list, tuple)):
+        image_size = (int(size[0]), int(size[1]))
+    else:
+        image_size = (int(size), int(size))
+    prep = Preprocessing(
+        image_size=image_size,
+        mean=tuple(float(v) for v in norm.get("mean", IMAGENET_MEAN)),
+        std=tuple(float(v) for v in norm.get("std", IMAGENET_STD)),
+    )
+    try:
+        prep.validate()
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+    known = {"model_state_dict", "class_names", "config", "normalization"}
+    return Checkpoint(
+        path=path,
+        sha256=sha256,
+        arch=str(arch),
+        class_names=tuple(names),
+        preprocessing=prep,
+        state_dict=raw["model_state_dict"],
+        config=config,
+        extra={k: v for k, v in raw.items() if k not in known and not k.endswith("state_dict")},
+    )
+
+
+def _strip_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # The predecessor wrapped its timm network as `self.model`, so every key starts with it.
+    if state and all(k.startswith(PREDECESSOR_PREFIX) for k in state):
+        return {k[len(PREDECESSOR_PREFIX) :]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _resolve_arch(declared: str, state: Mapping[str, torch.Tensor]) -> Arch:
+    # `efficientnet_b0` names both torchvision's and timm's network; the weights tell which.
+    if declared.startswith(TIMM_PREFIX) or declared not in TORCHVISION_ARCHS:
+        name = declared if declared.startswith(TIMM_PREFIX) else TIMM_PREFIX + declared
+        return get_arch(name)
+    if _looks_like_timm(state):
+        return get_arch(TIMM_PREFIX + declared)
+    return get_arch(declared)
+
+
+def _looks_like_timm(state: Mapping[str, torch.Tensor]) -> bool:
+    return "conv_stem.weight" in state or (
+        "fc.weight" in state and "conv1.weight" in state and "layer1.0.conv1.weight" not in state
+    )
+
+
+def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], ckpt: Checkpoint) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
+    )
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected)):
+            if keys:
+                parts.append(f"{len(keys)} {label} keys (e.g. {', '.join(keys[:3])})")
+        for key in mismatched[:3]:
+            parts.append(
+                f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
+            )
+        raise ModelError(
+            f"{ckpt.path}: weights do not fit {ckpt.arch} with {len(ckpt.class_names)} classes: "
+            + "; ".join(parts)
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # best effort: only used to word the refusal
+        return []
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

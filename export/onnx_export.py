@@ -1,0 +1,140 @@
+"""Checkpoint -> one self-describing ONNX file.
+
+The graph has one input (``image``, dynamic batch) and two outputs: ``logits`` and ``cam``, the
+per-class Grad-CAM maps. For a global-average-pool + linear head, Grad-CAM on the last feature map
+is ReLU(sum_k W[c, k] * A_k) up to a positive scale, since d logit_c / d A_k = W[c, k] / (h * w);
+so the maps are one einsum in the graph and the runtime needs no gradients. The ReLU comes after
+the weighted sum: SiLU features can be negative.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import logging
+import warnings
+
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from btxrd.export.archs import Arch
+from btxrd.export.checkpoint import Checkpoint
+from btxrd.runtime.contract import (
+    CAM_NAME,
+    DEFAULT_INTENDED_USE,
+    INPUT_NAME,
+    LOGITS_NAME,
+    ModelMetadata,
+)
+from btxrd.runtime.errors import ModelError
+
+DEFAULT_OPSET = 18
+
+
+class CamModel(nn.Module):
+    """The classifier, re-wired to also return its class activation maps."""
+
+    def __init__(self, model: nn.Module, arch: Arch) -> None:
+        super().__init__()
+        self.model = model
+        self._features = arch.features
+        self.head = arch.head(model)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fmap = self._features(self.model, image)
+        logits = self.head(fmap.mean(dim=(2, 3)))
+        cam = torch.relu(torch.einsum("nkhw,ck->nchw", fmap, self.head.weight))
+        return logits, cam
+
+
+def export_model_proto(
+    model: nn.Module, arch: Arch, image_size: tuple[int, int], opset: int = DEFAULT_OPSET
+) -> onnx.ModelProto:
+    """Trace ``model`` (eval mode) to ONNX with a dynamic batch axis."""
+    wrapper = CamModel(model.eval(), arch).eval()
+    dummy = torch.zeros(2, 3, *image_size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with _quiet_exporter(), torch.no_grad():
+        program = torch.onnx.export(
+            wrapper,
+            (dummy,),
+            input_names=[INPUT_NAME],
+            output_names=[LOGITS_NAME, CAM_NAME],
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            dynamic_shapes={"image": {0: batch}},
+        )
+    return program.model_proto
+
+
+def finalise(proto: onnx.ModelProto, metadata: ModelMetadata) -> bytes:
+    """Attach metadata, clamp the IR version for onnxruntime, run the full checker."""
+    del proto.metadata_props[:]
+    for key, value in metadata.to_metadata_props().items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "btxrd-export"
+    if any(init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer):
+        raise ModelError("exported graph references external data; btxrd ships single files")
+    _clamp_ir_version(proto)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto.SerializeToString()
+
+
+def _clamp_ir_version(proto: onnx.ModelProto) -> None:
+    # onnx writes IR versions newer than onnxruntime may read. Step down until it accepts.
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    while proto.ir_version > 7:
+        try:
+            ort.InferenceSession(
+                proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
+            return
+        except Exception as exc:  # onnxruntime's pybind errors carry no useful type
+            if "IR version" not in str(exc) and "ir_version" not in str(exc):
+                raise ModelError(f"onnxruntime cannot load the exported graph: {exc}") from None
+            proto.ir_version -= 1
+    raise ModelError(f"onnxruntime {ort.__version__} accepts no IR version this graph can use")
+
+
+def build_metadata(
+    checkpoint: Checkpoint, arch: Arch, reference_scores: dict, intended_use: str | None
+) -> ModelMetadata:
+    training = checkpoint.extra.get("training") if isinstance(checkpoint.extra, dict) else None
+    is_demo = bool(isinstance(training, dict) and training.get("demo"))
+    from btxrd.runtime.contract import DEMO_INTENDED_USE
+
+    return ModelMetadata(
+        class_names=checkpoint.class_names,
+        preprocessing=checkpoint.preprocessing,
+        arch=arch.name,
+        provenance={
+            "checkpoint_file": checkpoint.path.name,
+            "checkpoint_sha256": checkpoint.sha256,
+            "export_date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "torch_version": torch.__version__,
+            "onnx_version": onnx.__version__,
+            "onnxruntime_version_checked": ort.__version__,
+            "demo_model": is_demo,
+            "epoch": checkpoint.extra.get("epoch"),
+        },
+        intended_use=intended_use or (DEMO_INTENDED_USE if is_demo else DEFAULT_INTENDED_USE),
+        reference_scores=reference_scores,
+    )
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    # The dynamo exporter prints progress and warnings to stdout; stdout belongs to results.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
+        warnings.simplefilter("ignore")
+        yield

@@ -1,0 +1,199 @@
+"""The Python API: ``Classifier`` loads a model once; ``predict`` returns a frozen ``Prediction``.
+
+The CLI is a thin layer over this. A ``Classifier`` pickles as its settings and reopens its
+session on the other side, so worker processes can each rebuild one cheaply.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from btxrd.runtime.errors import BtxrdError, InputError
+from btxrd.runtime.imageio import DecodedImage, DecodeLimits, decode_pil, load_image
+from btxrd.runtime.model import ModelInfo, OnnxModel
+from btxrd.runtime.postprocess import finite_rows, softmax
+from btxrd.runtime.preprocess import preprocess
+
+ImageSource = str | Path | Image.Image | np.ndarray
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One input's result. Exactly one of (``prediction``, ``error``) is set."""
+
+    image_name: str
+    path: str | None
+    prediction: str | None
+    confidence: float | None
+    scores: Mapping[str, float]
+    error: str | None = None
+    notes: tuple[str, ...] = ()
+    timings_ms: Mapping[str, float] = field(default_factory=dict)
+    cam: np.ndarray | None = field(default=None, repr=False, compare=False)  # (h, w) or None
+    image: Image.Image | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON record (the predecessor's fields first)."""
+        return {
+            "image_name": self.image_name,
+            "prediction": self.prediction,
+            "confidence": self.confidence,
+            "scores": dict(self.scores),
+            "path": self.path,
+            "error": self.error,
+            "notes": list(self.notes),
+            "timings_ms": dict(self.timings_ms),
+        }
+
+
+class Classifier:
+    """Classify radiographs with an exported btxrd model on the CPU."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        threads: int | None = None,
+        batch_size: int = 8,
+        limits: DecodeLimits | None = None,
+    ) -> None:
+        self.model_path = Path(model_path)
+        self.threads = threads
+        self.batch_size = max(1, batch_size)
+        self.limits = limits or DecodeLimits()
+        self._model = OnnxModel(self.model_path, threads=threads)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._model.info
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self._model.info.class_names
+
+    def predict(self, source: ImageSource, *, with_cam: bool = False) -> Prediction:
+        """Classify one image; raises ``InputError`` if it cannot be read."""
+        result = next(self._predict_batch([source], with_cam=with_cam))
+        if result.error is not None:
+            raise InputError(result.error)
+        return result
+
+    def predict_many(
+        self, sources: Iterable[ImageSource], *, with_cam: bool = False
+    ) -> Iterator[Prediction]:
+        """Lazily yield one ``Prediction`` per source, in order; failures become error records."""
+        batch: list[ImageSource] = []
+        for source in sources:
+            batch.append(source)
+            if len(batch) == self.batch_size:
+                yield from self._predict_batch(batch, with_cam=with_cam)
+                batch = []
+        if batch:
+            yield from self._predict_batch(batch, with_cam=with_cam)
+
+    def _predict_batch(self, sources: list[ImageSource], with_cam: bool) -> Iterator[Prediction]:
+        prep = self.info.metadata.preprocessing
+        decoded: list[tuple[ImageSource, DecodedImage | None, str | None, float]] = []
+        arrays = []
+        for source in sources:
+            start = time.perf_counter()
+            try:
+                image = self._decode(source)
+                arrays.append(preprocess(image, prep))
+                decoded.append((source, image, None, _ms(start)))
+            except BtxrdError as exc:
+                decoded.append((source, None, str(exc), _ms(start)))
+        logits = cams = None
+        infer_ms = 0.0
+        if arrays:
+            start = time.perf_counter()
+            logits, cams = self._model.run(np.stack(arrays), with_cam=with_cam)
+            infer_ms = _ms(start) / len(arrays)
+        row = 0
+        for source, image, error, decode_ms in decoded:
+            if image is None:
+                yield self._failure(source, error or "unknown error", decode_ms)
+                continue
+            yield self._success(source, image, logits[row], cams, row, decode_ms, infer_ms)
+            row += 1
+
+    def _decode(self, source: ImageSource) -> DecodedImage:
+        if isinstance(source, (str, Path)):
+            return load_image(source, self.limits)
+        if isinstance(source, Image.Image):
+            return decode_pil(source)
+        if isinstance(source, np.ndarray):
+            return decode_pil(Image.fromarray(source))
+        raise InputError(f"cannot classify an object of type {type(source).__name__}")
+
+    def _success(
+        self, source, image: DecodedImage, logits, cams, row: int, decode_ms: float, infer_ms: float
+    ) -> Prediction:
+        names = self.class_names
+        timings = {"decode_preprocess": round(decode_ms, 3), "inference": round(infer_ms, 3)}
+        if not finite_rows(logits[None])[0]:
+            return self._failure(source, "the model produced NaN or infinite scores", decode_ms)
+        probs = softmax(logits)
+        best = int(np.argmax(probs))
+        return Prediction(
+            image_name=_name(source),
+            path=_path(source),
+            prediction=names[best],
+            confidence=float(probs[best]),
+            scores={n: float(p) for n, p in zip(names, probs, strict=True)},
+            notes=image.notes,
+            timings_ms=timings,
+            cam=None if cams is None else cams[row],
+            image=image.image if cams is not None else None,
+        )
+
+    def _failure(self, source, error: str, decode_ms: float) -> Prediction:
+        return Prediction(
+            image_name=_name(source),
+            path=_path(source),
+            prediction=None,
+            confidence=None,
+            scores={},
+            error=error,
+            timings_ms={"decode_preprocess": round(decode_ms, 3)},
+        )
+
+    # Pickle as settings; the onnxruntime session is rebuilt on the other side.
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "model_path": self.model_path,
+            "threads": self.threads,
+            "batch_size": self.batch_size,
+            "limits": self.limits,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(  # type: ignore[misc]
+            state["model_path"],
+            threads=state["threads"],
+            batch_size=state["batch_size"],
+            limits=state["limits"],
+        )
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+def _name(source: ImageSource) -> str:
+    return Path(source).name if isinstance(source, (str, Path)) else "<array>"
+
+
+def _path(source: ImageSource) -> str | None:
+    return str(source) if isinstance(source, (str, Path)) else None

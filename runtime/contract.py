@@ -1,0 +1,169 @@
+"""The model contract: the one place that says what an exported btxrd ONNX file carries.
+
+Export writes it, the runtime reads it. Every value in ``metadata_props`` is JSON, read back
+with ``json.loads`` (never ``eval``), so class names and the preprocessing survive any tool.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from btxrd.runtime.errors import ModelError
+
+SCHEMA_VERSION = 1
+METADATA_PREFIX = "btxrd."
+
+# Graph input/output names.
+INPUT_NAME = "image"
+LOGITS_NAME = "logits"
+CAM_NAME = "cam"
+
+# Metadata keys (each stored as METADATA_PREFIX + key, each value JSON).
+KEY_SCHEMA = "schema_version"
+KEY_CLASSES = "class_names"
+KEY_PREPROCESS = "preprocessing"
+KEY_ARCH = "arch"
+KEY_PROVENANCE = "provenance"
+KEY_INTENDED_USE = "intended_use"
+KEY_REFERENCE = "reference_scores"
+REQUIRED_KEYS = (KEY_SCHEMA, KEY_CLASSES, KEY_PREPROCESS, KEY_ARCH)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+DEMO_INTENDED_USE = (
+    "DEMO MODEL trained on synthetic radiograph phantoms only. Research and software testing; "
+    "not for clinical use, not a medical device, never a basis for diagnosis or treatment."
+)
+DEFAULT_INTENDED_USE = (
+    "Research use only; not for clinical use. Not a medical device; outputs are not a diagnosis."
+)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image file becomes the model's input tensor. Runtime, export parity and explain
+    all follow this one description (see ``btxrd.runtime.preprocess``)."""
+
+    image_size: tuple[int, int] = (224, 224)  # (height, width) of the network input
+    resize: str = "bilinear"  # Pillow filter; Pillow always antialiases when shrinking
+    keep_aspect: bool = False  # the predecessor stretched to a square; so do we
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    channels: str = "RGB"  # grayscale is replicated to three channels
+    layout: str = "NCHW"
+    pixel_max: float = 255.0  # 8-bit values divided by this to [0, 1] before mean/std
+    high_bit_depth: str = "minmax"  # 16-bit/float data: scaled by its real min..max to 8 bits
+    exif_transpose: bool = True  # EXIF orientation applied before anything else
+    alpha: str = "flatten_black"  # transparency composited onto black (air on a radiograph)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Preprocessing:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelError(f"preprocessing contract has unknown keys {unknown}; upgrade btxrd")
+        values = dict(data)
+        for key in ("image_size", "mean", "std"):
+            if key in values:
+                values[key] = tuple(values[key])
+        prep = cls(**values)
+        prep.validate()
+        return prep
+
+    def validate(self) -> None:
+        height, width = self.image_size
+        if not (8 <= height <= 4096 and 8 <= width <= 4096):
+            raise ModelError(f"preprocessing image_size {self.image_size} is out of range")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ModelError("preprocessing mean/std must be three numbers, std > 0")
+        if self.resize not in RESIZE_FILTERS:
+            raise ModelError(f"preprocessing resize {self.resize!r} is not one of {RESIZE_FILTERS}")
+        if self.channels != "RGB" or self.layout != "NCHW" or self.keep_aspect:
+            raise ModelError("this btxrd supports RGB, NCHW, stretched-resize models only")
+        if self.alpha != "flatten_black":
+            raise ModelError(f"unknown alpha handling {self.alpha!r}")
+        if self.high_bit_depth != "minmax":
+            raise ModelError(f"unknown high_bit_depth scaling {self.high_bit_depth!r}")
+
+
+RESIZE_FILTERS = ("nearest", "bilinear", "bicubic", "lanczos")
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Everything an exported model says about itself."""
+
+    class_names: tuple[str, ...]
+    preprocessing: Preprocessing
+    arch: str
+    schema_version: int = SCHEMA_VERSION
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    intended_use: str = DEFAULT_INTENDED_USE
+    # Probabilities export measured on named sample images, for ``btxrd-run --selftest``.
+    reference_scores: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_metadata_props(self) -> dict[str, str]:
+        values: dict[str, Any] = {
+            KEY_SCHEMA: self.schema_version,
+            KEY_CLASSES: list(self.class_names),
+            KEY_PREPROCESS: self.preprocessing.to_json(),
+            KEY_ARCH: self.arch,
+            KEY_PROVENANCE: dict(self.provenance),
+            KEY_INTENDED_USE: self.intended_use,
+            KEY_REFERENCE: dict(self.reference_scores),
+        }
+        return {METADATA_PREFIX + k: json.dumps(v, sort_keys=True) for k, v in values.items()}
+
+    @classmethod
+    def from_metadata_props(cls, props: Mapping[str, str], source: str) -> ModelMetadata:
+        """Parse ``metadata_props`` (as onnxruntime's ``custom_metadata_map`` returns them)."""
+        ours = {
+            k[len(METADATA_PREFIX) :]: v for k, v in props.items() if k.startswith(METADATA_PREFIX)
+        }
+        missing = [k for k in REQUIRED_KEYS if k not in ours]
+        if missing:
+            raise ModelError(
+                f"{source}: no btxrd metadata ({', '.join(missing)} missing); "
+                "export the checkpoint with btxrd-export"
+            )
+        parsed: dict[str, Any] = {}
+        for key, text in ours.items():
+            try:
+                parsed[key] = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ModelError(
+                    f"{source}: metadata {key!r} is not valid JSON ({exc.msg})"
+                ) from None
+        version = parsed[KEY_SCHEMA]
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise ModelError(
+                f"{source}: metadata schema version {version!r} is newer than this btxrd "
+                f"understands ({SCHEMA_VERSION}); upgrade btxrd"
+            )
+        names = parsed[KEY_CLASSES]
+        if not (isinstance(names, list) and names and all(isinstance(n, str) and n for n in names)):
+            raise ModelError(f"{source}: class_names must be a JSON list of non-empty strings")
+        if len(set(names)) != len(names):
+            raise ModelError(f"{source}: class_names has duplicates: {names}")
+        if not isinstance(parsed[KEY_PREPROCESS], dict):
+            raise ModelError(f"{source}: preprocessing must be a JSON object")
+        try:
+            prep = Preprocessing.from_json(parsed[KEY_PREPROCESS])
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"{source}: preprocessing contract is invalid ({exc})") from None
+        return cls(
+            class_names=tuple(names),
+            preprocessing=prep,
+            arch=str(parsed[KEY_ARCH]),
+            schema_version=version,
+            provenance=parsed.get(KEY_PROVENANCE) or {},
+            intended_use=str(parsed.get(KEY_INTENDED_USE) or DEFAULT_INTENDED_USE),
+            reference_scores=parsed.get(KEY_REFERENCE) or {},
+        )

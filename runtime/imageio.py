@@ -1,0 +1,160 @@
+"""Decode an image file into an 8-bit grayscale or RGB Pillow image, the one documented way.
+
+Every image a user has (JPEG, PNG 8/16-bit, palette, RGBA, BMP, TIFF, CMYK) ends up as mode "L"
+or "RGB" here, so preprocessing has exactly two cases. Failures raise ``InputError`` naming the
+file and the cause; Pillow's own exceptions never escape.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from btxrd.runtime.errors import InputError
+
+# Truncated files must fail, never yield partially grey images.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Refuse absurd images before decoding them (decompression bombs, 1 x 1 pixels)."""
+
+    max_pixels: int = 100_000_000
+    min_side: int = 16
+    max_aspect: float = 20.0
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An 8-bit "L" or "RGB" image, upright, plus what decoding had to do to get there."""
+
+    image: Image.Image
+    source_mode: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def load_image(path: str | Path, limits: DecodeLimits | None = None) -> DecodedImage:
+    """Read ``path`` and return it upright as 8-bit "L" or "RGB"."""
+    limits = limits or DecodeLimits()
+    path = Path(path)
+    _check_file(path)
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (palette transparency, EXIF quirks); we handle those cases ourselves.
+            warnings.simplefilter("ignore")
+            with Image.open(path) as opened:
+                return _decode_opened(opened, path, limits)
+    except InputError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path}: refused as a decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise InputError(
+            f"{path}: not an image file Pillow can read; check the file type"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Truncated or corrupt data streams surface as OSError/SyntaxError from Pillow's decoders.
+        raise InputError(f"{path}: corrupt or truncated image data ({exc})") from None
+
+
+def decode_pil(image: Image.Image, name: str = "<image>") -> DecodedImage:
+    """Normalise an already-open Pillow image (API callers passing images, not paths)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _decode_opened(image, Path(name), DecodeLimits())
+
+
+def _check_file(path: Path) -> None:
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"{path}: broken symbolic link; fix or remove the link")
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; use --dir to classify a folder")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(64)
+    except PermissionError:
+        raise InputError(f"{path}: permission denied; make the file readable") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+    if not head:
+        raise InputError(f"{path}: empty file (0 bytes)")
+    if head.startswith(LFS_POINTER_PREFIX):
+        raise InputError(f"{path}: is a git-LFS pointer, not the image; run `git lfs pull`")
+
+
+def _decode_opened(opened: Image.Image, path: Path, limits: DecodeLimits) -> DecodedImage:
+    notes: list[str] = []
+    width, height = opened.size
+    if width * height > limits.max_pixels:
+        raise InputError(
+            f"{path}: {width} x {height} pixels exceeds the limit of {limits.max_pixels:,}; "
+            "refused before decoding (raise inference.max_pixels if the image is genuine)"
+        )
+    if min(width, height) < limits.min_side or max(width, height) > limits.max_aspect * min(
+        width, height
+    ):
+        raise InputError(
+            f"{path}: {width} x {height} pixels is not a plausible radiograph "
+            f"(minimum side {limits.min_side}, maximum aspect ratio {limits.max_aspect:g})"
+        )
+    frames = getattr(opened, "n_frames", 1)
+    if frames > 1:
+        opened.seek(0)
+        notes.append(f"multi-frame file: used frame 1 of {frames}")
+    source_mode = opened.mode
+    opened.load()
+    image = ImageOps.exif_transpose(opened) or opened
+    if image is not opened:
+        notes.append("EXIF orientation applied")
+    return DecodedImage(image=_to_8bit(image, path), source_mode=source_mode, notes=tuple(notes))
+
+
+def _to_8bit(image: Image.Image, path: Path) -> Image.Image:
+    mode = image.mode
+    if mode in ("L", "RGB"):
+        return image
+    if mode == "1":
+        return image.convert("L")
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return Image.fromarray(scale_to_uint8(np.asarray(image), path))
+    if mode == "P":
+        has_alpha = "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+        mode = image.mode
+        if mode == "RGB":
+            return image
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return _flatten_onto_black(image)
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        return image.convert("RGB")
+    raise InputError(f"{path}: unsupported image mode {mode!r}; convert it to PNG or JPEG")
+
+
+def scale_to_uint8(values: np.ndarray, path: Path | str = "<image>") -> np.ndarray:
+    """Map 16-bit or float data onto 0..255 by its real range (never clip like convert("L"))."""
+    data = np.asarray(values, dtype=np.float64)
+    if data.ndim != 2:
+        raise InputError(f"{path}: expected a single-channel image, got shape {data.shape}")
+    if not np.isfinite(data).all():
+        raise InputError(f"{path}: pixel data contains NaN or infinity; the file is not usable")
+    low, high = float(data.min()), float(data.max())
+    if high <= low:
+        return np.zeros(data.shape, dtype=np.uint8)
+    scaled = (data - low) * (255.0 / (high - low))
+    return np.rint(scaled).astype(np.uint8)
+
+
+def _flatten_onto_black(image: Image.Image) -> Image.Image:
+    rgba = image.convert("RGBA")
+    black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+    return Image.alpha_composite(black, rgba).convert("RGB")

@@ -1,0 +1,125 @@
+"""Open an exported btxrd ONNX file with onnxruntime and check it against its own contract."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from btxrd.runtime.contract import CAM_NAME, INPUT_NAME, LOGITS_NAME, ModelMetadata
+from btxrd.runtime.errors import ModelError
+from btxrd.runtime.imageio import LFS_POINTER_PREFIX
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model's identity, as recorded with every result."""
+
+    path: Path
+    sha256: str
+    metadata: ModelMetadata
+    has_cam: bool
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.metadata.class_names
+
+    def identity(self) -> dict[str, object]:
+        return {
+            "file": self.path.name,
+            "sha256": self.sha256,
+            "arch": self.metadata.arch,
+            "class_names": list(self.class_names),
+            "schema_version": self.metadata.schema_version,
+        }
+
+
+class OnnxModel:
+    """An onnxruntime session plus the metadata that makes its outputs meaningful."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        self.path = Path(path)
+        self.threads = threads
+        data = _read_model_bytes(self.path)
+        self.session = _open_session(data, self.path, threads)
+        raw_meta = self.session.get_modelmeta().custom_metadata_map
+        metadata = ModelMetadata.from_metadata_props(raw_meta, str(self.path))
+        outputs = {o.name for o in self.session.get_outputs()}
+        self.info = ModelInfo(
+            path=self.path,
+            sha256=hashlib.sha256(data).hexdigest(),
+            metadata=metadata,
+            has_cam=CAM_NAME in outputs,
+        )
+        _check_signature(self.session, metadata, self.path)
+
+    def run(
+        self, batch: np.ndarray, with_cam: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits (N, C) and, when asked and available, class activation maps (N, C, h, w)."""
+        names = [LOGITS_NAME, CAM_NAME] if with_cam and self.info.has_cam else [LOGITS_NAME]
+        outputs = self.session.run(names, {INPUT_NAME: batch})
+        return outputs[0], (outputs[1] if len(outputs) > 1 else None)
+
+
+def _read_model_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise ModelError(f"{path}: model file not found; pass --model or set BTXRD_MODEL")
+    if path.is_dir():
+        raise ModelError(f"{path}: is a folder, not an ONNX model file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the model ({exc.strerror})") from None
+    if not data:
+        raise ModelError(f"{path}: model file is empty (0 bytes); export it again")
+    if data.startswith(LFS_POINTER_PREFIX):
+        raise ModelError(f"{path}: is a git-LFS pointer, not the model; run `git lfs pull`")
+    return data
+
+
+def _open_session(data: bytes, path: Path, threads: int | None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    # onnxruntime ignores OMP_NUM_THREADS: threads are set here or default to every core.
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped pybind exceptions here
+        raise ModelError(
+            f"{path}: onnxruntime cannot load the model ({_first_line(exc)})"
+        ) from None
+
+
+def _check_signature(session: ort.InferenceSession, meta: ModelMetadata, path: Path) -> None:
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    if INPUT_NAME not in inputs or LOGITS_NAME not in outputs:
+        raise ModelError(
+            f"{path}: expected input {INPUT_NAME!r} and output {LOGITS_NAME!r}, found "
+            f"{sorted(inputs)} -> {sorted(outputs)}; export it with btxrd-export"
+        )
+    shape = inputs[INPUT_NAME].shape
+    height, width = meta.preprocessing.image_size
+    if len(shape) != 4 or shape[1] != 3 or tuple(shape[2:]) != (height, width):
+        raise ModelError(
+            f"{path}: input shape {shape} disagrees with the preprocessing contract "
+            f"(3 x {height} x {width})"
+        )
+    classes = outputs[LOGITS_NAME].shape[-1]
+    if isinstance(classes, int) and classes != len(meta.class_names):
+        raise ModelError(
+            f"{path}: the model outputs {classes} classes but its metadata names "
+            f"{len(meta.class_names)}: {list(meta.class_names)}"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

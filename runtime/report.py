@@ -1,0 +1,156 @@
+"""Where results go: a human table, one JSON document, streamed JSON lines, or CSV.
+
+Every input gets exactly one record, in input order, failures included. Files are written through
+the atomic helper (JSON, CSV) or line by line, flushed, so a stopped run leaves valid lines (JSONL).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from btxrd.runtime.atomic import write_text
+from btxrd.runtime.classifier import Prediction
+from btxrd.runtime.model import ModelInfo
+
+RESULTS_SCHEMA_VERSION = 1
+
+
+class Sink:
+    """Base: collects records; subclasses decide when and where they are written."""
+
+    def __init__(self, info: ModelInfo, output: Path | None) -> None:
+        self.info = info
+        self.output = output
+        self.records: list[dict[str, Any]] = []
+
+    def add(self, prediction: Prediction) -> None:
+        self.records.append(prediction.to_record())
+
+    def close(self, summary: dict[str, Any]) -> None:
+        """Write what was collected (also called after an interruption)."""
+
+
+class JsonSink(Sink):
+    def close(self, summary: dict[str, Any]) -> None:
+        document = {
+            "schema_version": RESULTS_SCHEMA_VERSION,
+            "model": {**self.info.identity(), "intended_use": self.info.metadata.intended_use},
+            "summary": summary,
+            "results": self.records,
+        }
+        text = json.dumps(document, indent=2) + "\n"
+        if self.output:
+            write_text(self.output, text)
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+
+class JsonlSink(Sink):
+    """One record per line as results arrive, each line written and flushed whole."""
+
+    def __init__(self, info: ModelInfo, output: Path | None, append: bool = False) -> None:
+        super().__init__(info, output)
+        self._handle: IO[str] = (
+            output.open("a" if append else "w", encoding="utf-8") if output else sys.stdout
+        )
+
+    def add(self, prediction: Prediction) -> None:
+        record = prediction.to_record()
+        record["model_sha256"] = self.info.sha256
+        self._handle.write(json.dumps(record) + "\n")
+        self._handle.flush()
+
+    def close(self, summary: dict[str, Any]) -> None:
+        if self._handle is not sys.stdout:
+            self._handle.close()
+
+
+class CsvSink(Sink):
+    def close(self, summary: dict[str, Any]) -> None:
+        names = list(self.info.class_names)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["image_name", "path", "prediction", "confidence", *names, "error"])
+        for r in self.records:
+            scores = [_fmt(r["scores"].get(n)) for n in names]
+            writer.writerow(
+                [
+                    r["image_name"],
+                    r["path"],
+                    r["prediction"] or "",
+                    _fmt(r["confidence"]),
+                    *scores,
+                    r["error"] or "",
+                ]
+            )
+        if self.output:
+            write_text(self.output, buffer.getvalue())
+        else:
+            sys.stdout.write(buffer.getvalue())
+
+
+class HumanSink(Sink):
+    """A compact table on stdout, one row per image as it is classified."""
+
+    def __init__(self, info: ModelInfo, output: Path | None) -> None:
+        super().__init__(info, output)
+        self._names = list(info.class_names)
+        self._header_done = False
+
+    def add(self, prediction: Prediction) -> None:
+        super().add(prediction)
+        if not self._header_done:
+            cols = "".join(f"{n[:10]:>11}" for n in self._names)
+            click.echo(f"{'image':<28} {'prediction':<12}{'conf':>6}{cols}")
+            self._header_done = True
+        name = _shorten(prediction.image_name, 28)
+        if prediction.error is not None:
+            click.echo(f"{name:<28} {'ERROR':<12} {prediction.error}")
+            return
+        probs = "".join(f"{prediction.scores[n]:>11.4f}" for n in self._names)
+        click.echo(f"{name:<28} {prediction.prediction:<12}{prediction.confidence:>6.3f}{probs}")
+
+    def close(self, summary: dict[str, Any]) -> None:
+        if len(self.records) > 1:
+            counts = ", ".join(f"{n} {summary['per_class'].get(n, 0)}" for n in self._names)
+            failed = f", {summary['failed']} failed" if summary["failed"] else ""
+            click.echo(f"\n{summary['classified']} classified: {counts}{failed}")
+
+
+def make_sink(fmt: str, info: ModelInfo, output: Path | None, append: bool = False) -> Sink:
+    if fmt == "jsonl":
+        return JsonlSink(info, output, append=append)
+    return {"json": JsonSink, "csv": CsvSink, "human": HumanSink}[fmt](info, output)
+
+
+def summarise(predictions: list[Prediction], wall_seconds: float) -> dict[str, Any]:
+    ok = [p for p in predictions if p.ok]
+    per_class = Counter(p.prediction for p in ok)
+    decode = [p.timings_ms.get("decode_preprocess", 0.0) for p in ok]
+    infer = [p.timings_ms.get("inference", 0.0) for p in ok]
+    return {
+        "inputs": len(predictions),
+        "classified": len(ok),
+        "failed": len(predictions) - len(ok),
+        "per_class": dict(per_class),
+        "mean_decode_preprocess_ms": round(sum(decode) / len(ok), 2) if ok else None,
+        "mean_inference_ms": round(sum(infer) / len(ok), 2) if ok else None,
+        "wall_seconds": round(wall_seconds, 3),
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
