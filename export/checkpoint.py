@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +46,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     data = path.read_bytes()
     if not data:
         raise ModelError(f"{path}: checkpoint is empty (0 bytes)")
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"{path}: not a torch checkpoint (torch.save writes zip archives)")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
         unsafe = _unsafe_globals(path)
+        if not unsafe:
+            cause = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+            raise ModelError(f"{path}: not a readable torch checkpoint ({cause})") from None
         raise ModelError(
             f"{path}: refused: loading it would need pickled code or objects "
             f"({', '.join(unsafe) or 'unknown globals'}); re-save it as plain tensors, "

@@ -20,7 +20,7 @@ from btxrd.runtime.selftest import SELFTEST_TOLERANCE, selftest_images
 IMAGE_GLOBS = ("*.jpeg", "*.jpg", "*.png")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(name="btxrd-export", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--checkpoint",
     "checkpoint_path",
@@ -79,8 +79,8 @@ def _export(
     from btxrd.export.parity import check_parity, reference_probabilities, write_parity_images
 
     started = time.perf_counter()
-    sources = _parity_sources(parity_dir or default_samples_dir())
     checkpoint = load_checkpoint(checkpoint_path)
+    sources = _parity_sources(parity_dir or default_samples_dir())
     model, arch = build_model(checkpoint)
     prep = checkpoint.preprocessing
     selftest = selftest_images()

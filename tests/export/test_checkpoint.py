@@ -1,0 +1,126 @@
+"""The checkpoint contract: safe loading, our layout, the predecessor's layout, clear refusals."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from btxrd.export.checkpoint import build_model, load_checkpoint, save_checkpoint  # noqa: E402
+from btxrd.runtime.errors import ModelError  # noqa: E402
+
+CLASSES = ("Normal", "Benign", "Malignant")
+
+pytestmark = pytest.mark.torch
+
+
+def test_round_trip_gives_the_same_network(tmp_path: Path, make_model) -> None:
+    model = make_model("resnet18")
+    path = tmp_path / "m.pt"
+    save_checkpoint(
+        path,
+        model,
+        arch="resnet18",
+        class_names=CLASSES,
+        image_size=96,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+    )
+    ckpt = load_checkpoint(path)
+    assert ckpt.class_names == CLASSES
+    assert ckpt.preprocessing.image_size == (96, 96)
+    assert ckpt.preprocessing.mean == (0.5, 0.5, 0.5)
+    rebuilt, arch = build_model(ckpt)
+    assert arch.name == "resnet18" and not rebuilt.training
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.equal(model(x), rebuilt(x))
+
+
+class _WritesAFile:
+    """A pickle payload: unpickling it runs `touch`. Loading must never get that far."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_that_would_run_code_is_refused_and_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save(
+        {"model_state_dict": {}, "class_names": list(CLASSES), "x": _WritesAFile(marker)}, path
+    )
+    with pytest.raises(ModelError) as error:
+        load_checkpoint(path)
+    assert not marker.exists()
+    assert "refused" in str(error.value) and "system" in str(error.value)
+
+
+def test_checkpoint_holding_numpy_objects_names_the_unsafe_globals(tmp_path: Path) -> None:
+    path = tmp_path / "np.pt"
+    torch.save(
+        {
+            "model_state_dict": {},
+            "class_names": list(CLASSES),
+            "class_weights": np.array([1.0, 2.0, 3.0]),
+        },
+        path,
+    )
+    with pytest.raises(ModelError, match="numpy"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "empty"), (b"not a zip or pickle at all", "not a torch checkpoint")],
+)
+def test_unreadable_checkpoints(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(ModelError, match=message):
+        load_checkpoint(path)
+
+
+def test_weights_for_another_class_count_say_which_keys_differ(tmp_path: Path, make_model) -> None:
+    path = tmp_path / "m.pt"
+    save_checkpoint(
+        path,
+        make_model("resnet18", num_classes=4),
+        arch="resnet18",
+        class_names=CLASSES,
+        image_size=64,
+    )
+    with pytest.raises(ModelError, match=r"fc\.weight: checkpoint \(4, 512\) vs model \(3, 512\)"):
+        build_model(load_checkpoint(path))
+
+
+def test_weights_for_another_architecture_are_refused(tmp_path: Path, make_model) -> None:
+    path = tmp_path / "m.pt"
+    save_checkpoint(
+        path, make_model("resnet18"), arch="resnet50", class_names=CLASSES, image_size=64
+    )
+    with pytest.raises(ModelError, match="do not fit resnet50"):
+        build_model(load_checkpoint(path))
+
+
+def test_predecessor_layout_loads_as_timm_efficientnet(
+    tmp_path: Path, make_predecessor_checkpoint
+) -> None:
+    path = make_predecessor_checkpoint(tmp_path / "best_stratified.pt")
+    wrapper = torch.nn.Module()
+    wrapper.model = make_predecessor_checkpoint.network
+    ckpt = load_checkpoint(path)
+    model, arch = build_model(ckpt)
+    assert arch.name == "timm/efficientnet_b0"
+    assert ckpt.preprocessing.image_size == (224, 224)
+    assert type(arch.target_layer(model)).__name__ == "BatchNormAct2d"  # timm's bn2
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(model(x), wrapper.model(x))
