@@ -17,7 +17,7 @@ from btxrd.runtime.errors import ConfigError, InputError, ModelError
 _FORMATS = ("json", "jsonl", "csv")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(name="btxrd-run", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--dir", "folder", type=click.Path(path_type=Path), help="Classify every image in FOLDER."

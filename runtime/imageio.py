@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from btxrd.runtime.dicom import is_dicom, load_dicom
 from btxrd.runtime.errors import InputError
 
 # Truncated files must fail, never yield partially grey images.
@@ -45,7 +46,13 @@ def load_image(path: str | Path, limits: DecodeLimits | None = None) -> DecodedI
     """Read ``path`` and return it upright as 8-bit "L" or "RGB"."""
     limits = limits or DecodeLimits()
     path = Path(path)
-    _check_file(path)
+    head = _check_file(path)
+    if is_dicom(path, head):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns on harmless non-conformance
+            image, notes = load_dicom(path)
+        _check_shape(image.size, path, limits)
+        return DecodedImage(image=image, source_mode="DICOM", notes=notes)
     try:
         with warnings.catch_warnings():
             # Pillow warns (palette transparency, EXIF quirks); we handle those cases ourselves.
@@ -72,7 +79,7 @@ def decode_pil(image: Image.Image, name: str = "<image>") -> DecodedImage:
         return _decode_opened(image, Path(name), DecodeLimits())
 
 
-def _check_file(path: Path) -> None:
+def _check_file(path: Path) -> bytes:
     if path.is_symlink() and not path.exists():
         raise InputError(f"{path}: broken symbolic link; fix or remove the link")
     if not path.exists():
@@ -81,7 +88,7 @@ def _check_file(path: Path) -> None:
         raise InputError(f"{path}: is a folder; use --dir to classify a folder")
     try:
         with path.open("rb") as handle:
-            head = handle.read(64)
+            head = handle.read(132)
     except PermissionError:
         raise InputError(f"{path}: permission denied; make the file readable") from None
     except OSError as exc:
@@ -90,11 +97,26 @@ def _check_file(path: Path) -> None:
         raise InputError(f"{path}: empty file (0 bytes)")
     if head.startswith(LFS_POINTER_PREFIX):
         raise InputError(f"{path}: is a git-LFS pointer, not the image; run `git lfs pull`")
+    return head
 
 
 def _decode_opened(opened: Image.Image, path: Path, limits: DecodeLimits) -> DecodedImage:
     notes: list[str] = []
-    width, height = opened.size
+    _check_shape(opened.size, path, limits)
+    frames = getattr(opened, "n_frames", 1)
+    if frames > 1:
+        opened.seek(0)
+        notes.append(f"multi-frame file: used frame 1 of {frames}")
+    source_mode = opened.mode
+    opened.load()
+    image = ImageOps.exif_transpose(opened) or opened
+    if image is not opened:
+        notes.append("EXIF orientation applied")
+    return DecodedImage(image=_to_8bit(image, path), source_mode=source_mode, notes=tuple(notes))
+
+
+def _check_shape(size: tuple[int, int], path: Path, limits: DecodeLimits) -> None:
+    width, height = size
     if width * height > limits.max_pixels:
         raise InputError(
             f"{path}: {width} x {height} pixels exceeds the limit of {limits.max_pixels:,}; "
@@ -107,16 +129,6 @@ def _decode_opened(opened: Image.Image, path: Path, limits: DecodeLimits) -> Dec
             f"{path}: {width} x {height} pixels is not a plausible radiograph "
             f"(minimum side {limits.min_side}, maximum aspect ratio {limits.max_aspect:g})"
         )
-    frames = getattr(opened, "n_frames", 1)
-    if frames > 1:
-        opened.seek(0)
-        notes.append(f"multi-frame file: used frame 1 of {frames}")
-    source_mode = opened.mode
-    opened.load()
-    image = ImageOps.exif_transpose(opened) or opened
-    if image is not opened:
-        notes.append("EXIF orientation applied")
-    return DecodedImage(image=_to_8bit(image, path), source_mode=source_mode, notes=tuple(notes))
 
 
 def _to_8bit(image: Image.Image, path: Path) -> Image.Image:
