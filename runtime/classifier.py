@@ -6,8 +6,11 @@ session on the other side, so worker processes can each rebuild one cheaply.
 
 from __future__ import annotations
 
+import os
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,18 @@ from btxrd.runtime.postprocess import finite_rows, softmax
 from btxrd.runtime.preprocess import preprocess
 
 ImageSource = str | Path | Image.Image | np.ndarray
+_END = object()
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An input after decoding and preprocessing (or the reason it failed)."""
+
+    source: ImageSource
+    image: DecodedImage | None
+    array: np.ndarray | None
+    error: str | None
+    decode_ms: float
 
 
 @dataclass(frozen=True)
@@ -67,10 +82,12 @@ class Classifier:
         threads: int | None = None,
         batch_size: int = 8,
         limits: DecodeLimits | None = None,
+        decode_workers: int | None = None,
     ) -> None:
         self.model_path = Path(model_path)
         self.threads = threads
         self.batch_size = max(1, batch_size)
+        self.decode_workers = decode_workers or os.cpu_count() or 1
         self.limits = limits or DecodeLimits()
         self._model = OnnxModel(self.model_path, threads=threads)
 
@@ -84,7 +101,7 @@ class Classifier:
 
     def predict(self, source: ImageSource, *, with_cam: bool = False) -> Prediction:
         """Classify one image; raises ``InputError`` if it cannot be read."""
-        result = next(self._predict_batch([source], with_cam=with_cam))
+        result = next(self._infer([self._prepare(source)], with_cam=with_cam))
         if result.error is not None:
             raise InputError(result.error)
         return result
@@ -92,40 +109,57 @@ class Classifier:
     def predict_many(
         self, sources: Iterable[ImageSource], *, with_cam: bool = False
     ) -> Iterator[Prediction]:
-        """Lazily yield one ``Prediction`` per source, in order; failures become error records."""
-        batch: list[ImageSource] = []
-        for source in sources:
-            batch.append(source)
-            if len(batch) == self.batch_size:
-                yield from self._predict_batch(batch, with_cam=with_cam)
-                batch = []
-        if batch:
-            yield from self._predict_batch(batch, with_cam=with_cam)
+        """Lazily yield one ``Prediction`` per source, in order; failures become error records.
 
-    def _predict_batch(self, sources: list[ImageSource], with_cam: bool) -> Iterator[Prediction]:
-        prep = self.info.metadata.preprocessing
-        decoded: list[tuple[ImageSource, DecodedImage | None, str | None, float]] = []
-        arrays = []
-        for source in sources:
-            start = time.perf_counter()
-            try:
-                image = self._decode(source)
-                arrays.append(preprocess(image, prep))
-                decoded.append((source, image, None, _ms(start)))
-            except BtxrdError as exc:
-                decoded.append((source, None, str(exc), _ms(start)))
+        Decoding runs in a small thread pool ahead of inference (Pillow releases the GIL while
+        it decodes and resizes), so large JPEGs do not serialise behind the network.
+        """
+        lookahead = self.batch_size * 2
+        iterator = iter(sources)
+        with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="btxrd-decode") as pool:
+            pending: deque[Future[_Prepared]] = deque()
+
+            def top_up() -> None:
+                while len(pending) < lookahead:
+                    source = next(iterator, _END)
+                    if source is _END:
+                        return
+                    pending.append(pool.submit(self._prepare, source))
+
+            top_up()
+            batch: list[_Prepared] = []
+            while pending:
+                batch.append(pending.popleft().result())
+                top_up()
+                if len(batch) == self.batch_size:
+                    yield from self._infer(batch, with_cam=with_cam)
+                    batch = []
+            if batch:
+                yield from self._infer(batch, with_cam=with_cam)
+
+    def _prepare(self, source: ImageSource) -> _Prepared:
+        start = time.perf_counter()
+        try:
+            image = self._decode(source)
+            array = preprocess(image, self.info.metadata.preprocessing)
+            return _Prepared(source, image, array, None, _ms(start))
+        except BtxrdError as exc:
+            return _Prepared(source, None, None, str(exc), _ms(start))
+
+    def _infer(self, batch: list[_Prepared], with_cam: bool) -> Iterator[Prediction]:
+        ready = [item for item in batch if item.array is not None]
         logits = cams = None
         infer_ms = 0.0
-        if arrays:
+        if ready:
             start = time.perf_counter()
-            logits, cams = self._model.run(np.stack(arrays), with_cam=with_cam)
-            infer_ms = _ms(start) / len(arrays)
+            logits, cams = self._model.run(np.stack([r.array for r in ready]), with_cam=with_cam)
+            infer_ms = _ms(start) / len(ready)
         row = 0
-        for source, image, error, decode_ms in decoded:
-            if image is None:
-                yield self._failure(source, error or "unknown error", decode_ms)
+        for item in batch:
+            if item.image is None:
+                yield self._failure(item.source, item.error or "unknown error", item.decode_ms)
                 continue
-            yield self._success(source, image, logits[row], cams, row, decode_ms, infer_ms)
+            yield self._success(item, logits[row], cams, row, infer_ms)
             row += 1
 
     def _decode(self, source: ImageSource) -> DecodedImage:
@@ -137,13 +171,14 @@ class Classifier:
             return decode_pil(Image.fromarray(source))
         raise InputError(f"cannot classify an object of type {type(source).__name__}")
 
-    def _success(
-        self, source, image: DecodedImage, logits, cams, row: int, decode_ms: float, infer_ms: float
-    ) -> Prediction:
+    def _success(self, item: _Prepared, logits, cams, row: int, infer_ms: float) -> Prediction:
         names = self.class_names
-        timings = {"decode_preprocess": round(decode_ms, 3), "inference": round(infer_ms, 3)}
+        source, image = item.source, item.image
+        assert image is not None
+        timings = {"decode_preprocess": round(item.decode_ms, 3), "inference": round(infer_ms, 3)}
         if not finite_rows(logits[None])[0]:
-            return self._failure(source, "the model produced NaN or infinite scores", decode_ms)
+            message = f"{_name(source)}: the model produced NaN or infinite scores"
+            return self._failure(source, message, item.decode_ms)
         probs = softmax(logits)
         best = int(np.argmax(probs))
         return Prediction(
@@ -176,6 +211,7 @@ class Classifier:
             "threads": self.threads,
             "batch_size": self.batch_size,
             "limits": self.limits,
+            "decode_workers": self.decode_workers,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -184,6 +220,7 @@ class Classifier:
             threads=state["threads"],
             batch_size=state["batch_size"],
             limits=state["limits"],
+            decode_workers=state["decode_workers"],
         )
 
 

@@ -20,6 +20,7 @@ from btxrd.runtime.errors import InputError
 # Truncated files must fail, never yield partially grey images.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+_EXIF_ORIENTATION = 0x0112
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 
@@ -109,9 +110,11 @@ def _decode_opened(opened: Image.Image, path: Path, limits: DecodeLimits) -> Dec
         notes.append(f"multi-frame file: used frame 1 of {frames}")
     source_mode = opened.mode
     opened.load()
-    image = ImageOps.exif_transpose(opened) or opened
-    if image is not opened:
-        notes.append("EXIF orientation applied")
+    image = opened
+    orientation = opened.getexif().get(_EXIF_ORIENTATION, 1)
+    if orientation in range(2, 9):
+        image = ImageOps.exif_transpose(opened)
+        notes.append(f"EXIF orientation {orientation} applied")
     return DecodedImage(image=_to_8bit(image, path), source_mode=source_mode, notes=tuple(notes))
 
 

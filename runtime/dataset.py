@@ -1,0 +1,308 @@
+"""Load a BTXRD-layout folder (real or synthetic) into samples, and split it reproducibly.
+
+The real archive has quirks a loader must survive: ``Annotations/`` or ``annotations/``, a
+duplicate nested ``Annotations/Annotations/``, Excel lock files (``~$dataset(total).xlsx``),
+``.jpg`` and ``.jpeg`` side by side, and a sheet whose ``image_id`` extension may not match the
+file on disk. Images are matched by stem, and only the top level of each folder is read.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+
+from btxrd.runtime.atomic import write_text
+from btxrd.runtime.errors import InputError
+from btxrd.runtime.labelme import Annotation, AnnotationError, Lesion, read_annotation
+
+__all__ = [
+    "BTXRD_CLASSES",
+    "METADATA_COLUMNS",
+    "SPLIT_NAMES",
+    "Annotation",
+    "AnnotationError",
+    "DatasetError",
+    "Lesion",
+    "Sample",
+    "label_from_row",
+    "load_dataset",
+    "read_annotation",
+    "read_split",
+    "split_dataset",
+    "write_split",
+]
+
+BTXRD_CLASSES: tuple[str, ...] = ("Normal", "Benign", "Malignant")
+
+# The sheet's 37 columns in the archive's order; the spaces and hyphens are real.
+METADATA_COLUMNS: tuple[str, ...] = (
+    "image_id", "center", "age", "gender",
+    "hand", "ulna", "radius", "humerus", "foot", "tibia", "fibula", "femur", "hip bone",
+    "ankle-joint", "knee-joint", "hip-joint", "wrist-joint", "elbow-joint", "shoulder-joint",
+    "tumor", "benign", "malignant",
+    "osteochondroma", "multiple osteochondromas", "simple bone cyst", "giant cell tumor",
+    "osteofibroma", "synovial osteochondroma", "other bt", "osteosarcoma", "other mt",
+    "upper limb", "lower limb", "pelvis",
+    "frontal", "lateral", "oblique",
+)  # fmt: skip
+
+SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpeg", ".jpg")
+_TEXT_COLUMNS = frozenset({"image_id", "gender"})
+
+
+class DatasetError(InputError, ValueError):
+    """A dataset folder, its sheet or a split file cannot be used; the message says which."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of the dataset with its class, centre, annotation file and sheet row."""
+
+    image_id: str
+    image_path: Path
+    label: str
+    center: int
+    annotation_path: Path | None
+    metadata: Mapping[str, object] = field(hash=False)
+
+
+def label_from_row(row: Mapping[str, object]) -> str:
+    """BTXRD's rule: Malignant if ``malignant == 1``, else Benign if ``benign == 1``, else Normal."""
+    if _is_one(row.get("malignant")):
+        return "Malignant"
+    if _is_one(row.get("benign")):
+        return "Benign"
+    return "Normal"
+
+
+def load_dataset(root: str | Path) -> list[Sample]:
+    """Read the sheet, match every row to its image and annotation; sorted by ``image_id``."""
+    root = _find_root(Path(root))
+    rows = _read_rows(root)
+    images = _index_files(_find_dir(root, "images"), IMAGE_SUFFIXES)
+    annotations_dir = _find_dir(root, "annotations")
+    annotations = _index_files(annotations_dir, (".json",)) if annotations_dir else {}
+    samples: list[Sample] = []
+    missing: list[str] = []
+    for row in rows:
+        image_id = str(row["image_id"]).strip()
+        stem = Path(image_id).stem
+        image_path = images.get(stem)
+        if image_path is None:
+            missing.append(image_id)
+            continue
+        samples.append(
+            Sample(
+                image_id=image_id,
+                image_path=image_path,
+                label=label_from_row(row),
+                center=_to_int(row.get("center"), "center", image_id, root),
+                annotation_path=annotations.get(stem),
+                metadata=MappingProxyType(dict(row)),
+            )
+        )
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise DatasetError(
+            f"{root}: {len(missing)} image(s) listed in the sheet are not in images/ ({shown}); "
+            "re-extract the archive or remove those rows."
+        )
+    return sorted(samples, key=lambda s: s.image_id)
+
+
+def split_dataset(
+    samples: Sequence[Sample],
+    *,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+) -> dict[str, list[Sample]]:
+    """Split into train/val/test, stratified by class; the same seed gives the same split."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1: {fractions}")
+    rng = np.random.default_rng(seed)
+    split: dict[str, list[Sample]] = {name: [] for name in SPLIT_NAMES}
+    # Sort first so the split depends on the samples, not on the order they were passed in.
+    ordered = sorted(samples, key=lambda s: s.image_id)
+    labels = sorted({s.label for s in ordered}, key=_class_order)
+    for label in labels:
+        group = [s for s in ordered if s.label == label]
+        group = [group[i] for i in rng.permutation(len(group))]
+        n_val = round(len(group) * fractions[1])
+        n_test = round(len(group) * fractions[2])
+        n_train = len(group) - n_val - n_test
+        split["train"] += group[:n_train]
+        split["val"] += group[n_train : n_train + n_val]
+        split["test"] += group[n_train + n_val :]
+    return {name: sorted(part, key=lambda s: s.image_id) for name, part in split.items()}
+
+
+def write_split(path: str | Path, split: Mapping[str, Iterable[Sample | str]]) -> None:
+    """Write ``{"train": [image_id, ...], "val": [...], "test": [...]}`` as JSON, atomically."""
+    data = {
+        name: [item.image_id if isinstance(item, Sample) else str(item) for item in split[name]]
+        for name in SPLIT_NAMES
+    }
+    write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+def read_split(path: str | Path) -> dict[str, list[str]]:
+    """Read a split file written by ``write_split``: split name -> list of image ids."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read split file ({exc.strerror or exc}).") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path}: split file is not valid JSON ({exc}).") from exc
+    if not isinstance(data, dict) or any(
+        not isinstance(data.get(name), list) or not all(isinstance(i, str) for i in data[name])
+        for name in SPLIT_NAMES
+    ):
+        raise DatasetError(
+            f"{path}: a split file needs lists of image ids under {', '.join(SPLIT_NAMES)}."
+        )
+    return {name: list(data[name]) for name in SPLIT_NAMES}
+
+
+def _class_order(label: str) -> int:
+    return BTXRD_CLASSES.index(label) if label in BTXRD_CLASSES else len(BTXRD_CLASSES)
+
+
+def _is_one(value: object) -> bool:
+    if isinstance(value, str):
+        value = value.strip()
+        return value in {"1", "1.0"}
+    return isinstance(value, (int, float)) and value == 1
+
+
+def _to_int(value: object, column: str, image_id: str, root: Path) -> int:
+    try:
+        return int(float(str(value).strip()))
+    except ValueError:
+        raise DatasetError(
+            f"{root}: '{column}' of {image_id} is {value!r}, expected a whole number."
+        ) from None
+
+
+def _find_root(root: Path) -> Path:
+    """Accept the folder holding dataset.xlsx or its parent (a BTXRD_ROOT/BTXRD nesting)."""
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such folder; pass the folder that holds dataset.xlsx.")
+    if _find_sheet(root) is not None or _find_dir(root, "images") is not None:
+        return root
+    nested = [p for p in sorted(root.iterdir()) if p.is_dir() and _find_sheet(p) is not None]
+    if len(nested) == 1:
+        return nested[0]
+    raise DatasetError(
+        f"{root}: neither dataset.xlsx nor dataset.csv found here or one folder below; "
+        "pass the BTXRD folder that holds images/ and dataset.xlsx."
+    )
+
+
+def _find_dir(root: Path, name: str) -> Path | None:
+    """The child folder called ``name`` in any letter case (``Annotations`` or ``annotations``)."""
+    matches = [p for p in sorted(root.iterdir()) if p.is_dir() and p.name.lower() == name]
+    return matches[0] if matches else None
+
+
+def _find_sheet(root: Path) -> Path | None:
+    """``dataset.xlsx`` if openpyxl is importable, else ``dataset.csv``; Excel lock files skipped."""
+    files = {
+        p.name.lower(): p for p in root.iterdir() if p.is_file() and not p.name.startswith("~$")
+    }
+    if _has_openpyxl():
+        for name in ("dataset.xlsx", "dataset(total).xlsx"):
+            if name in files:
+                return files[name]
+    return files.get("dataset.csv")
+
+
+def _has_openpyxl() -> bool:
+    try:
+        import openpyxl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _read_rows(root: Path) -> list[dict[str, object]]:
+    sheet = _find_sheet(root)
+    if sheet is None:
+        hint = "" if _has_openpyxl() else " (dataset.xlsx needs openpyxl: pip install openpyxl)"
+        raise DatasetError(f"{root}: no dataset.xlsx or dataset.csv found{hint}.")
+    table = _read_xlsx(sheet) if sheet.suffix.lower() == ".xlsx" else _read_csv(sheet)
+    if not table:
+        raise DatasetError(f"{sheet}: the sheet is empty.")
+    header = [str(h).strip() if h is not None else "" for h in table[0]]
+    absent = [c for c in ("image_id", "center", "benign", "malignant") if c not in header]
+    if absent:
+        raise DatasetError(
+            f"{sheet}: missing column(s) {', '.join(absent)}; is this BTXRD's sheet?"
+        )
+    rows = []
+    for values in table[1:]:
+        if all(v is None or str(v).strip() == "" for v in values):
+            continue  # Excel leaves blank rows at the end of edited sheets
+        row = {h: _normalise_cell(h, v) for h, v in zip(header, values, strict=False) if h}
+        rows.append(row)
+    return rows
+
+
+def _read_xlsx(path: Path) -> list[tuple[object, ...]]:
+    import openpyxl  # optional: the runtime install has no Excel reader, dataset.csv is the fallback
+
+    try:
+        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises zipfile, KeyError and its own types alike
+        raise DatasetError(f"{path}: cannot read the Excel sheet ({exc}).") from exc
+    try:
+        return [tuple(r) for r in workbook.worksheets[0].iter_rows(values_only=True)]
+    finally:
+        workbook.close()
+
+
+def _read_csv(path: Path) -> list[tuple[object, ...]]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            return [tuple(r) for r in csv.reader(handle)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{path}: cannot read the CSV sheet ({exc}).") from exc
+
+
+def _normalise_cell(column: str, value: object) -> object:
+    """Flags and numbers as int where whole (Excel and CSV disagree on 1 vs 1.0 vs "1")."""
+    if value is None:
+        return None
+    if column in _TEXT_COLUMNS:
+        return str(value).strip()
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            return text
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _index_files(folder: Path | None, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """Stem -> file for the top level of ``folder`` only, so nested duplicates are ignored."""
+    if folder is None:
+        return {}
+    index: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if (
+            path.is_file()
+            and path.suffix.lower() in suffixes
+            and not path.name.startswith(("~$", "."))
+        ):
+            index.setdefault(path.stem, path)
+    return index
