@@ -51,7 +51,8 @@ class Prediction:
     error: str | None = None
     notes: tuple[str, ...] = ()
     timings_ms: Mapping[str, float] = field(default_factory=dict)
-    cam: np.ndarray | None = field(default=None, repr=False, compare=False)  # (h, w) or None
+    # Per-class maps (C, h, w) when asked for with ``with_cam``; not part of the record.
+    cam: np.ndarray | None = field(default=None, repr=False, compare=False)
     image: Image.Image | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -166,9 +167,13 @@ class Classifier:
         if isinstance(source, (str, Path)):
             return load_image(source, self.limits)
         if isinstance(source, Image.Image):
-            return decode_pil(source)
+            return decode_pil(source, _name(source), self.limits)
         if isinstance(source, np.ndarray):
-            return decode_pil(Image.fromarray(source))
+            try:
+                image = Image.fromarray(source)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"<array>: not an image array ({exc})") from None
+            return decode_pil(image, _name(source), self.limits)
         raise InputError(f"cannot classify an object of type {type(source).__name__}")
 
     def _success(self, item: _Prepared, logits, cams, row: int, infer_ms: float) -> Prediction:
@@ -229,7 +234,12 @@ def _ms(start: float) -> float:
 
 
 def _name(source: ImageSource) -> str:
-    return Path(source).name if isinstance(source, (str, Path)) else "<array>"
+    if isinstance(source, (str, Path)):
+        return Path(source).name
+    if isinstance(source, Image.Image):
+        filename = getattr(source, "filename", "")
+        return Path(filename).name if filename else "<image>"
+    return "<array>"
 
 
 def _path(source: ImageSource) -> str | None:

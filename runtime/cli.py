@@ -245,7 +245,7 @@ def _check_usage(images, folder, formats, output, resume, info, selftest, cam_cl
 
 def _check_writable(folder: Path, output: Path) -> None:
     if not folder.is_dir():
-        raise ModelError(f"{output}: output folder {folder} does not exist; create it first")
+        raise click.UsageError(f"{output}: output folder {folder} does not exist; create it first")
     if not os.access(folder, os.W_OK):
         raise ModelError(
             f"{output}: output folder {folder} is not writable; choose another --output"
@@ -276,16 +276,25 @@ def _inputs(images, folder: Path | None, recursive: bool, exclude: tuple[Path, .
 
 
 def _already_recorded(output: Path) -> set[str]:
+    """Inputs a previous run classified, keeping only their complete records in ``output``.
+
+    A line cut by an interruption, and records of inputs that failed, are dropped (the file is
+    rewritten atomically), so those inputs run again and every input ends with one record.
+    """
+    from btxrd.runtime.atomic import write_text
+
     if not output.exists():
         return set()
-    done = set()
+    kept, done = [], set()
     for line in output.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a line cut by the interruption; that input runs again
-        if isinstance(record, dict) and record.get("path"):
+            continue
+        if isinstance(record, dict) and record.get("path") and record.get("error") is None:
+            kept.append(line)
             done.add(record["path"])
+    write_text(output, "".join(f"{line}\n" for line in kept))
     return done
 
 

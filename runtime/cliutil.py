@@ -29,9 +29,14 @@ def exit_code_for(error: BtxrdError) -> int:
 
 def run_cli(action: Callable[[], int], debug: bool) -> None:
     """Run a command body; turn our errors into one line on stderr and the documented exit code."""
+    from btxrd.runtime.imageio import quiet_decoder_warnings
+
     program = click.get_current_context().command_path
+    quiet_decoder_warnings()
     try:
         code = action()
+    except click.ClickException:
+        raise  # usage errors: click prints them with the usage line and exits 2
     except BtxrdError as exc:
         if debug:
             traceback.print_exc()

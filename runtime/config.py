@@ -50,6 +50,18 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 _NULLABLE_INT = {("inference", "threads")}
+# Inclusive ranges for numbers that have one.
+_RANGES: dict[tuple[str, ...], tuple[float, float]] = {
+    ("inference", "batch_size"): (1, 1024),
+    ("inference", "max_pixels"): (1, 10**10),
+    ("inference", "min_side"): (1, 10**5),
+    ("inference", "max_aspect"): (1, 10**4),
+    ("cam", "alpha"): (0, 1),
+    ("gradcam", "alpha"): (0, 1),
+    ("gradcam", "k"): (1, 20),
+    ("gradcam", "iou_threshold"): (0, 1),
+    ("preprocessing", "image_size"): (8, 4096),
+}
 
 
 def load_config(path: str | Path | None = None) -> dict[str, Any]:
@@ -112,4 +124,10 @@ def _checked(value: Any, default: Any, path: tuple, dotted: str, source: Path) -
             f"{source}: '{dotted}' must be of type {type(default).__name__}, "
             f"got {type(value).__name__} ({value!r})"
         )
+    if path in _RANGES:
+        low, high = _RANGES[path]
+        if not low <= value <= high:
+            raise ConfigError(
+                f"{source}: '{dotted}' must be between {low:g} and {high:g}, got {value!r}"
+            )
     return value

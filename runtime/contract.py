@@ -78,6 +78,14 @@ class Preprocessing:
         return prep
 
     def validate(self) -> None:
+        if len(self.image_size) != 2 or not all(_is_int(v) for v in self.image_size):
+            raise ModelError(f"preprocessing image_size {self.image_size} must be two integers")
+        if not all(_is_number(v) for v in (*self.mean, *self.std, self.pixel_max)):
+            raise ModelError("preprocessing mean, std and pixel_max must be numbers")
+        if self.pixel_max <= 0:
+            raise ModelError(f"preprocessing pixel_max must be > 0, got {self.pixel_max}")
+        if self.exif_transpose is not True:
+            raise ModelError("this btxrd always applies EXIF orientation (exif_transpose: true)")
         height, width = self.image_size
         if not (8 <= height <= 4096 and 8 <= width <= 4096):
             raise ModelError(f"preprocessing image_size {self.image_size} is out of range")
@@ -94,6 +102,14 @@ class Preprocessing:
 
 
 RESIZE_FILTERS = ("nearest", "bilinear", "bicubic", "lanczos")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)

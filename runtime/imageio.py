@@ -49,20 +49,16 @@ def load_image(path: str | Path, limits: DecodeLimits | None = None) -> DecodedI
     path = Path(path)
     head = _check_file(path)
     if is_dicom(path, head):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom warns on harmless non-conformance
-            image, notes = load_dicom(path)
+        image, notes = load_dicom(path)
         _check_shape(image.size, path, limits)
         return DecodedImage(image=image, source_mode="DICOM", notes=notes)
     try:
-        with warnings.catch_warnings():
-            # Pillow warns (palette transparency, EXIF quirks); we handle those cases ourselves.
-            warnings.simplefilter("ignore")
-            with Image.open(path) as opened:
-                return _decode_opened(opened, path, limits)
+        with Image.open(path) as opened:
+            return _decode_opened(opened, path, limits)
     except InputError:
         raise
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # The warning arrives as an exception where the host turned warnings into errors.
         raise InputError(f"{path}: refused as a decompression bomb ({exc})") from None
     except UnidentifiedImageError:
         raise InputError(
@@ -73,11 +69,24 @@ def load_image(path: str | Path, limits: DecodeLimits | None = None) -> DecodedI
         raise InputError(f"{path}: corrupt or truncated image data ({exc})") from None
 
 
-def decode_pil(image: Image.Image, name: str = "<image>") -> DecodedImage:
+def decode_pil(
+    image: Image.Image, name: str = "<image>", limits: DecodeLimits | None = None
+) -> DecodedImage:
     """Normalise an already-open Pillow image (API callers passing images, not paths)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _decode_opened(image, Path(name), DecodeLimits())
+    return _decode_opened(image, Path(name), limits or DecodeLimits())
+
+
+def quiet_decoder_warnings() -> None:
+    """Silence Pillow's and pydicom's warnings for the whole process (the CLIs call this).
+
+    Every case they warn about (palette transparency, odd EXIF, DICOM non-conformance, large
+    images) is handled or refused here with our own message. ``warnings.catch_warnings`` cannot
+    do this per call: it swaps process-global state and is not thread-safe, and decoding runs in
+    a thread pool.
+    """
+    warnings.filterwarnings("ignore", module=r"PIL(\..*)?$")
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
 
 
 def _check_file(path: Path) -> bytes:

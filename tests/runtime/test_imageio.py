@@ -1,0 +1,392 @@
+"""Decoding: every mode becomes 8-bit "L" or "RGB" one documented way; bad files fail clearly."""
+
+from __future__ import annotations
+
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from btxrd.runtime.errors import InputError
+from btxrd.runtime.imageio import DecodeLimits, decode_pil, load_image, scale_to_uint8
+
+EXIF_ORIENTATION = 0x0112
+
+
+def _load_strict(path: Path, limits: DecodeLimits | None = None):
+    """``load_image`` with every warning turned into an error, so none can leak to callers."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return load_image(path, limits)
+
+
+def _pixels(decoded) -> np.ndarray:
+    return np.asarray(decoded.image)
+
+
+@pytest.fixture
+def gray(make_phantom) -> np.ndarray:
+    return make_phantom(48, 40, seed=7)
+
+
+# --- modes --------------------------------------------------------------------------------
+
+
+def test_l_png_is_returned_unchanged(tmp_path, gray):
+    path = tmp_path / "l.png"
+    Image.fromarray(gray).save(path)
+    decoded = _load_strict(path)
+    assert decoded.image.mode == "L"
+    assert decoded.source_mode == "L"
+    np.testing.assert_array_equal(_pixels(decoded), gray)
+
+
+def test_rgb_png_is_returned_unchanged(tmp_path, gray):
+    rgb = np.stack([gray, 255 - gray, gray // 2], axis=-1)
+    path = tmp_path / "rgb.png"
+    Image.fromarray(rgb).save(path)
+    decoded = _load_strict(path)
+    assert decoded.image.mode == "RGB"
+    np.testing.assert_array_equal(_pixels(decoded), rgb)
+
+
+def test_bilevel_becomes_l_with_0_and_255(tmp_path, gray):
+    path = tmp_path / "one.png"
+    Image.fromarray(gray).convert("1", dither=Image.Dither.NONE).save(path)
+    decoded = _load_strict(path)
+    assert decoded.source_mode == "1"
+    assert decoded.image.mode == "L"
+    pixels = _pixels(decoded)
+    assert set(np.unique(pixels)) == {0, 255}
+    np.testing.assert_array_equal(pixels == 255, gray >= 128)
+
+
+def test_palette_without_transparency_is_its_palette_colours(tmp_path, gray):
+    palette = Image.fromarray(np.stack([gray, gray, 255 - gray], axis=-1)).convert(
+        "P", palette=Image.Palette.ADAPTIVE, colors=16
+    )
+    path = tmp_path / "p.png"
+    palette.save(path)
+    decoded = _load_strict(path)
+    assert decoded.source_mode == "P"
+    assert decoded.image.mode == "RGB"
+    lut = np.asarray(palette.getpalette(), dtype=np.uint8).reshape(-1, 3)
+    np.testing.assert_array_equal(_pixels(decoded), lut[np.asarray(palette)])
+
+
+def test_palette_transparency_is_flattened_onto_black(tmp_path):
+    indices = np.zeros((32, 32), dtype=np.uint8)
+    indices[8:24, 8:24] = 1  # a grey square on a transparent (but white-coloured) field
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette([255, 255, 255, 120, 130, 140] + [0, 0, 0] * 254)
+    path = tmp_path / "pt.png"
+    image.save(path, transparency=0)
+    decoded = _load_strict(path)
+    assert decoded.image.mode == "RGB"
+    pixels = _pixels(decoded)
+    assert (pixels[indices == 0] == 0).all()
+    assert (pixels[indices == 1] == (120, 130, 140)).all()
+
+
+def test_palette_with_per_index_alpha_bytes_is_flattened_without_warnings(tmp_path):
+    indices = np.zeros((32, 32), dtype=np.uint8)
+    indices[:, 16:] = 1
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette([200, 200, 200, 100, 100, 100] + [0, 0, 0] * 254)
+    path = tmp_path / "pa.png"
+    image.save(path, transparency=bytes([0, 255]))
+    decoded = _load_strict(path)
+    pixels = _pixels(decoded)
+    assert (pixels[:, :16] == 0).all()
+    assert (pixels[:, 16:] == 100).all()
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_is_composited_onto_black(tmp_path, gray, mode):
+    alpha = np.tile(np.linspace(0, 255, gray.shape[1]).round().astype(np.uint8), (gray.shape[0], 1))
+    if mode == "RGBA":
+        colour = np.stack([gray, gray, 255 - gray], axis=-1)
+        array = np.dstack([colour, alpha])
+    else:
+        colour = np.stack([gray] * 3, axis=-1)
+        array = np.dstack([gray, alpha])
+    path = tmp_path / f"{mode}.png"
+    Image.fromarray(array, mode=mode).save(path)
+    decoded = _load_strict(path)
+    assert decoded.source_mode == mode
+    assert decoded.image.mode == "RGB"
+    expected = colour.astype(np.float64) * alpha[..., None] / 255.0
+    assert np.abs(_pixels(decoded).astype(np.float64) - expected).max() <= 1.0
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".tif"])
+def test_cmyk_becomes_rgb_as_pillow_converts_it(tmp_path, gray, suffix):
+    path = tmp_path / f"cmyk{suffix}"
+    cmyk = np.stack([gray, 255 - gray, gray // 3, np.full_like(gray, 20)], axis=-1)
+    Image.fromarray(cmyk, mode="CMYK").save(path)
+    decoded = _load_strict(path)
+    assert decoded.source_mode == "CMYK"
+    assert decoded.image.mode == "RGB"
+    with Image.open(path) as opened:
+        expected = np.asarray(opened.convert("RGB"))
+    np.testing.assert_array_equal(_pixels(decoded), expected)
+
+
+def test_12_bit_png_uses_the_full_8_bit_range(tmp_path, make_phantom):
+    # A 12-bit detector stored in a 16-bit PNG: convert("L") would clip it to white.
+    deep = make_phantom(64, 48, seed=4, depth=4095)
+    deep[0, 0], deep[0, 1] = 0, 4095
+    path = tmp_path / "deep.png"
+    Image.fromarray(deep).save(path)
+    decoded = _load_strict(path)
+    assert decoded.source_mode.startswith("I")
+    assert decoded.image.mode == "L"
+    pixels = _pixels(decoded)
+    assert pixels.min() == 0 and pixels.max() == 255
+    expected = np.rint(deep.astype(np.float64) * 255.0 / 4095.0).astype(np.uint8)
+    np.testing.assert_array_equal(pixels, expected)
+    assert len(np.unique(pixels)) > 200  # not squashed into a few grey levels
+
+
+def test_16_bit_png_is_scaled_by_its_real_range_not_the_type_range(tmp_path):
+    values = np.linspace(1000, 3000, 40 * 32).reshape(40, 32).round().astype(np.uint16)
+    path = tmp_path / "narrow.png"
+    Image.fromarray(values).save(path)
+    pixels = _pixels(_load_strict(path))
+    expected = np.rint((values.astype(np.float64) - 1000) * 255.0 / 2000).astype(np.uint8)
+    np.testing.assert_array_equal(pixels, expected)
+
+
+def test_32_bit_integer_tiff_is_scaled_by_its_range(tmp_path, gray):
+    values = gray.astype(np.int32) * 1000 - 70_000  # negative and beyond 16 bits
+    path = tmp_path / "i.tif"
+    Image.fromarray(values).save(path)
+    decoded = _load_strict(path)
+    assert decoded.source_mode == "I"
+    expected = np.rint((values - values.min()) * 255.0 / float(values.max() - values.min())).astype(
+        np.uint8
+    )
+    np.testing.assert_array_equal(_pixels(decoded), expected)
+
+
+def test_float_tiff_is_scaled_by_its_range(tmp_path, gray):
+    values = gray.astype(np.float32) / 255.0 * 3.5 - 1.25
+    path = tmp_path / "f.tif"
+    Image.fromarray(values).save(path)
+    decoded = _load_strict(path)
+    assert decoded.source_mode == "F"
+    assert decoded.image.mode == "L"
+    low, high = float(values.min()), float(values.max())
+    expected = np.rint((values.astype(np.float64) - low) * 255.0 / (high - low)).astype(np.uint8)
+    np.testing.assert_array_equal(_pixels(decoded), expected)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_float_tiff_with_nan_or_infinity_is_refused(tmp_path, gray, bad):
+    values = gray.astype(np.float32)
+    values[5, 5] = bad
+    path = tmp_path / "bad.tif"
+    Image.fromarray(values).save(path)
+    with pytest.raises(InputError, match="NaN or infinity") as caught:
+        _load_strict(path)
+    assert str(path) in str(caught.value)
+
+
+def test_constant_16_bit_image_becomes_black_not_an_error(tmp_path):
+    path = tmp_path / "flat.png"
+    Image.fromarray(np.full((32, 32), 1234, dtype=np.uint16)).save(path)
+    pixels = _pixels(_load_strict(path))
+    assert (pixels == 0).all()
+
+
+def test_scale_to_uint8_refuses_colour_data():
+    with pytest.raises(InputError, match="single-channel"):
+        scale_to_uint8(np.zeros((4, 4, 3)), "x.tif")
+
+
+# --- orientation and frames -----------------------------------------------------------------
+
+
+def _asymmetric_rgb(height: int = 60, width: int = 90) -> Image.Image:
+    """Non-square, with a bright block in the top-left corner, so any rotation shows."""
+    y, x = np.mgrid[0:height, 0:width]
+    red = (x * 255 // (width - 1)).astype(np.uint8)
+    green = (y * 255 // (height - 1)).astype(np.uint8)
+    blue = np.zeros((height, width), dtype=np.uint8)
+    blue[:15, :20] = 255
+    return Image.fromarray(np.dstack([red, green, blue]))
+
+
+def test_exif_orientation_6_jpeg_comes_out_upright(tmp_path):
+    upright = _asymmetric_rgb()
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6  # stored turned left; viewers turn it 90 degrees clockwise
+    path = tmp_path / "exif6.jpg"
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, quality=95, exif=exif.tobytes())
+    decoded = _load_strict(path)
+    assert decoded.image.size == upright.size
+    got = _pixels(decoded).astype(np.float64)
+    want = np.asarray(upright, dtype=np.float64)
+    upside_down = np.asarray(upright.transpose(Image.Transpose.ROTATE_180), dtype=np.float64)
+    assert np.abs(got - want).mean() < 4.0  # JPEG loss only
+    assert np.abs(got - upside_down).mean() > 40.0  # not turned the wrong way
+    assert any("EXIF orientation 6" in note for note in decoded.notes)
+
+
+def test_images_without_exif_orientation_get_no_orientation_note(tmp_path, gray):
+    path = tmp_path / "plain.png"
+    Image.fromarray(gray).save(path)
+    assert _load_strict(path).notes == ()
+
+
+def test_multi_frame_tiff_uses_the_first_frame_and_says_so(tmp_path, gray):
+    frames = [Image.fromarray(gray), Image.fromarray(255 - gray), Image.fromarray(gray // 2)]
+    path = tmp_path / "stack.tif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    decoded = _load_strict(path)
+    np.testing.assert_array_equal(_pixels(decoded), gray)
+    assert any("frame 1 of 3" in note for note in decoded.notes)
+
+
+# --- files that are not usable images ------------------------------------------------------
+
+
+def _zero_bytes(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
+def _text_renamed_png(path: Path) -> Path:
+    path.write_text("patient list\nIMG000001, femur\n", encoding="utf-8")
+    return path
+
+
+def _lfs_pointer(path: Path) -> Path:
+    path.write_text(
+        "version https://git-lfs.github.com/spec/v1\n"
+        "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
+        "size 12345\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _truncated(path: Path, fmt: str) -> Path:
+    noise = np.random.default_rng(5).integers(0, 256, (200, 160), dtype=np.uint8)
+    Image.fromarray(noise).save(path, format=fmt)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _missing(path: Path) -> Path:
+    return path
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def _broken_symlink(path: Path) -> Path:
+    path.symlink_to(path.parent / "gone.png")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "message"),
+    [
+        ("zero.png", _zero_bytes, "empty file"),
+        ("notes.png", _text_renamed_png, "not an image file"),
+        ("lfs.png", _lfs_pointer, "git lfs pull"),
+        ("cut.jpg", lambda p: _truncated(p, "JPEG"), "truncated"),
+        ("cut.png", lambda p: _truncated(p, "PNG"), "truncated"),
+        ("missing.png", _missing, "no such file"),
+        ("folder.png", _folder, "is a folder"),
+        ("link.png", _broken_symlink, "broken symbolic link"),
+    ],
+    ids=[
+        "zero-byte",
+        "text",
+        "lfs-pointer",
+        "truncated-jpeg",
+        "truncated-png",
+        "missing",
+        "directory",
+        "broken-symlink",
+    ],
+)
+def test_unusable_files_raise_input_error_naming_file_and_cause(tmp_path, name, make, message):
+    path = make(tmp_path / name)
+    with pytest.raises(InputError) as caught:
+        _load_strict(path)
+    text = str(caught.value)
+    assert str(path) in text
+    assert message in text
+    assert "\n" not in text
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims a size; no pixel data, so decoding it would fail differently."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "limits", "message"),
+    [
+        (10, 10, DecodeLimits(), "not a plausible radiograph"),
+        (400, 16, DecodeLimits(), "not a plausible radiograph"),
+        (16, 400, DecodeLimits(), "not a plausible radiograph"),
+        (200, 200, DecodeLimits(max_pixels=10_000), "exceeds the limit of 10,000"),
+        # Pillow's own bomb warning (89 M pixels) may come first where warnings are errors.
+        (12_000, 9_000, DecodeLimits(), "exceeds the limit of 100,000,000|decompression bomb"),
+        (30_000, 30_000, DecodeLimits(), "decompression bomb"),
+    ],
+    ids=[
+        "tiny",
+        "wide-strip",
+        "tall-strip",
+        "over-configured-limit",
+        "over-default-limit",
+        "pillow-bomb",
+    ],
+)
+def test_absurd_shapes_are_refused_before_decoding(tmp_path, width, height, limits, message):
+    path = _png_header_only(tmp_path / "absurd.png", width, height)
+    with pytest.raises(InputError, match=message):
+        _load_strict(path, limits)
+
+
+def test_shapes_at_the_limits_are_accepted(tmp_path):
+    path = tmp_path / "edge.png"
+    Image.fromarray(np.zeros((16, 320), dtype=np.uint8)).save(path)  # min side, aspect exactly 20
+    assert _load_strict(path).image.size == (320, 16)
+
+
+# --- in-memory images -------------------------------------------------------------------------
+
+
+def test_decode_pil_normalises_like_load_image(tmp_path, make_phantom):
+    deep = make_phantom(40, 40, seed=8, depth=4095)
+    path = tmp_path / "deep.png"
+    Image.fromarray(deep).save(path)
+    with Image.open(path) as opened:
+        from_memory = decode_pil(opened)
+        np.testing.assert_array_equal(_pixels(from_memory), _pixels(load_image(path)))
+
+
+def test_decode_pil_refuses_unsupported_modes_with_input_error():
+    with pytest.raises(InputError, match="unsupported image mode"):
+        decode_pil(Image.new("RGBX", (32, 32)))
