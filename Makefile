@@ -18,7 +18,7 @@ $(VENV_RUN)/.stamp: pyproject.toml
 # Full environment with every extra; built once, reused while pyproject.toml is unchanged.
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -e '.[export,explain,dev]'
+	$(VENV)/bin/pip install -q -e '.[export,explain,timm,dicom,dev]'
 	touch $@
 
 run: $(VENV_RUN)/.stamp
