@@ -74,7 +74,10 @@ class Sample:
 
 
 def label_from_row(row: Mapping[str, object]) -> str:
-    """BTXRD's rule: Malignant if ``malignant == 1``, else Benign if ``benign == 1``, else Normal."""
+    """BTXRD's rule: Malignant if ``malignant == 1``, else Benign if ``benign == 1``, else Normal.
+
+    Cells may be 1, 1.0 or "1" (Excel and CSV disagree); anything else counts as 0.
+    """
     if _is_one(row.get("malignant")):
         return "Malignant"
     if _is_one(row.get("benign")):
@@ -213,7 +216,7 @@ def _find_dir(root: Path, name: str) -> Path | None:
 
 
 def _find_sheet(root: Path) -> Path | None:
-    """``dataset.xlsx`` if openpyxl is importable, else ``dataset.csv``; Excel lock files skipped."""
+    """``dataset.xlsx`` if openpyxl is importable, else ``dataset.csv``; lock files skipped."""
     files = {
         p.name.lower(): p for p in root.iterdir() if p.is_file() and not p.name.startswith("~$")
     }
@@ -256,7 +259,8 @@ def _read_rows(root: Path) -> list[dict[str, object]]:
 
 
 def _read_xlsx(path: Path) -> list[tuple[object, ...]]:
-    import openpyxl  # optional: the runtime install has no Excel reader, dataset.csv is the fallback
+    # Optional: the runtime install has no Excel reader; dataset.csv is the fallback.
+    import openpyxl
 
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)

@@ -35,7 +35,7 @@ class Lesion:
 
     @property
     def mask_source(self) -> str:
-        """Which shape a lesion mask should be filled from: "polygon" or, lacking one, "rectangle"."""
+        """The shape to fill a lesion mask from: "polygon", or "rectangle" when there is none."""
         return "polygon" if self.polygon is not None else "rectangle"
 
 

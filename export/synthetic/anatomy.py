@@ -1,4 +1,4 @@
-"""Radiographic primitives: long bones, round bones, flat bones and soft tissue, as projected density.
+"""Radiographic primitives: long, round and flat bones and soft tissue, as projected density.
 
 Everything renders into "density" (line integral of attenuation, dimensionless): the radiograph is
 ``1 - exp(-density)`` later. A long bone is a hollow cylinder, so its projection has a bright
@@ -18,9 +18,9 @@ from PIL import Image, ImageDraw, ImageFilter
 Point = tuple[float, float]
 
 # Attenuation per unit of normalised path length, tuned by eye against real radiographs.
-CORTEX_MU = 1.55
-MARROW_MU = 0.22
-TRABECULAR_MU = 0.55
+CORTEX_MU = 1.25
+MARROW_MU = 0.2
+TRABECULAR_MU = 0.36
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class Tube:
     cortex: float = 0.28  # shaft cortex thickness / shaft radius
     bend: float = 0.0  # bow of the shaft as a fraction of its length
     density: float = 1.0
+    end_zone: float = 2.6  # reach of the thin-cortex, trabecular ends, in shaft radii
+    cap: float = 0.55  # length of the rounded ends / their radius (1 = hemispherical)
     joint0: bool = False  # True if end 0 is an articular end inside the picture
     joint1: bool = False
     lesion_weight: float = 1.0  # how likely a tumour is drawn on this bone
@@ -74,7 +76,7 @@ class Tube:
         near0 = np.exp(-((np.clip(s, 0, None) / w0) ** 2))
         near1 = np.exp(-((np.clip(length - s, 0, None) / w1) ** 2))
         profile = r * (1.0 + (self.flare0 - 1.0) * near0 + (self.flare1 - 1.0) * near1)
-        cap0, cap1 = 0.55 * r * self.flare0, 0.55 * r * self.flare1
+        cap0, cap1 = self.cap * r * self.flare0, self.cap * r * self.flare1
         profile = profile * _cap(s / cap0) * _cap((length - s) / cap1)
         return profile
 
@@ -85,7 +87,7 @@ class Tube:
 
     def end_weight(self, s: np.ndarray) -> np.ndarray:
         """1 at the articular ends, 0 in the mid-shaft (where marrow replaces trabecular bone)."""
-        w = 2.6 * self.radius
+        w = self.end_zone * self.radius
         e0 = np.exp(-((np.clip(s, 0, None) / (w * self.flare0)) ** 2))
         e1 = np.exp(-((np.clip(self.length - s, 0, None) / (w * self.flare1)) ** 2))
         return np.maximum(e0, e1)
@@ -129,7 +131,7 @@ class SoftTube:
     r0: float
     r1: float
     norm: float  # path length (px) that counts as one unit of tissue thickness
-    density: float = 0.8
+    density: float = 0.55
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,10 @@ class Canvas:
     def box(self, bounds: tuple[float, float, float, float]) -> tuple[int, int, int, int] | None:
         """Clip float bounds (x0, y0, x1, y1) to the canvas; None if nothing is left."""
         x0, y0 = max(0, math.floor(bounds[0])), max(0, math.floor(bounds[1]))
-        x1, y1 = min(self.width, math.ceil(bounds[2]) + 1), min(self.height, math.ceil(bounds[3]) + 1)
+        x1, y1 = (
+            min(self.width, math.ceil(bounds[2]) + 1),
+            min(self.height, math.ceil(bounds[3]) + 1),
+        )
         return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
     @staticmethod
@@ -194,8 +199,10 @@ def render_tube(
     norm = 2.0 * tube.radius
     cortex = (_chord(outer, d) - _chord(inner, d)) / norm
     medulla = _chord(inner, d) / norm
-    grain = _sample_texture(texture, s / (0.05 * norm + 1.0), d / (0.025 * norm + 1.0))
-    medulla_mu = (MARROW_MU + (TRABECULAR_MU - MARROW_MU) * ends) * (1.0 + 0.45 * grain * (0.4 + ends))
+    grain = sample_field(texture, s / (0.06 * norm + 0.7), d / (0.03 * norm + 0.7))
+    medulla_mu = (MARROW_MU + (TRABECULAR_MU - MARROW_MU) * ends) * (
+        1.0 + 0.15 * grain * (0.3 + ends)
+    )
     density = tube.density * (CORTEX_MU * cortex + medulla_mu * medulla)
     patch = TubePatch(box[0], box[1], s, d, outer, inner)
     for modify in modifiers:
@@ -218,12 +225,12 @@ def render_ellipsoid(part: Ellipsoid, canvas: Canvas, texture: np.ndarray) -> No
     q = part.shell
     outer = np.sqrt(np.clip(1.0 - rho * rho, 0.0, None))
     inner = q * np.sqrt(np.clip(1.0 - (rho / q) ** 2, 0.0, None))
-    grain = _sample_texture(texture, u * 9.0, v * 9.0)
-    density = CORTEX_MU * 0.9 * (outer - inner) + TRABECULAR_MU * inner * (1.0 + 0.4 * grain)
+    grain = sample_field(texture, u * max(a / 3.0, 2.0), v * max(b / 3.0, 2.0))
+    density = CORTEX_MU * 0.9 * (outer - inner) + TRABECULAR_MU * inner * (1.0 + 0.2 * grain)
     canvas.bone[box[1] : box[3], box[0] : box[2]] += part.density * density
 
 
-def render_plate(part: Plate, canvas: Canvas, blur: float) -> None:
+def render_plate(part: Plate, canvas: Canvas, texture: np.ndarray, blur: float) -> None:
     """Fill the outline, soften it, and brighten its edge where the cortex is seen end-on."""
     xs = [p[0] for p in part.outline]
     ys = [p[1] for p in part.outline]
@@ -234,9 +241,15 @@ def render_plate(part: Plate, canvas: Canvas, blur: float) -> None:
     x0, y0, x1, y1 = box
     mask = Image.new("L", (x1 - x0, y1 - y0), 0)
     ImageDraw.Draw(mask).polygon([(x - x0, y - y0) for x, y in part.outline], fill=255)
+    # A flat bone is thin in its middle and thick along its margins (crest, brim, rami).
+    core = mask.filter(ImageFilter.BoxBlur(max(2, round(0.2 * min(x1 - x0, y1 - y0)))))
     mask = mask.filter(ImageFilter.GaussianBlur(max(blur, 0.5)))
     m = np.asarray(mask, dtype=np.float32) / 255.0
-    density = part.density * m + part.rim * 4.0 * m * (1.0 - m)
+    thin = np.asarray(core, dtype=np.float32) / 255.0
+    gx, gy = canvas.grid(box)
+    grain = sample_field(texture, gy / (2.0 * blur + 1.0), gx / (2.0 * blur + 1.0))
+    density = part.density * m * (1.0 - 0.6 * thin) * (1.0 + 0.2 * grain)
+    density += part.rim * 4.0 * m * (1.0 - m)
     region = canvas.bone[y0:y1, x0:x1]
     if part.hole:
         region *= 1.0 - 0.85 * m  # a foramen: no bone in front or behind it
@@ -261,9 +274,11 @@ def render_soft_tube(part: SoftTube, canvas: Canvas) -> None:
     # Distance to the axis segment gives rounded (hemispherical) ends.
     dist = np.sqrt((dx - tc * ux) ** 2 + (dy - tc * uy) ** 2)
     radius = part.r0 + (part.r1 - part.r0) * (tc / length)
-    fat = _chord(radius, dist)
-    muscle = _chord(radius * 0.86, dist)
-    density = part.density * (0.55 * fat + 0.45 * muscle) / part.norm
+    # Thickness falls off towards the skin more slowly than a round limb would: limbs are
+    # flattened by the table and the picture is windowed for bone.
+    fat = (_chord(radius, dist) / (2.0 * radius)) ** 0.7
+    muscle = (_chord(radius * 0.88, dist) / (2.0 * radius)) ** 0.7
+    density = part.density * (0.4 * fat + 0.6 * muscle) * (2.0 * radius / part.norm) ** 0.5
     region = canvas.tissue[box[1] : box[3], box[0] : box[2]]
     np.maximum(region, density, out=region)
 
@@ -277,9 +292,16 @@ def make_texture(rng: np.random.Generator, size: int = 128) -> np.ndarray:
     return (tex - tex.mean()) / (tex.std() + 1e-6)
 
 
-def _sample_texture(texture: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+def sample_field(texture: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear lookup with wrap-around (nearest-neighbour lookups look like blocky cheese)."""
     h, w = texture.shape
-    return texture[u.astype(np.int32) % h, v.astype(np.int32) % w]
+    u0, v0 = np.floor(u), np.floor(v)
+    fu, fv = (u - u0).astype(np.float32), (v - v0).astype(np.float32)
+    i0, j0 = u0.astype(np.int64) % h, v0.astype(np.int64) % w
+    i1, j1 = (i0 + 1) % h, (j0 + 1) % w
+    top = texture[i0, j0] * (1 - fv) + texture[i0, j1] * fv
+    bottom = texture[i1, j0] * (1 - fv) + texture[i1, j1] * fv
+    return top * (1 - fu) + bottom * fu
 
 
 def _chord(radius: np.ndarray | float, dist: np.ndarray) -> np.ndarray:

@@ -33,19 +33,13 @@ class Centre:
 
 
 CENTRES = (
-    Centre(1, 2938, (0.18, 0.30), (0.86, 0.95), (0.85, 1.15), (0.012, 0.025), (0.4, 0.9), 0.6,
+    Centre(1, 2938, (0.08, 0.18), (0.80, 0.92), (0.85, 1.15), (0.012, 0.025), (0.4, 0.9), 0.6,
            0.35, (1.0, 1.0, 1.0), (88, 95)),
-    Centre(2, 549, (0.25, 0.36), (0.80, 0.90), (1.15, 1.45), (0.02, 0.035), (0.5, 1.0), 0.3,
+    Centre(2, 549, (0.14, 0.24), (0.76, 0.86), (1.15, 1.45), (0.02, 0.035), (0.5, 1.0), 0.3,
            0.85, (1.0, 0.97, 0.92), (85, 92)),
-    Centre(3, 259, (0.05, 0.18), (0.90, 1.0), (0.75, 0.95), (0.008, 0.018), (0.8, 1.4), 0.1,
+    Centre(3, 259, (0.0, 0.1), (0.86, 0.98), (0.75, 0.95), (0.008, 0.018), (0.8, 1.4), 0.1,
            0.2, (1.0, 1.0, 1.0), (86, 94)),
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Encoded:
-    data: bytes
-    mode: str
 
 
 def develop(canvas: Canvas, centre: Centre, rng: np.random.Generator, rgb: bool) -> Image.Image:
@@ -68,7 +62,9 @@ def develop(canvas: Canvas, centre: Centre, rng: np.random.Generator, rgb: bool)
     scale = max(w, h) / 1000.0
     gray = gray.filter(ImageFilter.GaussianBlur(rng.uniform(*centre.blur) * max(scale, 0.35)))
     if rng.random() < centre.sharpen:
-        gray = gray.filter(ImageFilter.UnsharpMask(radius=max(1.0, 6 * scale), percent=60, threshold=2))
+        gray = gray.filter(
+            ImageFilter.UnsharpMask(radius=max(1.0, 6 * scale), percent=60, threshold=2)
+        )
     if not rgb:
         return gray
     channels = [gray.point(lambda v, k=k: round(v * k)) for k in centre.tint]

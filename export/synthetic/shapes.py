@@ -69,31 +69,21 @@ def blob_bounds(tube: Tube, blob: Blob, margin: float) -> tuple[float, float, fl
     return min(xs) - margin, min(ys) - margin, max(xs) + margin, max(ys) + margin
 
 
-def smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
+def smoothstep(edge0: float | np.ndarray, edge1: float | np.ndarray, x: np.ndarray) -> np.ndarray:
     """0 at edge0, 1 at edge1 (either order), smooth in between."""
-    t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
+    span = np.asarray(edge1 - edge0, dtype=np.float32)
+    span = np.where(np.abs(span) < 1e-6, np.float32(1e-6), span)  # a zero-width edge is a step
+    t = np.clip((x - edge0) / span, 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
 
 
 def smooth_noise(seed: int, size: int = 48) -> np.ndarray:
-    """A tileable-enough field of unit variance, sampled with ``sample_noise``."""
+    """A tileable-enough field of unit variance, sampled with ``sample_field``."""
     rng = np.random.default_rng(seed)
     raw = rng.standard_normal((size, size)).astype(np.float32)
     img = Image.fromarray(((raw * 40) + 128).clip(0, 255).astype(np.uint8), "L")
     field = np.asarray(img.filter(ImageFilter.GaussianBlur(1.2)), dtype=np.float32)
     return (field - field.mean()) / (field.std() + 1e-6)
-
-
-def sample_noise(field: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Bilinear lookup with wrap-around; one texel per unit of u and v."""
-    h, w = field.shape
-    u0, v0 = np.floor(u), np.floor(v)
-    fu, fv = (u - u0).astype(np.float32), (v - v0).astype(np.float32)
-    i0, j0 = u0.astype(np.int64) % h, v0.astype(np.int64) % w
-    i1, j1 = (i0 + 1) % h, (j0 + 1) % w
-    top = field[i0, j0] * (1 - fv) + field[i0, j1] * fv
-    bottom = field[i1, j0] * (1 - fv) + field[i1, j1] * fv
-    return top * (1 - fu) + bottom * fu
 
 
 def convex_hull(points: list[Point]) -> list[Point]:

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from btxrd.export.synthetic.anatomy import Canvas, Ellipsoid, Tube, TubePatch, render_ellipsoid
-from btxrd.export.synthetic.bodyparts import Scene
+from btxrd.export.synthetic.scene import Scene
 from btxrd.export.synthetic.shapes import Blob, random_blob, smoothstep
 
 
@@ -63,7 +63,7 @@ class ArrestLine:
 
     def modify(self, patch: TubePatch, density: np.ndarray) -> np.ndarray:
         band = np.exp(-(((patch.s - self.s) / self.width) ** 2)) * (np.abs(patch.d) < patch.inner)
-        return density * (1.0 + 0.45 * band)
+        return density * (1.0 + 0.25 * band)
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,9 @@ class Vessel:
             return
         x0, y0, x1, y1 = box
         img = Image.new("L", (x1 - x0, y1 - y0), 0)
-        ImageDraw.Draw(img).line([(x - x0, y - y0) for x, y in self.points], fill=200, width=self.width)
+        ImageDraw.Draw(img).line(
+            [(x - x0, y - y0) for x, y in self.points], fill=200, width=self.width
+        )
         layer = np.asarray(img.filter(ImageFilter.GaussianBlur(0.7)), dtype=np.float32) / 255.0
         canvas.bone[y0:y1, x0:x1] += 0.35 * layer
 
@@ -120,17 +122,35 @@ def plan_variants(scene: Scene, age: float, rng: np.random.Generator) -> tuple[l
                 flare = t.flare0 if end == 0 else t.flare1
                 dist = t.radius * flare * rng.uniform(0.45, 0.7)
                 s, toward = (dist, 1.0) if end == 0 else (t.length - dist, -1.0)
-                modifiers.append(GrowthPlate(bone, s, toward, max(0.8, t.radius * 0.06),
-                                             t.radius * rng.uniform(0.03, 0.09),
-                                             t.radius * rng.uniform(0.25, 0.5)))  # fmt: skip
-    big = [(bone, t) for bone, t in tubes if t.radius >= 0.6 * scene.bone_radius and t.lesion_weight > 0]
+                modifiers.append(
+                    GrowthPlate(
+                        bone,
+                        s,
+                        toward,
+                        max(0.8, t.radius * 0.06),
+                        t.radius * rng.uniform(0.03, 0.09),
+                        t.radius * rng.uniform(0.25, 0.5),
+                    )
+                )
+    big = [
+        (bone, t)
+        for bone, t in tubes
+        if t.radius >= 0.6 * scene.bone_radius and t.lesion_weight > 0
+    ]
     if not big:
         return modifiers, drawings
     if rng.random() < 0.35:
         bone, t = big[int(rng.integers(len(big)))]
         s = _mid(t, rng)
-        modifiers.append(Canal(bone, s, float(rng.choice([-1.0, 1.0])), rng.uniform(-2.5, 2.5),
-                               max(0.7, t.radius * 0.035)))  # fmt: skip
+        modifiers.append(
+            Canal(
+                bone,
+                s,
+                float(rng.choice([-1.0, 1.0])),
+                rng.uniform(-2.5, 2.5),
+                max(0.7, t.radius * 0.035),
+            )
+        )
     if rng.random() < 0.3:
         bone, t = big[int(rng.integers(len(big)))]
         drawings.append(Island(_island(t, rng)))
@@ -139,13 +159,21 @@ def plan_variants(scene: Scene, age: float, rng: np.random.Generator) -> tuple[l
         near = _near_end(t, rng, 1.2, 2.2)
         if near is not None:
             for k in range(int(rng.integers(1, 4))):
-                modifiers.append(ArrestLine(bone, near + k * t.radius * 0.25, max(0.8, t.radius * 0.04)))
+                modifiers.append(
+                    ArrestLine(bone, near + k * t.radius * 0.25, max(0.8, t.radius * 0.04))
+                )
     if rng.random() < 0.25:
         bone, t = big[int(rng.integers(len(big)))]
         near = _near_end(t, rng, 0.8, 2.0)
         if near is not None:
-            blob = random_blob(rng, near, t.radius * rng.uniform(-0.3, 0.3),
-                               t.radius * rng.uniform(0.6, 1.2), t.radius * rng.uniform(0.4, 0.7), 0.15)
+            blob = random_blob(
+                rng,
+                near,
+                t.radius * rng.uniform(-0.3, 0.3),
+                t.radius * rng.uniform(0.6, 1.2),
+                t.radius * rng.uniform(0.4, 0.7),
+                0.15,
+            )
             modifiers.append(Lucency(bone, blob, rng.uniform(0.08, 0.16)))
     if age > 45 and rng.random() < 0.3:
         bone, t = big[int(rng.integers(len(big)))]
@@ -171,8 +199,14 @@ def _island(t: Tube, rng: np.random.Generator) -> Ellipsoid:
     x, y = t.to_image(np.array([s]), np.array([d]))
     size = t.radius * rng.uniform(0.1, 0.22)
     ux, uy, _, _ = t.frame()
-    return Ellipsoid("island", (float(x[0]), float(y[0])), (size * rng.uniform(1.0, 1.6), size),
-                     math.atan2(uy, ux), shell=0.4, density=rng.uniform(0.5, 0.9))  # fmt: skip
+    return Ellipsoid(
+        "island",
+        (float(x[0]), float(y[0])),
+        (size * rng.uniform(1.0, 1.6), size),
+        math.atan2(uy, ux),
+        shell=0.4,
+        density=rng.uniform(0.5, 0.9),
+    )
 
 
 def _vessel(t: Tube, rng: np.random.Generator) -> Vessel:
