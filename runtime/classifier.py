@@ -30,13 +30,18 @@ _END = object()
 
 @dataclass(frozen=True)
 class _Prepared:
-    """An input after decoding and preprocessing (or the reason it failed)."""
+    """An input after decoding and preprocessing (or the reason it failed).
+
+    ``image`` is kept only when CAM overlays need it: a look-ahead queue of full-resolution
+    radiographs costs about 180 MB of peak memory on 2000 x 2500 JPEGs.
+    """
 
     source: ImageSource
     image: DecodedImage | None
     array: np.ndarray | None
     error: str | None
     decode_ms: float
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,7 @@ class Classifier:
                     source = next(iterator, _END)
                     if source is _END:
                         return
-                    pending.append(pool.submit(self._prepare, source))
+                    pending.append(pool.submit(self._prepare, source, with_cam))
 
             top_up()
             batch: list[_Prepared] = []
@@ -138,12 +143,13 @@ class Classifier:
             if batch:
                 yield from self._infer(batch, with_cam=with_cam)
 
-    def _prepare(self, source: ImageSource) -> _Prepared:
+    def _prepare(self, source: ImageSource, keep_image: bool = True) -> _Prepared:
         start = time.perf_counter()
         try:
             image = self._decode(source)
             array = preprocess(image, self.info.metadata.preprocessing)
-            return _Prepared(source, image, array, None, _ms(start))
+            kept = image if keep_image else None
+            return _Prepared(source, kept, array, None, _ms(start), image.notes)
         except BtxrdError as exc:
             return _Prepared(source, None, None, str(exc), _ms(start))
 
@@ -157,7 +163,7 @@ class Classifier:
             infer_ms = _ms(start) / len(ready)
         row = 0
         for item in batch:
-            if item.image is None:
+            if item.array is None:
                 yield self._failure(item.source, item.error or "unknown error", item.decode_ms)
                 continue
             yield self._success(item, logits[row], cams, row, infer_ms)
@@ -179,7 +185,6 @@ class Classifier:
     def _success(self, item: _Prepared, logits, cams, row: int, infer_ms: float) -> Prediction:
         names = self.class_names
         source, image = item.source, item.image
-        assert image is not None
         timings = {"decode_preprocess": round(item.decode_ms, 3), "inference": round(infer_ms, 3)}
         if not finite_rows(logits[None])[0]:
             message = f"{_name(source)}: the model produced NaN or infinite scores"
@@ -192,10 +197,10 @@ class Classifier:
             prediction=names[best],
             confidence=float(probs[best]),
             scores={n: float(p) for n, p in zip(names, probs, strict=True)},
-            notes=image.notes,
+            notes=item.notes,
             timings_ms=timings,
             cam=None if cams is None else cams[row],
-            image=image.image if cams is not None else None,
+            image=image.image if cams is not None and image is not None else None,
         )
 
     def _failure(self, source, error: str, decode_ms: float) -> Prediction:
