@@ -1,0 +1,1 @@
+"""The training-side explainer: Grad-CAM from the PyTorch checkpoint (``btxrd-explain``)."""

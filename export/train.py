@@ -21,7 +21,6 @@ import numpy as np
 import torch
 import yaml
 from torch import nn
-from torchvision.transforms import v2
 
 from btxrd.export.archs import get_arch
 from btxrd.export.checkpoint import save_checkpoint
@@ -43,19 +42,41 @@ def cache_images(samples: list[Sample], prep: Preprocessing) -> torch.Tensor:
     return out
 
 
-def _augmenter(cfg: dict[str, Any]) -> v2.Compose:
-    return v2.Compose(
+def augment_batch(
+    batch_u8: torch.Tensor, cfg: dict[str, Any], gen: torch.Generator
+) -> torch.Tensor:
+    """Random flips, a small affine warp and brightness/contrast, for a whole batch at once
+    (per-image torchvision transforms cost more than the network on this CPU). Returns uint8."""
+    n = batch_u8.shape[0]
+    x = batch_u8.float()
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return torch.rand(n, generator=gen) * (high - low) + low
+
+    hflip = torch.rand(n, generator=gen) < cfg["hflip"]
+    vflip = torch.rand(n, generator=gen) < cfg["vflip"]
+    x = torch.where(hflip.view(n, 1, 1, 1), x.flip(3), x)
+    x = torch.where(vflip.view(n, 1, 1, 1), x.flip(2), x)
+    angle = uniform(-cfg["degrees"], cfg["degrees"]) * math.pi / 180
+    scale = uniform(*cfg["scale"])
+    shift = cfg["translate"] * 2
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
         [
-            v2.RandomHorizontalFlip(cfg["hflip"]),
-            v2.RandomVerticalFlip(cfg["vflip"]),
-            v2.RandomAffine(
-                degrees=cfg["degrees"],
-                translate=(cfg["translate"], cfg["translate"]),
-                scale=tuple(cfg["scale"]),
-            ),
-            v2.ColorJitter(brightness=cfg["brightness"], contrast=cfg["contrast"]),
-        ]
+            torch.stack([cos, -sin, uniform(-shift, shift)], dim=1),
+            torch.stack([sin, cos, uniform(-shift, shift)], dim=1),
+        ],
+        dim=1,
     )
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    x = torch.nn.functional.grid_sample(
+        x, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    brightness = uniform(1 - cfg["brightness"], 1 + cfg["brightness"]).view(n, 1, 1, 1)
+    contrast = uniform(1 - cfg["contrast"], 1 + cfg["contrast"]).view(n, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = ((x - mean) * contrast + mean) * brightness
+    return x.clamp(0, 255).round().to(torch.uint8)
 
 
 def _normalise(batch_u8: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
@@ -106,13 +127,21 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
     )
 
     arch = get_arch(mcfg["arch"])
-    model = arch.build(len(class_names)).to(memory_format=torch.channels_last)
-    counts = torch.bincount(y_train, minlength=len(class_names)).float()
-    # Inverse square-root frequency: Malignant is rare (9 %) but must reach 90 % recall.
-    weights = (counts.sum() / counts).sqrt()
-    loss_fn = nn.CrossEntropyLoss(
-        weight=weights / weights.mean(), label_smoothing=tcfg["label_smoothing"]
-    )
+    model = arch.build(len(class_names))
+    # torchvision initialises EfficientNet's head for 1000 classes (range 1/sqrt(out_features)):
+    # with 3 outputs the first logits are in the tens and training diverges; an all-zero head
+    # stalls instead (no gradient reaches the backbone). Small random weights learn at once.
+    head = arch.head(model)
+    torch.nn.init.normal_(head.weight, std=0.01)
+    torch.nn.init.zeros_(head.bias)
+    model = model.to(memory_format=torch.channels_last)
+    weights = None
+    if tcfg["class_weights"] == "sqrt_inverse":
+        # Inverse square-root frequency: Malignant is rare (9 %) but must reach 90 % recall.
+        counts = torch.bincount(y_train, minlength=len(class_names)).float()
+        weights = (counts.sum() / counts).sqrt()
+        weights = weights / weights.mean()
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=tcfg["label_smoothing"])
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"]
     )
@@ -123,12 +152,18 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
         optimiser,
         lambda s: (
             (s + 1) / warmup
-            if s < warmup
+            if s < warmup  # warmup may be 0 steps
             else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total_steps - warmup)))
         ),
     )
-    augment = _augmenter(config["augment"])
     generator = torch.Generator().manual_seed(tcfg["seed"])
+    # An exponential moving average of weights and BatchNorm statistics: from-scratch networks
+    # on small data swing from epoch to epoch, and the average is what gets evaluated and saved.
+    ema = torch.optim.swa_utils.AveragedModel(
+        model,
+        multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tcfg["ema_decay"]),
+        use_buffers=True,
+    )
 
     best: dict[str, Any] = {"score": -1.0}
     history = []
@@ -140,15 +175,18 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
         running = 0.0
         for start in range(0, len(order), tcfg["batch_size"]):
             idx = order[start : start + tcfg["batch_size"]]
-            batch = torch.stack([augment(img) for img in x_train[idx]])
+            batch = augment_batch(x_train[idx], config["augment"], generator)
             loss = loss_fn(model(_normalise(batch, prep)), y_train[idx])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            # From-scratch EfficientNet spikes early; clipping keeps one bad batch from undoing it.
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["clip_grad_norm"])
             optimiser.step()
             schedule.step()
+            ema.update_parameters(model)
             running += loss.item() * len(idx)
         val = classification_metrics(
-            y_val.numpy(), predict_probabilities(model, x_val, prep), class_names
+            y_val.numpy(), predict_probabilities(ema.module, x_val, prep), class_names
         )
         # Select on the weakest class's recall first: the bar is per-class recall.
         score = val["accuracy"] + min(val["recall"].values())
@@ -169,7 +207,7 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
             best = {
                 "score": score,
                 "epoch": epoch,
-                "state": {k: v.clone() for k, v in model.state_dict().items()},
+                "state": {k: v.clone() for k, v in ema.module.state_dict().items()},
             }
         if time.time() - t_start > budget:
             _log(f"time budget of {tcfg['max_minutes']} min reached after epoch {epoch}")
@@ -186,7 +224,7 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
         "history": history,
         "test": test,
         "test_size": len(x_test),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
     }
     save_checkpoint(
         ocfg["checkpoint"],

@@ -1,0 +1,413 @@
+"""``btxrd-explain``: Grad-CAM with the PyTorch checkpoint: overlays, galleries, attention vs
+annotation, and one HTML report. torch and pytorch-grad-cam are imported only when needed, so
+``--help`` is instant."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from btxrd.explain.methods import METHODS, check_method
+from btxrd.runtime.cliutil import EXIT_INPUT, EXIT_OK, debug_option, run_cli
+from btxrd.runtime.errors import ConfigError, ModelError
+
+PROGRAM = "btxrd-explain"
+DEFAULT_COMMAND = "images"
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
+_K_RANGE = (3, 5)
+
+
+class _DefaultGroup(click.Group):
+    """Routes ``btxrd-explain IMAGE ...`` to the ``images`` command: any first argument that is
+    not a subcommand name (or --help) starts the default command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [DEFAULT_COMMAND, *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(name=PROGRAM, cls=_DefaultGroup, context_settings=_CONTEXT)
+def main() -> None:
+    """Explain a bone-radiograph classifier with Grad-CAM, using its PyTorch checkpoint.
+
+    `btxrd-explain IMAGE...` is short for `btxrd-explain images IMAGE...` (use the long form
+    for an image file called like a command). Research tool, not for clinical use. Results go
+    to stdout; notices and warnings to stderr.
+
+    Exit codes: 0 success; 1 some input failed (each reported, everything else written);
+    2 usage or config error; 3 model or checkpoint unusable, nothing processed; 130 interrupted.
+
+    \b
+    Example:
+        btxrd-explain models/samples/IMG000001.jpeg
+        btxrd-explain report --data data/synthetic --split models/btxrd-demo.split.json
+    """
+
+
+def _model_options(function: Callable) -> Callable:
+    options = [
+        click.option(
+            "--checkpoint",
+            type=click.Path(path_type=Path),
+            help="PyTorch checkpoint (default: config paths.checkpoint, the shipped demo "
+            "checkpoint models/btxrd-demo.pt).",
+        ),
+        click.option(
+            "--method",
+            type=click.Choice(list(METHODS)),
+            help="CAM method (default: config gradcam.method, gradcam).",
+        ),
+        click.option(
+            "--config",
+            "config_path",
+            type=click.Path(path_type=Path),
+            help="YAML config (default: built-in defaults; env BTXRD_CONFIG).",
+        ),
+        click.option("--quiet", "-q", is_flag=True, help="No notices or progress on stderr."),
+        debug_option,
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _data_options(function: Callable) -> Callable:
+    options = [
+        click.option(
+            "--data",
+            type=click.Path(path_type=Path),
+            help="BTXRD-layout folder (images/, Annotations/, dataset.xlsx); default: config "
+            "paths.data.",
+        ),
+        click.option(
+            "--split",
+            type=click.Path(path_type=Path),
+            help="Split file (btxrd.runtime.dataset.write_split); its test part is used. "
+            "Default: every image.",
+        ),
+        click.option(
+            "--out",
+            type=click.Path(path_type=Path),
+            help="Output folder (default: config gradcam.out, results/explain).",
+        ),
+        click.option(
+            "--iou-threshold",
+            type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+            help="CAM threshold of the headline IoU (default: config gradcam.iou_threshold, 0.5).",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+_k_option = click.option(
+    "--k",
+    type=click.IntRange(*_K_RANGE),
+    help="Examples per gallery row, 3 to 5 (default: config gradcam.k, 3).",
+)
+_panels_option = click.option(
+    "--panels",
+    type=click.IntRange(1, 20),
+    default=5,
+    show_default=True,
+    help="Best and worst cases shown in annotation_comparison.png.",
+)
+
+
+@main.command(DEFAULT_COMMAND, context_settings=_CONTEXT)
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Folder for {stem}_gradcam.png (default: config gradcam.out, results/explain).",
+)
+@click.option("--class", "class_name", help="Class to explain (default: the predicted class).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of lines.")
+@_model_options
+def images_command(**options: Any) -> None:
+    """Predict each IMAGE and write its Grad-CAM overlay, {stem}_gradcam.png (RGB PNG).
+
+    Prints the prediction, every class's probability and the overlay's path. The CAM is for the
+    predicted class, or --class. A degenerate (flat or invalid) CAM is reported as an error and
+    no overlay is written for it.
+
+    \b
+    Example:
+        btxrd-explain models/samples/IMG000001.jpeg --method gradcam++ --out overlays/
+    """
+    run_cli(lambda: _images(**options), options["debug"])
+
+
+@main.command("gallery", context_settings=_CONTEXT)
+@_data_options
+@_k_option
+@_model_options
+def gallery_command(**options: Any) -> None:
+    """Per-class galleries of true positives, false positives and false negatives.
+
+    Writes gallery_{class}.png (rows TP, FP, FN; the k most confident TPs and FPs, the k FNs
+    with the lowest probability of the class) and metrics.json (confusion matrix, per-class
+    precision, recall and AUC). Prints a JSON summary.
+
+    \b
+    Example:
+        btxrd-explain gallery --data data/synthetic --split models/btxrd-demo.split.json --k 4
+    """
+    run_cli(lambda: _dataset_command("gallery", **options), options["debug"])
+
+
+@main.command("annotations", context_settings=_CONTEXT)
+@_data_options
+@_panels_option
+@_model_options
+def annotations_command(**options: Any) -> None:
+    """Score attention against the LabelMe lesion annotations of correctly classified tumours.
+
+    Writes annotation_report.json (IoU at the threshold and at the best of 0.1..0.9, pointing
+    game, CAM energy inside the lesion, per image and summarised) and annotation_comparison.png
+    (original, mask, heatmap, overlay for the best and worst cases). Prints a JSON summary.
+
+    \b
+    Example:
+        btxrd-explain annotations --data data/synthetic --split models/btxrd-demo.split.json
+    """
+    run_cli(lambda: _dataset_command("annotations", **options), options["debug"])
+
+
+@main.command("report", context_settings=_CONTEXT)
+@_data_options
+@_k_option
+@_panels_option
+@_model_options
+def report_command(**options: Any) -> None:
+    """Everything above, and one self-contained report.html (images embedded).
+
+    \b
+    Example:
+        btxrd-explain report --data data/synthetic --split models/btxrd-demo.split.json \\
+            --out results/explain
+    """
+    run_cli(lambda: _dataset_command("report", **options), options["debug"])
+
+
+def _images(
+    images: tuple[Path, ...],
+    out: Path | None,
+    class_name: str | None,
+    as_json: bool,
+    checkpoint: Path | None,
+    method: str | None,
+    config_path: Path | None,
+    quiet: bool,
+    debug: bool,
+) -> int:
+    settings = _settings(config_path, checkpoint, method, out)
+    explainer = _load_explainer(settings["checkpoint"])
+    if class_name is not None and class_name not in explainer.class_names:
+        raise ConfigError(f"--class {class_name!r} is not one of {list(explainer.class_names)}")
+    say = _notifier(quiet)
+    say(_intended_use(explainer))
+    if class_name and settings["method"] == "eigencam":
+        say("note: eigencam is class-agnostic; --class does not change its map")
+    folder = _prepare_out(settings["out"])
+
+    from btxrd.explain.overlays import explain_images
+
+    records = []
+    for record in explain_images(
+        explainer,
+        list(images),
+        folder,
+        method=settings["method"],
+        class_name=class_name,
+        alpha=settings["alpha"],
+    ):
+        records.append(record)
+        if not as_json:  # lines as results arrive; JSON as one document at the end
+            _print_line(record, explainer.class_names)
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+    for record in records:
+        if "error" in record:
+            click.echo(f"{PROGRAM}: error: {record['error']}", err=True)
+    return EXIT_INPUT if any("error" in r for r in records) else EXIT_OK
+
+
+def _print_line(record: dict[str, Any], class_names: tuple[str, ...]) -> None:
+    if "prediction" not in record:
+        click.echo(f"{record['image_name']}  failed")
+        return
+    scores = "  ".join(f"{n} {record['scores'][n]:.3f}" for n in class_names)
+    click.echo(
+        f"{record['image_name']}  {record['prediction']} ({record['confidence']:.3f})  "
+        f"[{scores}]  {record.get('overlay', '-')}"
+    )
+
+
+def _dataset_command(
+    command: str,
+    data: Path | None,
+    split: Path | None,
+    out: Path | None,
+    iou_threshold: float | None,
+    checkpoint: Path | None,
+    method: str | None,
+    config_path: Path | None,
+    quiet: bool,
+    debug: bool,
+    k: int | None = None,
+    panels: int = 5,
+) -> int:
+    settings = _settings(config_path, checkpoint, method, out, data, k, iou_threshold)
+    explainer = _load_explainer(settings["checkpoint"])
+    say = _notifier(quiet)
+    say(_intended_use(explainer))
+
+    from btxrd.explain.evaluate import evaluate, select_samples
+
+    samples, subset = select_samples(settings["data"], split)
+    recorded = explainer.recorded_split()
+    if split is None and recorded:
+        say(
+            f"note: every image is used, training images included; pass --split {recorded} "
+            "for the held-out test part"
+        )
+    folder = _prepare_out(settings["out"])
+    say(f"{len(samples)} images: {subset}")
+    evaluation = evaluate(explainer, samples, subset, log=say)
+    common = {"method": settings["method"], "alpha": settings["alpha"], "log": say}
+    thr = settings["iou_threshold"]
+    summary: dict[str, Any] = {"out": str(folder), "images": len(evaluation.samples)}
+    if command == "gallery":
+        from btxrd.explain.gallery import run_gallery
+
+        gallery = run_gallery(
+            explainer, evaluation, folder, k=settings["k"], iou_threshold=thr, **common
+        )
+        summary |= _gallery_summary(gallery)
+    elif command == "annotations":
+        from btxrd.explain.annotations import run_annotations
+
+        annotations = run_annotations(
+            explainer, evaluation, folder, iou_threshold=thr, panels=panels, **common
+        )
+        summary |= _annotation_summary(annotations)
+    else:
+        from btxrd.explain.report import run_report
+
+        result = run_report(
+            explainer,
+            evaluation,
+            folder,
+            k=settings["k"],
+            iou_threshold=thr,
+            panels=panels,
+            **common,
+        )
+        gallery_part = _gallery_summary(result.gallery)
+        annotation_part = _annotation_summary(result.annotations)
+        files = {*gallery_part["files"], *annotation_part["files"], str(result.path)}
+        summary |= gallery_part | annotation_part | {"files": sorted(files)}
+        summary["report"] = str(result.path)
+    summary["unreadable"] = len(evaluation.failed)
+    click.echo(json.dumps(summary, indent=2))
+    for _, error in evaluation.failed:
+        click.echo(f"{PROGRAM}: error: {error}", err=True)
+    return EXIT_INPUT if evaluation.failed else EXIT_OK
+
+
+def _gallery_summary(gallery) -> dict[str, Any]:
+    return {
+        "files": sorted(str(p) for p in gallery.paths.values()),
+        "accuracy": gallery.metrics["accuracy"],
+        "macro_auc": gallery.metrics["macro_auc"],
+        "gallery_warnings": len(gallery.warnings),
+    }
+
+
+def _annotation_summary(annotations) -> dict[str, Any]:
+    report = annotations.report
+    return {
+        "files": sorted(str(p) for p in annotations.paths.values()),
+        "annotated_true_positives": report["num_images"],
+        "scored": report["num_scored"],
+        "mean_iou": report["mean_iou"],
+        "median_iou_best": report["medians"]["iou_best"],
+        "pointing_hit_rate": report["pointing_hit_rate"],
+    }
+
+
+def _settings(
+    config_path: Path | None,
+    checkpoint: Path | None,
+    method: str | None,
+    out: Path | None,
+    data: Path | None = None,
+    k: int | None = None,
+    iou_threshold: float | None = None,
+) -> dict[str, Any]:
+    """Flag, then YAML config, then built-in default."""
+    from btxrd.runtime.config import load_config
+    from btxrd.runtime.paths import shipped
+
+    config = load_config(config_path)
+    section, paths = config["gradcam"], config["paths"]
+    k = k if k is not None else section["k"]
+    if not _K_RANGE[0] <= k <= _K_RANGE[1]:
+        raise ConfigError(f"gradcam.k is {k}; galleries show 3 to 5 examples per row")
+    threshold = iou_threshold if iou_threshold is not None else section["iou_threshold"]
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(f"gradcam.iou_threshold is {threshold}; it must lie between 0 and 1")
+    return {
+        "checkpoint": checkpoint or shipped(paths["checkpoint"]),
+        "method": check_method(method or section["method"]),
+        "out": out or Path(section["out"]),
+        "data": data or shipped(paths["data"]),
+        "k": k,
+        "iou_threshold": threshold,
+        "alpha": section["alpha"],
+    }
+
+
+def _load_explainer(path: Path):
+    if not path.is_file():
+        raise ModelError(
+            f"{path}: checkpoint not found; pass --checkpoint, or train the demo model with "
+            "`make demo-model`"
+        )
+    from btxrd.explain.model import load_explainer
+
+    try:
+        return load_explainer(path)
+    except (ImportError, ValueError) as exc:  # unknown architecture, timm not installed
+        raise ModelError(f"{path}: {exc}") from None
+
+
+def _prepare_out(folder: Path) -> Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"{folder}: cannot create the output folder ({exc.strerror}); choose --out"
+        ) from None
+    return folder
+
+
+def _intended_use(explainer) -> str:
+    from btxrd.runtime.contract import DEFAULT_INTENDED_USE, DEMO_INTENDED_USE
+
+    return DEMO_INTENDED_USE if explainer.identity()["demo"] else DEFAULT_INTENDED_USE
+
+
+def _notifier(quiet: bool) -> Callable[[str], None]:
+    def say(message: str) -> None:
+        if not quiet:
+            click.echo(f"{PROGRAM}: {message}", err=True)
+
+    return say

@@ -1,0 +1,120 @@
+"""Run a checkpoint over a labelled BTXRD-layout folder (or the test part of a split) once, so the
+galleries, the annotation scores and the report all share one set of predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from btxrd.explain.cam import CamResult, compute_cams
+from btxrd.explain.model import Explainer, load_input, predict_probabilities
+from btxrd.runtime.dataset import DatasetError, Sample, load_dataset, read_split
+from btxrd.runtime.errors import InputError, ModelError
+from btxrd.runtime.imageio import DecodedImage
+
+Log = Callable[[str], None]
+SPLIT_PART = "test"
+_CHUNK = 32
+
+
+def silent(message: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Samples that decoded, their true class indices and predicted probabilities."""
+
+    samples: tuple[Sample, ...]
+    y_true: np.ndarray
+    probabilities: np.ndarray
+    class_names: tuple[str, ...]
+    subset: str  # what was evaluated, in words
+    failed: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # (image_id, error)
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+
+def select_samples(data: str | Path, split: str | Path | None) -> tuple[list[Sample], str]:
+    """Every sample of ``data``, or those in the split file's "test" part."""
+    samples = load_dataset(data)
+    if split is None:
+        return samples, f"all {len(samples)} images of {data}"
+    wanted = read_split(split)[SPLIT_PART]
+    by_id = {s.image_id: s for s in samples}
+    by_stem = {Path(s.image_id).stem: s for s in samples}
+    chosen, missing = [], []
+    for image_id in wanted:
+        sample = by_id.get(image_id) or by_stem.get(Path(image_id).stem)
+        (chosen if sample else missing).append(sample or image_id)
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise DatasetError(
+            f"{split}: {len(missing)} image(s) of its {SPLIT_PART!r} part are not in {data} "
+            f"({shown}); is it the split of this dataset?"
+        )
+    if not chosen:
+        raise DatasetError(f"{split}: its {SPLIT_PART!r} part is empty; nothing to explain")
+    return chosen, f"the {SPLIT_PART} part of {split} ({len(chosen)} images of {data})"
+
+
+def evaluate(
+    explainer: Explainer, samples: Sequence[Sample], subset: str, log: Log = silent
+) -> Evaluation:
+    """Predict every sample without gradients; undecodable images are recorded and skipped."""
+    names = explainer.class_names
+    unknown = sorted({s.label for s in samples} - set(names))
+    if unknown:
+        raise ModelError(
+            f"{explainer.checkpoint.path}: the model's classes {list(names)} do not include "
+            f"the dataset's {unknown}; use a checkpoint trained on these classes"
+        )
+    kept: list[Sample] = []
+    failed: list[tuple[str, str]] = []
+    chunks: list[np.ndarray] = []
+    for start in range(0, len(samples), _CHUNK):
+        inputs = []
+        for sample in samples[start : start + _CHUNK]:
+            try:
+                inputs.append(load_input(sample.image_path, explainer.prep)[1])
+            except InputError as exc:
+                failed.append((sample.image_id, str(exc)))  # reported once, by the caller
+                continue
+            kept.append(sample)
+        if inputs:
+            chunks.append(predict_probabilities(explainer.model, np.stack(inputs)))
+        log(f"predicted {min(start + _CHUNK, len(samples))}/{len(samples)} images")
+    if not kept:
+        raise InputError(f"none of the {len(samples)} images could be read; nothing to explain")
+    return Evaluation(
+        samples=tuple(kept),
+        y_true=np.asarray([names.index(s.label) for s in kept], dtype=np.int64),
+        probabilities=np.concatenate(chunks),
+        class_names=names,
+        subset=subset,
+        failed=tuple(failed),
+    )
+
+
+def cams_for(
+    explainer: Explainer, samples: Sequence[Sample], targets: Sequence[int], method: str
+) -> Iterator[tuple[Sample, DecodedImage, CamResult]]:
+    """Decode each sample again and compute its CAM for its target class, a batch at a time."""
+    for start in range(0, len(samples), _CHUNK):
+        part = samples[start : start + _CHUNK]
+        decoded, inputs = zip(
+            *(load_input(s.image_path, explainer.prep) for s in part), strict=True
+        )
+        results = compute_cams(
+            explainer.model,
+            explainer.target_layer,
+            np.stack(inputs),
+            targets[start : start + _CHUNK],
+            method,
+        )
+        yield from zip(part, decoded, results, strict=True)

@@ -1,0 +1,103 @@
+"""Lesion masks from LabelMe annotations, in the model input's frame.
+
+LabelMe points refer to the EXIF-upright image (LabelMe applies the orientation when it opens a
+file), which is what ``load_image`` returns. Each lesion is filled from its polygon, or from its
+rectangle when it has no polygon, at full resolution with Pillow's ``ImageDraw`` (as LabelMe's own
+``shape_to_mask`` does), then stretched to the model's input with ``resize_for_model``: the same
+geometric transform, in the same code, as the pixels the model sees. A resampled pixel belongs to
+the lesion when at least half of it did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from btxrd.runtime.contract import Preprocessing
+from btxrd.runtime.labelme import Annotation, Lesion
+from btxrd.runtime.preprocess import resize_for_model
+
+_INSIDE = 128  # of 255: at least half of a resampled pixel lies in the lesion
+
+
+@dataclass(frozen=True)
+class LesionMask:
+    """A boolean (H, W) lesion mask at the model-input grid, or the reason there is none."""
+
+    mask: np.ndarray | None
+    lesions: int
+    polygons: int  # lesions filled from their polygon
+    rectangles: int  # lesions filled from their rectangle because they have no polygon
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.mask is not None
+
+    def describe(self) -> dict[str, object]:
+        """How the mask was built, for reports."""
+        record: dict[str, object] = {
+            "lesions": self.lesions,
+            "from_polygon": self.polygons,
+            "from_rectangle": self.rectangles,
+        }
+        if self.rectangles:
+            record["note"] = (
+                f"{self.rectangles} lesion(s) without a polygon: filled from the rectangle, "
+                "which overstates the lesion"
+            )
+        if self.reason:
+            record["reason"] = self.reason
+        return record
+
+
+def rasterise_lesions(lesions: Sequence[Lesion], size: tuple[int, int]) -> np.ndarray:
+    """Fill every lesion (polygon first, rectangle when it has none) into a (height, width) mask
+    of ``size`` = (width, height), in the annotation's own pixel frame."""
+    canvas = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(canvas)
+    for lesion in lesions:
+        if lesion.polygon is not None:
+            draw.polygon([tuple(p) for p in lesion.polygon], fill=255, outline=255)
+        elif lesion.rectangle is not None:
+            x0, y0, x1, y1 = lesion.rectangle
+            # read_annotation already orders the corners; min/max again costs nothing.
+            box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+            draw.rectangle(box, fill=255, outline=255)
+    return np.asarray(canvas) > 0
+
+
+def lesion_mask(
+    annotation: Annotation, image_size: tuple[int, int], prep: Preprocessing
+) -> LesionMask:
+    """The lesion mask of ``annotation`` for an upright image of ``image_size`` = (width, height),
+    at the model input's grid (``prep.image_size``)."""
+    lesions = annotation.lesions
+    polygons = sum(1 for lesion in lesions if lesion.polygon is not None)
+    counts = {"lesions": len(lesions), "polygons": polygons, "rectangles": len(lesions) - polygons}
+    width, height = image_size
+    frame = (annotation.image_width, annotation.image_height)
+    if frame != (width, height):
+        reason = (
+            f"{annotation.path.name} is for a {frame[0]} x {frame[1]} image but the image is "
+            f"{width} x {height} (upright)"
+        )
+        if frame == (height, width):
+            reason += "; the annotation looks made on the image without its EXIF rotation"
+        return LesionMask(None, reason=reason, **counts)
+    if not lesions:
+        return LesionMask(
+            None, reason=f"{annotation.path.name} has no rectangle or polygon", **counts
+        )
+    full = Image.fromarray(rasterise_lesions(lesions, (width, height)).astype(np.uint8) * 255)
+    grid = np.asarray(resize_for_model(full, prep)) >= _INSIDE
+    if not grid.any():
+        return LesionMask(
+            None,
+            reason=f"the lesion(s) of {annotation.path.name} cover less than one model-input pixel",
+            **counts,
+        )
+    return LesionMask(grid, **counts)

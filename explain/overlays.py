@@ -1,0 +1,70 @@
+"""Single images: predict without gradients, compute the CAM of the predicted class (or a chosen
+one) and write ``{stem}_gradcam.png``, the overlay at the image's own size (RGB PNG, Pillow)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from btxrd.explain import render
+from btxrd.explain.cam import compute_cams
+from btxrd.explain.model import Explainer, load_input, predict_probabilities
+from btxrd.runtime.errors import InputError
+from btxrd.runtime.inputs import output_names
+from btxrd.runtime.overlay import overlay
+
+OVERLAY_SUFFIX = "_gradcam.png"
+_CHUNK = 16
+
+
+def explain_images(
+    explainer: Explainer,
+    paths: Sequence[Path],
+    out: Path,
+    *,
+    method: str = "gradcam",
+    class_name: str | None = None,
+    alpha: float = 0.45,
+) -> Iterator[dict[str, Any]]:
+    """One record per input, in input order (the predecessor's ``image_name``, ``prediction``,
+    ``confidence``, ``scores``; plus ``cam_class`` and ``overlay``, or ``error``)."""
+    names = output_names(list(paths), None, OVERLAY_SUFFIX)
+    fixed = None if class_name is None else explainer.class_names.index(class_name)
+    for start in range(0, len(paths), _CHUNK):
+        chunk = range(start, min(start + _CHUNK, len(paths)))
+        records = {i: {"image_name": str(paths[i])} for i in chunk}
+        loaded = {}
+        for i in chunk:
+            try:
+                loaded[i] = load_input(paths[i], explainer.prep)
+            except InputError as exc:
+                records[i]["error"] = str(exc)
+        if loaded:
+            batch = np.stack([array for _, array in loaded.values()])
+            probabilities = predict_probabilities(explainer.model, batch)
+            targets = [int(row.argmax()) if fixed is None else fixed for row in probabilities]
+            results = compute_cams(explainer.model, explainer.target_layer, batch, targets, method)
+            for i, row, target, result in zip(loaded, probabilities, targets, results, strict=True):
+                record = records[i]
+                _describe(record, explainer.class_names, row, target)
+                if not result.ok:
+                    record["error"] = (
+                        f"{paths[i]}: no overlay written for {record['cam_class']}: "
+                        f"{result.problem}"
+                    )
+                    continue
+                image = loaded[i][0].image
+                path = render.save_png(overlay(image, result.cam, alpha), out / names[i])
+                record["overlay"] = str(path)
+        yield from records.values()
+
+
+def _describe(record: dict[str, Any], names, row: np.ndarray, target: int) -> None:
+    predicted = int(row.argmax())
+    record["prediction"] = names[predicted]
+    record["confidence"] = float(row[predicted])
+    record["scores"] = {name: float(p) for name, p in zip(names, row, strict=True)}
+    record["cam_class"] = names[target]

@@ -1,0 +1,276 @@
+"""One self-contained ``report.html``: metrics, confusion matrix, galleries, attention vs
+annotation with the best and worst cases. Images are embedded as data URIs, so the file can be
+mailed or archived alone; there is no script and nothing is fetched."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from btxrd.explain import render
+from btxrd.explain.annotations import AnnotationResult, run_annotations
+from btxrd.explain.evaluate import Evaluation, Log, silent
+from btxrd.explain.gallery import GalleryResult, run_gallery
+from btxrd.explain.model import Explainer
+from btxrd.explain.scores import DEFAULT_IOU_THRESHOLD
+from btxrd.runtime.atomic import write_text
+from btxrd.runtime.contract import DEFAULT_INTENDED_USE, DEMO_INTENDED_USE
+
+NOT_FOR_CLINICAL_USE = (
+    "Research tool, not for clinical use. Not a medical device; nothing here is a diagnosis or a "
+    "basis for treatment. Attention maps show where the network's evidence is, not whether it is "
+    "right."
+)
+_CSS = """
+body{font:15px/1.5 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:1em 2em;
+color:#1d1d1f;background:#fafafa}
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+.warning{background:#fff3cd;border:1px solid #e0b000;padding:.8em 1em;border-radius:6px}
+table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #ccc;padding:.3em .7em;
+text-align:right}th{background:#eee}td.l,th.l{text-align:left}
+td.diag{background:#d8f0d8;font-weight:bold}img{max-width:100%;height:auto;display:block;
+margin:.6em 0;border:1px solid #999}figcaption{color:#555;font-size:.9em}
+.kv td{text-align:left}code{background:#eee;padding:0 .25em}details{margin:1em 0}
+dl dt{font-weight:bold}
+"""
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    path: Path
+    gallery: GalleryResult
+    annotations: AnnotationResult
+
+
+def run_report(
+    explainer: Explainer,
+    evaluation: Evaluation,
+    out: Path,
+    *,
+    k: int = 3,
+    method: str = "gradcam",
+    alpha: float = 0.45,
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+    panels: int = 5,
+    log: Log = silent,
+) -> ReportResult:
+    """Galleries, metrics, annotation scores and ``report.html``, all in ``out``."""
+    gallery = run_gallery(
+        explainer,
+        evaluation,
+        out,
+        k=k,
+        method=method,
+        alpha=alpha,
+        iou_threshold=iou_threshold,
+        log=log,
+    )
+    annotations = run_annotations(
+        explainer,
+        evaluation,
+        out,
+        method=method,
+        iou_threshold=iou_threshold,
+        alpha=alpha,
+        panels=panels,
+        log=log,
+    )
+    path = out / "report.html"
+    write_text(path, build_html(explainer, evaluation, gallery, annotations))
+    return ReportResult(path, gallery, annotations)
+
+
+def build_html(
+    explainer: Explainer,
+    evaluation: Evaluation,
+    gallery: GalleryResult,
+    annotations: AnnotationResult,
+) -> str:
+    metrics, report = gallery.metrics, annotations.report
+    identity = explainer.identity()
+    intended = DEMO_INTENDED_USE if identity["demo"] else DEFAULT_INTENDED_USE
+    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>btxrd-explain report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>btxrd-explain report</h1>",
+        f'<p class="warning"><strong>{_e(NOT_FOR_CLINICAL_USE)}</strong><br>{_e(intended)}</p>',
+        "<h2>Model and data</h2>",
+        _table(
+            ["", ""],
+            [
+                ["checkpoint", identity["checkpoint"]],
+                ["sha256", identity["sha256"]],
+                ["architecture", identity["arch"]],
+                ["input size", " x ".join(map(str, identity["image_size"]))],
+                ["CAM", f"{report['method']} on {identity['target_layer']}"],
+                ["images", evaluation.subset],
+                ["unreadable images", str(len(evaluation.failed))],
+                ["generated", when],
+            ],
+            header=False,
+        ),
+        *_classification(metrics),
+        "<h2>Galleries</h2>",
+        "<p>Per class: the most confident true positives (TP), the most confident false "
+        "positives (FP) and the false negatives (FN) with the lowest probability of the class. "
+        "Titles read <code>kind: true -&gt; predicted (probability of the prediction)</code>; "
+        "every heatmap is the CAM of the predicted class. Tumour TPs show the lesion outline "
+        "(white), the CAM's maximum (green cross) and the IoU; Normal images have no "
+        "annotation, so their TPs show attention only.</p>",
+        *(_figure(image, f"Gallery: {name}") for name, image in gallery.images.items()),
+        *_annotation_section(report, annotations),
+        *_warnings([*gallery.warnings, *annotations.warnings], evaluation.failed),
+        f"<p><small>{_e(NOT_FOR_CLINICAL_USE)} Written by btxrd-explain.</small></p>",
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _classification(metrics: dict[str, Any]) -> list[str]:
+    names = metrics["class_names"]
+    rows = [
+        [
+            name,
+            _num(metrics["precision"][name]),
+            _num(metrics["recall"][name]),
+            _num(metrics["auc"][name]),
+            str(metrics["support"][name]),
+        ]
+        for name in names
+    ]
+    matrix = metrics["confusion_matrix"]
+    cm_rows = "".join(
+        f'<tr><th class="l">{_e(name)}</th>'
+        + "".join(
+            f'<td class="{"diag" if i == j else ""}">{count}</td>' for j, count in enumerate(row)
+        )
+        + "</tr>"
+        for i, (name, row) in enumerate(zip(names, matrix, strict=True))
+    )
+    head = "".join(f"<th>{_e(n)}</th>" for n in names)
+    return [
+        "<h2>Classification</h2>",
+        f"<p>Accuracy <strong>{_num(metrics['accuracy'])}</strong>, macro AUC "
+        f"<strong>{_num(metrics['macro_auc'])}</strong> over {metrics['num_images']} images.</p>",
+        _table(["class", "precision", "recall", "AUC (one vs rest)", "images"], rows),
+        "<h3>Confusion matrix</h3><p>Rows: true class; columns: predicted class.</p>",
+        f'<table><tr><th class="l">true \\ predicted</th>{head}</tr>{cm_rows}</table>',
+    ]
+
+
+def _annotation_section(report: dict[str, Any], annotations: AnnotationResult) -> list[str]:
+    means, medians = report["means"], report["medians"]
+    labels = {
+        "iou": f"IoU at {report['iou_threshold']:g}",
+        "iou_best": "IoU at the best threshold",
+        "energy_in_lesion": "CAM energy inside the lesion",
+        "lesion_fraction": "lesion share of the image (uniform-map baseline)",
+    }
+    rows = [[labels[k], _num(means[k]), _num(medians[k])] for k in labels]
+    rows.append(["pointing game hit rate", _num(report["pointing_hit_rate"]), ""])
+    per_image = [
+        [
+            r["image_id"],
+            r["class"],
+            _num(r["confidence"]),
+            _num(r.get("iou")),
+            _num(r.get("iou_best")),
+            _num(r.get("best_threshold"), 1),
+            {True: "hit", False: "miss"}.get(r.get("pointing_hit"), ""),
+            _num(r.get("energy_in_lesion")),
+            _mask_text(r.get("mask")),
+            r.get("reason", ""),
+        ]
+        for r in report["per_image"]
+    ]
+    masks = report["masks"]
+    parts = [
+        "<h2>Attention vs annotation</h2>",
+        f"<p>{_e(report['summary'])}</p>",
+        _table(["score", "mean", "median"], rows),
+        f"<p>Lesion masks: {masks['from_polygon']} from polygons, {masks['from_rectangle']} from "
+        "rectangles (lesions drawn without a polygon; a rectangle overstates the lesion).</p>",
+        "<dl><dt>IoU at a threshold</dt><dd>The CAM (min-max normalised, at the model-input grid) "
+        "binarised at the threshold, against the lesion mask stretched the same way as the "
+        "image. The predecessor reported IoU at 0.5 only.</dd>"
+        "<dt>Best threshold</dt><dd>The highest IoU over thresholds 0.1 to 0.9: a low IoU at 0.5 "
+        "with a good best IoU means the right place with the wrong blob size.</dd>"
+        "<dt>Pointing game</dt><dd>A hit when the CAM's maximum lies inside a lesion.</dd>"
+        "<dt>Energy inside the lesion</dt><dd>The share of the CAM's total mass inside the "
+        "lesion; a map with no preference would score the lesion's share of the image.</dd></dl>",
+    ]
+    for title, image in (("Best cases", annotations.best), ("Worst cases", annotations.worst)):
+        if image is not None:
+            parts.append(f"<h3>{title}</h3>")
+            parts.append(_figure(image, f"{title}: original, lesion mask, heatmap, overlay"))
+    parts.append(
+        f"<details><summary>All {len(per_image)} images</summary>"
+        + _table(
+            [
+                "image",
+                "class",
+                "confidence",
+                "IoU",
+                "best IoU",
+                "at",
+                "pointing",
+                "energy",
+                "mask",
+                "note",
+            ],
+            per_image,
+        )
+        + "</details>"
+    )
+    return parts
+
+
+def _warnings(warnings: Sequence[str], failed: Iterable[tuple[str, str]]) -> list[str]:
+    items = [*warnings, *(f"{image_id}: {error}" for image_id, error in failed)]
+    if not items:
+        return []
+    return ["<h2>Warnings</h2><ul>", *(f"<li>{_e(w)}</li>" for w in items), "</ul>"]
+
+
+def _figure(image, caption: str) -> str:
+    return (
+        f'<figure><img src="{render.png_data_uri(image)}" alt="{_e(caption)}" '
+        f'width="{image.width}" height="{image.height}"><figcaption>{_e(caption)}</figcaption>'
+        "</figure>"
+    )
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence[str]], header: bool = True) -> str:
+    def cells(tag: str, values: Sequence[object]) -> str:
+        return "".join(
+            f'<{tag} class="{"l" if i == 0 else ""}">{_e(v)}</{tag}>' for i, v in enumerate(values)
+        )
+
+    head = f"<tr>{cells('th', columns)}</tr>" if header else ""
+    body = "".join(f"<tr>{cells('td', row)}</tr>" for row in rows)
+    return f"<table>{head}{body}</table>" if header else f'<table class="kv">{body}</table>'
+
+
+def _mask_text(mask: dict[str, Any] | None) -> str:
+    if not mask:
+        return ""
+    text = f"{mask['from_polygon']} polygon"
+    if mask["from_rectangle"]:
+        text += f", {mask['from_rectangle']} rectangle"
+    return text
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
