@@ -7,7 +7,7 @@ OUT ?= models/btxrd-demo.onnx
 DATA ?= data/synthetic
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-runtime export demo-model dataset gradcam bench fuzz lint clean
+.PHONY: run test chromium test-runtime export demo-model dataset gradcam bench fuzz lint clean
 
 # Runtime-only environment: onnxruntime, numpy, pillow, click, pyyaml. No torch.
 $(VENV_RUN)/.stamp: pyproject.toml
@@ -24,8 +24,15 @@ $(VENV)/.stamp: pyproject.toml
 run: $(VENV_RUN)/.stamp
 	$(VENV_RUN)/bin/btxrd-run --dir models/samples
 
-test: $(VENV)/.stamp
+test: $(VENV)/.stamp chromium
 	$(VENV)/bin/python -m pytest
+
+# Headless Chromium (Debian) for the test that opens the explain report; the test skips with a
+# reason where it cannot be installed (no root, no apt).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	  || echo "note: chromium could not be installed; the report-render test will be skipped"; }
 
 # The suite without the extras, in the small runtime environment (pytest added there on demand).
 test-runtime: $(VENV_RUN)/.stamp
