@@ -36,11 +36,16 @@ def grad_cam_reference(model, layer, x: np.ndarray, target: int) -> np.ndarray:
     return maps[0]
 
 
-def normalise_like_grad_cam(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    # pytorch-grad-cam's scale_cam_image: min-max with its epsilon, then cv2 bilinear resize.
+def _min_max(cam: np.ndarray) -> np.ndarray:
     cam = cam - cam.min()
-    cam = cam / (1e-7 + cam.max())
-    return cv2.resize(cam.astype(np.float32), size)
+    return cam / (1e-7 + cam.max())
+
+
+def normalise_like_grad_cam(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    # pytorch-grad-cam's scale_cam_image (min-max with its epsilon, cv2 bilinear resize) per
+    # layer, then once more when it aggregates the layers: the resized map rarely spans [0, 1]
+    # exactly, so that second min-max matters.
+    return _min_max(cv2.resize(_min_max(cam).astype(np.float32), size))
 
 
 def assert_cams_equal(checkpoint: Path, onnx_path: Path, images: list[Path]) -> None:
