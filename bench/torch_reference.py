@@ -34,7 +34,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def load(checkpoint: Path) -> tuple[torch.nn.Module, list[str], transforms.Compose]:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     names = list(state["class_names"])
-    model = torchvision.models.efficientnet_b0(weights=None, num_classes=len(names))
+    # What a user would write: the torchvision architecture the checkpoint names.
+    arch = state.get("config", {}).get("arch", "efficientnet_b0")
+    model = torchvision.models.get_model(arch, weights=None, num_classes=len(names))
     model.load_state_dict(state["model_state_dict"])
     model.eval()
     size = int(state.get("config", {}).get("image_size", 224))
