@@ -25,7 +25,6 @@ from btxrd.runtime.postprocess import finite_rows, softmax
 from btxrd.runtime.preprocess import preprocess
 
 ImageSource = str | Path | Image.Image | np.ndarray
-_END = object()
 
 
 @dataclass(frozen=True)
@@ -127,8 +126,9 @@ class Classifier:
 
             def top_up() -> None:
                 while len(pending) < lookahead:
-                    source = next(iterator, _END)
-                    if source is _END:
+                    try:
+                        source = next(iterator)
+                    except StopIteration:
                         return
                     pending.append(pool.submit(self._prepare, source, with_cam))
 
@@ -154,13 +154,14 @@ class Classifier:
             return _Prepared(source, None, None, str(exc), _ms(start))
 
     def _infer(self, batch: list[_Prepared], with_cam: bool) -> Iterator[Prediction]:
-        ready = [item for item in batch if item.array is not None]
-        logits = cams = None
+        arrays = [item.array for item in batch if item.array is not None]
+        logits = np.empty((0, len(self.class_names)), dtype=np.float32)
+        cams = None
         infer_ms = 0.0
-        if ready:
+        if arrays:
             start = time.perf_counter()
-            logits, cams = self._model.run(np.stack([r.array for r in ready]), with_cam=with_cam)
-            infer_ms = _ms(start) / len(ready)
+            logits, cams = self._model.run(np.stack(arrays), with_cam=with_cam)
+            infer_ms = _ms(start) / len(arrays)
         row = 0
         for item in batch:
             if item.array is None:
