@@ -31,7 +31,7 @@ test: $(VENV)/.stamp chromium
 # reason where it cannot be installed (no root, no apt).
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
-	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1 \
 	  || echo "note: chromium could not be installed; the report-render test will be skipped"; }
 
 # The suite without the extras, in the small runtime environment (pytest added there on demand).
@@ -54,7 +54,7 @@ export: $(VENV)/.stamp
 	$(VENV)/bin/btxrd-export --checkpoint $(CHECKPOINT) --out $(OUT)
 
 gradcam: $(VENV)/.stamp
-	$(VENV)/bin/btxrd-explain report --data $(DATA)
+	$(VENV)/bin/btxrd-explain report --data $(DATA) --split models/btxrd-demo.split.json --out results/explain
 
 bench: $(VENV)/.stamp
 	$(VENV)/bin/python bench/run.py
