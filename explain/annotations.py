@@ -20,7 +20,6 @@ from PIL import Image
 from btxrd.explain import render
 from btxrd.explain.cam import CamResult
 from btxrd.explain.evaluate import Evaluation, Log, cams_for, silent
-from btxrd.explain.masks import LesionMask, lesion_mask
 from btxrd.explain.model import Explainer
 from btxrd.explain.scores import (
     DEFAULT_IOU_THRESHOLD,
@@ -34,6 +33,7 @@ from btxrd.runtime.contract import Preprocessing
 from btxrd.runtime.dataset import Sample
 from btxrd.runtime.errors import InputError
 from btxrd.runtime.labelme import read_annotation
+from btxrd.runtime.masks import LesionMask, lesion_mask
 
 REPORT_SCHEMA_VERSION = 1
 NON_TUMOUR = "Normal"

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from btxrd.explain.masks import lesion_mask
 from btxrd.runtime.contract import Preprocessing
 from btxrd.runtime.imageio import load_image
 from btxrd.runtime.labelme import read_annotation
+from btxrd.runtime.masks import lesion_mask
 
 
 def _prep(height: int, width: int) -> Preprocessing:
