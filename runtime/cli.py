@@ -18,7 +18,8 @@ _FORMATS = ("json", "jsonl", "csv")
 
 
 @click.command(name="btxrd-run", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+# readable=False: an unreadable file gets its own error record; the batch goes on.
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path, readable=False))
 @click.option(
     "--dir", "folder", type=click.Path(path_type=Path), help="Classify every image in FOLDER."
 )

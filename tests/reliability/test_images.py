@@ -1,0 +1,292 @@
+"""Bad and unusual image files in a batch, through ``btxrd-run``: the batch goes on, the bad file
+gets an error record and one clear stderr line naming it and the cause, the run exits 1; files
+that can be converted the one documented way are classified, with a note where it matters."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from reliability_support import (
+    assert_one_clear_line,
+    records_of,
+    run_cli,
+    run_process,
+    write_dicom,
+)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG header claiming a size, with a tiny compressed stream behind it."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1024)
+    return (
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+    )
+
+
+def _noise(height: int = 200, width: int = 160) -> np.ndarray:
+    return np.random.default_rng(5).integers(0, 256, (height, width), dtype=np.uint8)
+
+
+def zero_bytes(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def text_renamed(path: Path) -> None:
+    path.write_text("patient list\nIMG000001, femur\n", encoding="utf-8")
+
+
+def html_renamed(path: Path) -> None:
+    path.write_text("<!DOCTYPE html><html><body>404 Not Found</body></html>", encoding="utf-8")
+
+
+def lfs_pointer(path: Path) -> None:
+    path.write_text(
+        "version https://git-lfs.github.com/spec/v1\n"
+        "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
+        "size 12345\n",
+        encoding="utf-8",
+    )
+
+
+def truncated(fmt: str) -> Callable[[Path], None]:
+    def make(path: Path) -> None:
+        Image.fromarray(_noise()).save(path, format=fmt)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+
+    return make
+
+
+def corrupt_png_stream(path: Path) -> None:
+    """Whole file, valid chunk CRCs, but the zlib stream inside IDAT is garbage."""
+    ihdr = struct.pack(">IIBBBBB", 160, 200, 8, 0, 0, 0, 0)
+    good = zlib.compress(b"".join(b"\x00" + row.tobytes() for row in _noise()))
+    bad = good[:2] + bytes(b ^ 0x5A for b in good[2:])
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", bad) + _chunk(b"IEND", b"")
+    )
+
+
+def bomb(path: Path) -> None:
+    path.write_bytes(_png_claiming(40_000, 40_000))
+
+
+def one_pixel(path: Path) -> None:
+    Image.new("L", (1, 1), 128).save(path)
+
+
+def strip_10000_by_3(path: Path) -> None:
+    Image.new("L", (10_000, 3), 128).save(path)
+
+
+def float_tiff(value: float) -> Callable[[Path], None]:
+    def make(path: Path) -> None:
+        pixels = _noise().astype(np.float32)
+        pixels[5, 5] = value
+        Image.fromarray(pixels).save(path)
+
+    return make
+
+
+def broken_symlink(path: Path) -> None:
+    path.symlink_to(path.parent / "gone.png")
+
+
+def dicom_compressed(path: Path) -> None:
+    pytest.importorskip("pydicom")
+    try:
+        import openjpeg  # noqa: F401
+
+        pytest.skip("a JPEG 2000 decoder is installed here")
+    except ImportError:
+        write_dicom(path, compressed=True)
+
+
+def dicom_report(path: Path) -> None:
+    pytest.importorskip("pydicom")
+    write_dicom(path, report=True)
+
+
+BAD = [
+    ("zero-byte", "zero.png", zero_bytes, "empty file"),
+    ("text-as-png", "notes.png", text_renamed, "not an image file"),
+    ("html-as-png", "page.png", html_renamed, "not an image file"),
+    ("lfs-pointer", "lfs.png", lfs_pointer, "git lfs pull"),
+    ("truncated-jpeg", "cut.jpg", truncated("JPEG"), "truncated"),
+    ("truncated-png", "cut.png", truncated("PNG"), "truncated"),
+    ("corrupt-png-stream", "garbled.png", corrupt_png_stream, "corrupt"),
+    ("decompression-bomb", "bomb.png", bomb, "decompression bomb"),
+    ("1x1", "dot.png", one_pixel, "not a plausible radiograph"),
+    ("10000x3", "strip.png", strip_10000_by_3, "not a plausible radiograph"),
+    ("float-tiff-nan", "nan.tif", float_tiff(np.nan), "NaN or infinity"),
+    ("float-tiff-inf", "inf.tif", float_tiff(np.inf), "NaN or infinity"),
+    ("broken-symlink", "link.png", broken_symlink, "broken symbolic link"),
+    ("dicom-compressed", "j2k.dcm", dicom_compressed, "pip install pylibjpeg"),
+    ("dicom-structured-report", "report.dcm", dicom_report, "has no image"),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "cause"), [c[1:] for c in BAD], ids=[c[0] for c in BAD])
+def test_bad_image_gets_an_error_record_and_the_batch_goes_on(
+    tiny_onnx, good_images, tmp_path, name, make, cause
+):
+    case = tmp_path / "inbox" / name
+    case.parent.mkdir()
+    make(case)
+    out = tmp_path / "results.jsonl"
+    inputs = [good_images[0], case, good_images[1]]
+    result = run_cli("--model", tiny_onnx, "--jsonl", "--output", out, *inputs)
+    assert result.exit_code == 1
+    assert_one_clear_line(result.stderr, str(case), cause)
+    records = records_of(out)
+    assert [r["path"] for r in records] == [str(p) for p in inputs]
+    assert records[1]["prediction"] is None and records[1]["scores"] == {}
+    assert cause in records[1]["error"]
+    for good in (records[0], records[2]):
+        assert good["error"] is None and good["prediction"] is not None
+
+
+def test_decompression_bomb_is_refused_with_flat_memory(tiny_onnx, tmp_path):
+    """Peak memory of the whole process stays that of a run on a small image: the 1.6 G-pixel
+    claim is refused from the header, nothing is allocated for it."""
+    small = tmp_path / "small.png"
+    Image.fromarray(_noise()).save(small)
+    big = tmp_path / "bomb.png"
+    bomb(big)
+
+    def peak_kib(image: Path) -> int:
+        code = (
+            "import resource, sys; from btxrd.runtime.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+        )
+        done = run_process("--model", tiny_onnx, "--quiet", image, code=code)
+        return int(done.stderr.decode().strip().splitlines()[-1])
+
+    assert peak_kib(big) < peak_kib(small) + 20_000  # within 20 MB of a normal run
+
+
+CONVERTED = [
+    # (id, file name, how to write it, note expected in the record or None)
+    ("multi-frame-tiff", "stack.tif", "frames", "frame 1 of 3"),
+    ("cmyk-jpeg", "cmyk.jpg", "CMYK", None),
+    ("rgba-png", "alpha.png", "RGBA", None),
+    ("palette-transparency-png", "palette.png", "P", None),
+    ("exif-rotated-jpeg", "rotated.jpg", "exif", "EXIF orientation"),
+]
+
+
+def _write_converted(path: Path, kind: str) -> None:
+    gray = Image.fromarray(_noise())
+    if kind == "frames":
+        gray.save(path, save_all=True, append_images=[gray.rotate(90), gray.rotate(180)])
+    elif kind == "CMYK":
+        gray.convert("CMYK").save(path)
+    elif kind == "RGBA":
+        image = gray.convert("RGBA")
+        image.putalpha(Image.fromarray(_noise()[::-1].copy()))
+        image.save(path)
+    elif kind == "P":
+        image = gray.convert("P")
+        image.info["transparency"] = 0
+        image.save(path, transparency=0)
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+        gray.save(path, exif=exif)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "note"), [c[1:] for c in CONVERTED], ids=[c[0] for c in CONVERTED]
+)
+def test_unusual_images_are_converted_the_documented_way_without_warnings(
+    tiny_onnx, tmp_path, name, kind, note
+):
+    path = tmp_path / name
+    _write_converted(path, kind)
+    out = tmp_path / "results.jsonl"
+    result = run_cli("--model", tiny_onnx, "--jsonl", "--output", out, path)
+    assert result.exit_code == 0, result.stderr
+    assert "Warning" not in result.stderr and "error" not in result.stderr
+    (record,) = records_of(out)
+    assert record["error"] is None and record["prediction"] is not None
+    if note:
+        assert any(note in n for n in record["notes"]), record["notes"]
+
+
+def test_exif_rotation_applies_before_preprocessing_and_to_the_cam(tiny_onnx, tmp_path):
+    """The EXIF-rotated file scores exactly as the same pixels stored upright, and its CAM
+    overlay has the upright size."""
+    upright = tmp_path / "upright.png"
+    rotated = tmp_path / "rotated.png"
+    pixels = _noise(200, 160)
+    Image.fromarray(pixels).save(upright)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the stored pixels must be turned 90 degrees clockwise to display
+    Image.fromarray(np.rot90(pixels, k=1).copy()).save(rotated, exif=exif)
+    cams = tmp_path / "cams"
+    out = tmp_path / "results.jsonl"
+    result = run_cli(
+        "--model",
+        tiny_onnx,
+        "--jsonl",
+        "--output",
+        out,
+        "--cam",
+        "--cam-dir",
+        cams,
+        upright,
+        rotated,
+    )
+    assert result.exit_code == 0, result.stderr
+    first, second = records_of(out)
+    assert first["scores"] == pytest.approx(second["scores"], abs=1e-6)
+    with Image.open(cams / "rotated_cam.png") as overlay:
+        assert overlay.size == (160, 200)
+
+
+@pytest.mark.parametrize(
+    "name", ["scan with spaces.png", "röntgen_膝.png", "-leading-dash.png"], ids=repr
+)
+def test_awkward_file_names_are_classified(tiny_onnx, tmp_path, monkeypatch, name):
+    Image.fromarray(_noise()).save(tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "results.jsonl"
+    # "--" ends the options, as for every Unix command, so "-leading-dash.png" is a file.
+    by_name = run_cli("--model", tiny_onnx, "--jsonl", "--output", out, "--", name)
+    assert by_name.exit_code == 0, by_name.stderr
+    (record,) = records_of(out)
+    assert record["path"] == name and record["image_name"] == name
+    by_dir = run_cli("--model", tiny_onnx, "--jsonl", "--dir", tmp_path)
+    assert by_dir.exit_code == 0, by_dir.stderr
+    assert [json.loads(line)["image_name"] for line in by_dir.stdout.splitlines()] == [name]
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
+def test_unreadable_file_gets_an_error_record(tiny_onnx, good_images, tmp_path):
+    """Permissions deny reading. Root reads everything, so the command runs in a new user
+    namespace (``unshare --user``): there the owner's mode bits hold even for root."""
+    secret = tmp_path / "secret.png"
+    Image.fromarray(_noise()).save(secret)
+    secret.chmod(0o000)
+    done = run_process(
+        "--model", tiny_onnx, "--jsonl", good_images[0], secret, wrap=["unshare", "--user"]
+    )
+    stderr = done.stderr.decode()
+    assert done.returncode == 1, stderr
+    assert_one_clear_line(stderr, str(secret), "permission denied")
+    first, second = (json.loads(line) for line in done.stdout.decode().splitlines())
+    assert first["error"] is None and str(secret) in second["error"]
