@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from btxrd.runtime.cliutil import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, debug_option, run_cli
-from btxrd.runtime.errors import ConfigError, InputError, ModelError
+from btxrd.runtime.errors import ConfigError, InputError, ModelError, OutputError
 
 _FORMATS = ("json", "jsonl", "csv")
 
@@ -64,7 +64,8 @@ def main(**options) -> None:
     phantoms. Results go to stdout (or --output); notices and progress go to stderr.
 
     Exit codes: 0 all inputs classified; 1 some input failed (each has its error record);
-    2 usage or config error; 3 model unusable, nothing processed; 130 interrupted.
+    2 usage or config error; 3 model unusable or output not writable, nothing processed;
+    130 interrupted.
 
     Examples:
 
@@ -246,9 +247,9 @@ def _check_usage(images, folder, formats, output, resume, info, selftest, cam_cl
 
 def _check_writable(folder: Path, output: Path) -> None:
     if not folder.is_dir():
-        raise click.UsageError(f"{output}: output folder {folder} does not exist; create it first")
+        raise OutputError(f"{output}: output folder {folder} does not exist; create it first")
     if not os.access(folder, os.W_OK):
-        raise ModelError(
+        raise OutputError(
             f"{output}: output folder {folder} is not writable; choose another --output"
         )
 
@@ -257,9 +258,9 @@ def _prepare_dir(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ModelError(f"{folder}: cannot create the output folder ({exc.strerror})") from None
+        raise OutputError(f"{folder}: cannot create the output folder ({exc.strerror})") from None
     if not os.access(folder, os.W_OK):
-        raise ModelError(f"{folder}: output folder is not writable; choose another one")
+        raise OutputError(f"{folder}: output folder is not writable; choose another one")
 
 
 def _inputs(images, folder: Path | None, recursive: bool, exclude: tuple[Path, ...]) -> list[Path]:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import click
 
-from btxrd.runtime.errors import BtxrdError, ConfigError, InputError, ModelError
+from btxrd.runtime.errors import BtxrdError, ConfigError, InputError
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -22,9 +22,7 @@ def exit_code_for(error: BtxrdError) -> int:
         return EXIT_USAGE
     if isinstance(error, InputError):
         return EXIT_INPUT
-    if isinstance(error, ModelError):
-        return EXIT_MODEL
-    return EXIT_MODEL
+    return EXIT_MODEL  # ModelError, OutputError: nothing could be processed
 
 
 def run_cli(action: Callable[[], int], debug: bool) -> None:

@@ -18,5 +18,9 @@ class ModelError(BtxrdError):
     """The model or checkpoint file is unusable. Nothing is processed."""
 
 
+class OutputError(BtxrdError):
+    """An output file or folder cannot be written. Checked before any work is done."""
+
+
 class ConfigError(BtxrdError):
     """A configuration file or option is invalid."""
