@@ -231,16 +231,18 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
         model.train()
         t_epoch = time.time()
         order = torch.randperm(len(x_train), generator=generator)
-        running = 0.0
+        running = running_class = 0.0
         for start in range(0, len(order), tcfg["batch_size"]):
             idx = order[start : start + tcfg["batch_size"]]
             batch = augment_batch(x_train[idx], config["augment"], generator)
             features.clear()
-            loss = loss_fn(model(_normalise(batch, prep)), y_train[idx])
-            if tcfg["lesion_loss"]:
-                loss = loss + tcfg["lesion_loss"] * lesion_head.loss(
-                    features[0], batch[:, 3:], tcfg["lesion_pos_weight"]
-                )
+            class_loss = loss_fn(model(_normalise(batch, prep)), y_train[idx])
+            lesion_loss = (
+                lesion_head.loss(features[0], batch[:, 3:], tcfg["lesion_pos_weight"])
+                if tcfg["lesion_loss"]
+                else torch.zeros(())
+            )
+            loss = class_loss + tcfg["lesion_loss"] * lesion_loss
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             # From-scratch EfficientNet spikes early; clipping keeps one bad batch from undoing it.
@@ -249,6 +251,7 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
             schedule.step()
             ema.update_parameters(model)
             running += loss.item() * len(idx)
+            running_class += class_loss.item() * len(idx)
         val = classification_metrics(
             y_val.numpy(), predict_probabilities(ema.module, x_val, prep), class_names
         )
@@ -258,13 +261,15 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
             {
                 "epoch": epoch,
                 "loss": running / len(x_train),
+                "class_loss": running_class / len(x_train),
                 "val_accuracy": val["accuracy"],
                 "val_min_recall": min(val["recall"].values()),
                 "seconds": time.time() - t_epoch,
             }
         )
         _log(
-            f"epoch {epoch}: loss {history[-1]['loss']:.4f} val acc {val['accuracy']:.4f} "
+            f"epoch {epoch}: loss {history[-1]['loss']:.4f} "
+            f"(classes {history[-1]['class_loss']:.4f}) val acc {val['accuracy']:.4f} "
             f"min recall {history[-1]['val_min_recall']:.4f} ({history[-1]['seconds']:.0f} s)"
         )
         if score > best["score"]:

@@ -77,7 +77,7 @@ def lesion_mask(
     at the model input's grid (``prep.image_size``)."""
     lesions = annotation.lesions
     polygons = sum(1 for lesion in lesions if lesion.polygon is not None)
-    counts = {"lesions": len(lesions), "polygons": polygons, "rectangles": len(lesions) - polygons}
+    counts = (len(lesions), polygons, len(lesions) - polygons)  # lesions, polygons, rectangles
     width, height = image_size
     frame = (annotation.image_width, annotation.image_height)
     if frame != (width, height):
@@ -87,17 +87,17 @@ def lesion_mask(
         )
         if frame == (height, width):
             reason += "; the annotation looks made on the image without its EXIF rotation"
-        return LesionMask(None, reason=reason, **counts)
+        return LesionMask(None, *counts, reason=reason)
     if not lesions:
         return LesionMask(
-            None, reason=f"{annotation.path.name} has no rectangle or polygon", **counts
+            None, *counts, reason=f"{annotation.path.name} has no rectangle or polygon"
         )
     full = Image.fromarray(rasterise_lesions(lesions, (width, height)).astype(np.uint8) * 255)
     grid = np.asarray(resize_for_model(full, prep)) >= _INSIDE
     if not grid.any():
         return LesionMask(
             None,
+            *counts,
             reason=f"the lesion(s) of {annotation.path.name} cover less than one model-input pixel",
-            **counts,
         )
-    return LesionMask(grid, **counts)
+    return LesionMask(grid, *counts)

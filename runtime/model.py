@@ -13,6 +13,7 @@ import onnxruntime as ort
 from btxrd.runtime.contract import CAM_NAME, INPUT_NAME, LOGITS_NAME, ModelMetadata
 from btxrd.runtime.errors import ModelError
 from btxrd.runtime.imageio import LFS_POINTER_PREFIX
+from btxrd.runtime.onnxheader import HeaderError, OnnxHeader, read_header
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ class OnnxModel:
         self.path = Path(path)
         self.threads = threads
         data = _read_model_bytes(self.path)
-        self.session = _open_session(data, self.path, threads)
+        header = _read_header(data, self.path)
+        self.session = _open_session(data, self.path, threads, header)
         raw_meta = self.session.get_modelmeta().custom_metadata_map
         metadata = ModelMetadata.from_metadata_props(raw_meta, str(self.path))
         outputs = {o.name for o in self.session.get_outputs()}
@@ -82,7 +84,24 @@ def _read_model_bytes(path: Path) -> bytes:
     return data
 
 
-def _open_session(data: bytes, path: Path, threads: int | None) -> ort.InferenceSession:
+def _read_header(data: bytes, path: Path) -> OnnxHeader | None:
+    try:
+        header = read_header(data)
+    except HeaderError:
+        return None  # not protobuf at all: onnxruntime's own message says so
+    if header.external_tensors:
+        first = header.external_tensors[0]
+        raise ModelError(
+            f"{path}: keeps {len(header.external_tensors)} weight tensor(s) in external data "
+            f"files (first: {first!r}); btxrd loads single-file models only, so nothing is "
+            "read from beside it: export it again with btxrd-export"
+        )
+    return header
+
+
+def _open_session(
+    data: bytes, path: Path, threads: int | None, header: OnnxHeader | None
+) -> ort.InferenceSession:
     options = ort.SessionOptions()
     # onnxruntime ignores OMP_NUM_THREADS: threads are set here or default to every core.
     options.intra_op_num_threads = threads or os.cpu_count() or 1
@@ -98,8 +117,11 @@ def _open_session(data: bytes, path: Path, threads: int | None) -> ort.Inference
     try:
         return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped pybind exceptions here
+        # Both sides of a version mismatch: what the file declares, what is installed.
+        declared = f"{header.describe()}; " if header and header.ir_version else ""
         raise ModelError(
-            f"{path}: onnxruntime cannot load the model ({_first_line(exc)})"
+            f"{path}: onnxruntime {ort.__version__} cannot load the model ({declared}"
+            f"{_first_line(exc)})"
         ) from None
 
 

@@ -111,8 +111,8 @@ def _folder(path: Path) -> Path:
         (_missing, "not found"),
         (_empty, "empty"),
         (_lfs_pointer, "git lfs pull"),
-        (_not_onnx, "onnxruntime cannot load"),
-        (_png_renamed, "onnxruntime cannot load"),
+        (_not_onnx, "cannot load the model"),
+        (_png_renamed, "cannot load the model"),
         (_folder, "folder"),
     ],
     ids=["missing", "empty", "lfs-pointer", "not-onnx", "png-renamed", "folder"],
@@ -202,5 +202,5 @@ def test_truncated_onnx_file_raises_model_error(tiny_onnx, tmp_path):
     data = tiny_onnx.read_bytes()
     path = tmp_path / "cut.onnx"
     path.write_bytes(data[: len(data) // 3])
-    with pytest.raises(ModelError, match="onnxruntime cannot load"):
+    with pytest.raises(ModelError, match="cannot load the model"):
         OnnxModel(path)
