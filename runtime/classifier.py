@@ -188,7 +188,10 @@ class Classifier:
         source, image = item.source, item.image
         timings = {"decode_preprocess": round(item.decode_ms, 3), "inference": round(infer_ms, 3)}
         if not finite_rows(logits[None])[0]:
-            message = f"{_name(source)}: the model produced NaN or infinite scores"
+            message = (
+                f"{_path(source) or _name(source)}: the model produced NaN or infinite scores "
+                "for this image; no class is given (check the model with btxrd-run --selftest)"
+            )
             return self._failure(source, message, item.decode_ms)
         probs = softmax(logits)
         best = int(np.argmax(probs))

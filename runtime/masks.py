@@ -92,6 +92,13 @@ def lesion_mask(
         return LesionMask(
             None, *counts, reason=f"{annotation.path.name} has no rectangle or polygon"
         )
+    for index, lesion in enumerate(lesions):
+        problem = polygon_problem(lesion.polygon) if lesion.polygon is not None else None
+        if problem:
+            reason = (
+                f"{annotation.path.name}: the polygon of lesion {index} ({lesion.label}) {problem}"
+            )
+            return LesionMask(None, *counts, reason=reason)
     full = Image.fromarray(rasterise_lesions(lesions, (width, height)).astype(np.uint8) * 255)
     grid = np.asarray(resize_for_model(full, prep)) >= _INSIDE
     if not grid.any():
@@ -101,3 +108,34 @@ def lesion_mask(
             reason=f"the lesion(s) of {annotation.path.name} cover less than one model-input pixel",
         )
     return LesionMask(grid, *counts)
+
+
+def polygon_problem(points: Sequence[tuple[float, float]]) -> str | None:
+    """Why a polygon cannot stand for a lesion's outline, or None: it has no area, or its edges
+    cross (a figure of eight has no single inside, so any mask of it is a guess)."""
+    n = len(points)
+    area = 0.5 * abs(
+        sum(
+            points[i][0] * points[(i + 1) % n][1] - points[(i + 1) % n][0] * points[i][1]
+            for i in range(n)
+        )
+    )
+    if area < 1.0:
+        return "has zero area"
+    edges = [(points[i], points[(i + 1) % n]) for i in range(n)]
+    for i in range(n):
+        for j in range(i + 2, n):
+            if i == 0 and j == n - 1:
+                continue  # neighbours through the closing edge
+            if _segments_cross(*edges[i], *edges[j]):
+                return "crosses itself"
+    return None
+
+
+def _segments_cross(a, b, c, d) -> bool:
+    """Proper crossing of segments ab and cd (touching at an end point does not count)."""
+
+    def side(p, q, r) -> float:
+        return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+
+    return side(a, b, c) * side(a, b, d) < 0 and side(c, d, a) * side(c, d, b) < 0

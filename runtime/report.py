@@ -16,8 +16,9 @@ from typing import IO, Any
 
 import click
 
-from btxrd.runtime.atomic import write_text
+from btxrd.runtime.atomic import AtomicFile, write_text
 from btxrd.runtime.classifier import Prediction
+from btxrd.runtime.errors import OutputError
 from btxrd.runtime.model import ModelInfo
 
 RESULTS_SCHEMA_VERSION = 1
@@ -37,6 +38,20 @@ class Sink:
     def close(self, summary: dict[str, Any]) -> None:
         """Write what was collected (also called after an interruption)."""
 
+    def _write_output(self, text: str) -> None:
+        assert self.output is not None
+        try:
+            write_text(self.output, text)
+        except OSError as exc:
+            raise _cannot_write(self.output, exc) from None
+
+
+def _cannot_write(path: Path, exc: OSError) -> OutputError:
+    return OutputError(
+        f"{path}: cannot write the results ({exc.strerror or exc}); any previous file there "
+        "is unchanged. Free some space or choose another --output"
+    )
+
 
 class JsonSink(Sink):
     def close(self, summary: dict[str, Any]) -> None:
@@ -48,30 +63,54 @@ class JsonSink(Sink):
         }
         text = json.dumps(document, indent=2) + "\n"
         if self.output:
-            write_text(self.output, text)
+            self._write_output(text)
         else:
             sys.stdout.write(text)
             sys.stdout.flush()
 
 
 class JsonlSink(Sink):
-    """One record per line as results arrive, each line written and flushed whole."""
+    """One record per line as results arrive, each line written and flushed whole.
+
+    A new ``--output`` file streams into a temporary file that replaces the old one when the
+    run ends (also when it is interrupted: every line is a complete record). With ``--resume``
+    lines are appended to the existing file; a cut last line is rerun by the next resume.
+    """
 
     def __init__(self, info: ModelInfo, output: Path | None, append: bool = False) -> None:
         super().__init__(info, output)
-        self._handle: IO[str] = (
-            output.open("a" if append else "w", encoding="utf-8") if output else sys.stdout
-        )
+        self._file: AtomicFile | None = None
+        if output is None:
+            self._handle: IO[str] = sys.stdout
+        elif append:
+            self._handle = output.open("a", encoding="utf-8")
+        else:
+            self._file = AtomicFile(output)
+            self._handle = self._file.handle
 
     def add(self, prediction: Prediction) -> None:
         record = prediction.to_record()
         record["model_sha256"] = self.info.sha256
-        self._handle.write(json.dumps(record) + "\n")
-        self._handle.flush()
+        try:
+            self._handle.write(json.dumps(record) + "\n")
+            self._handle.flush()
+        except OSError as exc:
+            if self.output is None:
+                raise  # stdout: a closed pipe is handled by the command
+            if self._file is not None:
+                self._file.abort()
+            raise _cannot_write(self.output, exc) from None
 
     def close(self, summary: dict[str, Any]) -> None:
-        if self._handle is not sys.stdout:
-            self._handle.close()
+        if self.output is None:
+            return
+        try:
+            if self._file is not None:
+                self._file.commit()
+            else:
+                self._handle.close()
+        except OSError as exc:
+            raise _cannot_write(self.output, exc) from None
 
 
 class CsvSink(Sink):
@@ -93,7 +132,7 @@ class CsvSink(Sink):
                 ]
             )
         if self.output:
-            write_text(self.output, buffer.getvalue())
+            self._write_output(buffer.getvalue())
         else:
             sys.stdout.write(buffer.getvalue())
 

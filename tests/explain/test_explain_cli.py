@@ -230,3 +230,73 @@ def test_unreadable_image_in_the_dataset(synth_data, tiny_checkpoint, tmp_path) 
     metrics = json.loads((tmp_path / "g" / "metrics.json").read_text())
     assert [f["image_id"] for f in metrics["failed"]] == [victim.name]
     assert (tmp_path / "g" / "gallery_Benign.png").is_file()
+
+
+# --- bad annotations: that image's IoU is null with the reason, never 0 ---------------------
+
+
+def _wrong_size(data: dict) -> str:
+    return json.dumps({**data, "imageWidth": data["imageWidth"] + 40})
+
+
+def _polygons(data: dict, points: list) -> str:
+    shapes = [
+        {**s, "points": points} if s["shape_type"] == "polygon" else s for s in data["shapes"]
+    ]
+    return json.dumps({**data, "shapes": shapes})
+
+
+def _zero_area(data: dict) -> str:
+    return _polygons(data, [[10.0, 10.0], [20.0, 20.0], [30.0, 30.0]])
+
+
+def _self_intersecting(data: dict) -> str:
+    return _polygons(data, [[10.0, 10.0], [60.0, 60.0], [60.0, 10.0], [10.0, 90.0]])
+
+
+def _no_shapes(data: dict) -> str:
+    return json.dumps({**data, "shapes": []})
+
+
+def _malformed(data: dict) -> str:
+    return json.dumps(data)[:-20]
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "reason"),
+    [
+        (_wrong_size, "image but the image is"),
+        (_zero_area, "has zero area"),
+        (_self_intersecting, "crosses itself"),
+        (_no_shapes, "has no rectangle or polygon"),
+        (_malformed, "not valid JSON"),
+    ],
+    ids=[
+        "size-disagrees",
+        "zero-area-polygon",
+        "self-intersecting-polygon",
+        "no-shapes",
+        "bad-json",
+    ],
+)
+def test_bad_annotation_gives_a_null_iou_with_the_reason(
+    synth_data, tiny_checkpoint, report_run, tmp_path, corrupt, reason
+) -> None:
+    before = json.loads((report_run.out / "annotation_report.json").read_text())
+    victim = next(r["image_id"] for r in before["per_image"] if r["iou"] is not None)
+    data = tmp_path / "BTXRD"
+    shutil.copytree(synth_data, data)
+    annotation = data / "Annotations" / (Path(victim).stem + ".json")
+    annotation.write_text(corrupt(json.loads(annotation.read_text())), encoding="utf-8")
+    result = _run(
+        [
+            *("annotations", "--data", data, "--checkpoint", tiny_checkpoint),
+            *("--out", tmp_path / "a", "--quiet"),
+        ]
+    )
+    assert "Traceback" not in result.stderr
+    report = json.loads((tmp_path / "a" / "annotation_report.json").read_text())
+    (record,) = [r for r in report["per_image"] if r["image_id"] == victim]
+    assert record["iou"] is None and reason in record["reason"], record
+    others = [r for r in report["per_image"] if r["image_id"] != victim]
+    assert sum(r["iou"] is not None for r in others) == report["num_scored"]

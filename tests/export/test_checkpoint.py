@@ -124,3 +124,74 @@ def test_predecessor_layout_loads_as_timm_efficientnet(
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert torch.allclose(model(x), wrapper.model(x))
+
+
+# --- the same refusals through `btxrd-export`: exit 3, one line, nothing written -------------
+
+
+def _evil(path: Path, marker: Path, make_model) -> None:
+    torch.save(
+        {"model_state_dict": {}, "class_names": list(CLASSES), "x": _WritesAFile(marker)}, path
+    )
+
+
+def _numpy(path: Path, marker: Path, make_model) -> None:
+    torch.save({"model_state_dict": {}, "class_names": list(CLASSES), "w": np.ones(3)}, path)
+
+
+def _truncated(path: Path, marker: Path, make_model) -> None:
+    save_checkpoint(
+        path, make_model("resnet18"), arch="resnet18", class_names=CLASSES, image_size=64
+    )
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _four_classes(path: Path, marker: Path, make_model) -> None:
+    model = make_model("resnet18", num_classes=4)
+    save_checkpoint(path, model, arch="resnet18", class_names=CLASSES, image_size=64)
+
+
+def _other_arch(path: Path, marker: Path, make_model) -> None:
+    save_checkpoint(
+        path, make_model("resnet18"), arch="resnet50", class_names=CLASSES, image_size=64
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "cause"),
+    [
+        (None, "not found"),
+        (lambda p, m, f: p.write_bytes(b""), "empty"),
+        (lambda p, m, f: p.write_bytes(b"not a zip or pickle"), "not a torch checkpoint"),
+        (_truncated, "not a torch checkpoint"),
+        (_evil, "system"),
+        (_numpy, "numpy"),
+        (_four_classes, "fc.weight: checkpoint (4, 512) vs model (3, 512)"),
+        (_other_arch, "do not fit resnet50"),
+    ],
+    ids=[
+        "missing",
+        "empty",
+        "not-a-checkpoint",
+        "truncated",
+        "runs-code",
+        "numpy-objects",
+        "class-count",
+        "architecture",
+    ],
+)
+def test_btxrd_export_refuses_bad_checkpoints(tmp_path: Path, make_model, make, cause) -> None:
+    from click.testing import CliRunner
+
+    from btxrd.export.cli import main as export_main
+
+    path, marker, out = tmp_path / "sent.pt", tmp_path / "pwned", tmp_path / "out.onnx"
+    if make is not None:
+        make(path, marker, make_model)
+    result = CliRunner().invoke(export_main, ["--checkpoint", str(path), "--out", str(out)])
+    assert result.exit_code == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "error" in line]
+    assert str(path) in line and cause in line
+    assert not out.exists() and not marker.exists()
