@@ -59,8 +59,10 @@ gradcam: $(VENV)/.stamp
 bench: $(VENV)/.stamp
 	$(VENV)/bin/python bench/run.py
 
+# 100,000 mutated image files through the decode path (tests/fuzz/fuzz_decode.py); not in CI.
 fuzz: $(VENV)/.stamp
-	$(VENV)/bin/pip install -q atheris
+	$(VENV)/bin/pip install -q -e '.[fuzz]'
+	mkdir -p results/fuzz
 	$(VENV)/bin/python tests/fuzz/fuzz_decode.py -atheris_runs=100000
 
 lint: $(VENV)/.stamp

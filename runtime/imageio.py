@@ -7,6 +7,7 @@ file and the cause; Pillow's own exceptions never escape.
 
 from __future__ import annotations
 
+import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,9 +65,25 @@ def load_image(path: str | Path, limits: DecodeLimits | None = None) -> DecodedI
         raise InputError(
             f"{path}: not an image file Pillow can read; check the file type"
         ) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # Truncated or corrupt data streams surface as OSError/SyntaxError from Pillow's decoders.
-        raise InputError(f"{path}: corrupt or truncated image data ({exc})") from None
+    except _CORRUPT_DATA_ERRORS as exc:
+        raise InputError(
+            f"{path}: corrupt or truncated image data ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+# What Pillow's format plugins raise on malformed files: OSError and SyntaxError from the
+# decoders, and plain TypeError, KeyError, IndexError, struct.error or ArithmeticError from header
+# parsing (found by tests/fuzz/fuzz_decode.py, e.g. a TIFF whose frame count fails to compute).
+_CORRUPT_DATA_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    TypeError,
+    LookupError,
+    struct.error,
+    ArithmeticError,
+)
 
 
 def decode_pil(

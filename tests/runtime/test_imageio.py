@@ -390,3 +390,17 @@ def test_decode_pil_normalises_like_load_image(tmp_path, make_phantom):
 def test_decode_pil_refuses_unsupported_modes_with_input_error():
     with pytest.raises(InputError, match="unsupported image mode"):
         decode_pil(Image.new("RGBX", (32, 32)))
+
+
+# --- inputs the fuzzer (tests/fuzz/fuzz_decode.py) once broke the decode path with -----------
+
+FUZZ_REGRESSIONS = sorted((Path(__file__).parents[1] / "fuzz" / "regressions").glob("*.bin"))
+
+
+@pytest.mark.parametrize("found", FUZZ_REGRESSIONS, ids=lambda p: p.stem)
+def test_fuzzer_findings_are_refused_with_input_error(tmp_path, found):
+    path = tmp_path / "input"
+    path.write_bytes(found.read_bytes())
+    with pytest.raises(InputError) as caught:
+        load_image(path)  # not strict: corrupt EXIF makes Pillow warn before it fails
+    assert str(path) in str(caught.value)
