@@ -571,3 +571,44 @@ def test_default_model_is_the_shipped_demo_from_any_folder(demo_onnx, tmp_path, 
     assert "DEMO MODEL" in info["intended_use"]
     selftest = run("--selftest")
     assert selftest.exit_code == 0, selftest.stdout
+
+
+# --- progress bar: on a terminal only --------------------------------------------------------
+
+
+def _stderr_through_a_terminal(*args: object) -> tuple[int, str, str]:
+    """Run btxrd-run with stderr on a pseudo-terminal and stdout on a pipe."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "btxrd.runtime.cli", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        env=env,
+    )
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    stdout, _ = process.communicate(timeout=60)
+    os.close(controller)
+    return process.returncode, stdout.decode(), b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal_and_never_in_the_results(tiny_onnx, images):
+    code, stdout, terminal = _stderr_through_a_terminal("--model", tiny_onnx, "--jsonl", *images)
+    assert code == 0
+    assert "classifying" in terminal and "100%" in terminal
+    assert len(stdout.splitlines()) == len(images)  # stdout holds the records only
+    quiet_code, _, quiet_terminal = _stderr_through_a_terminal(
+        "--model", tiny_onnx, "--jsonl", "--quiet", *images
+    )
+    assert quiet_code == 0 and quiet_terminal == ""
