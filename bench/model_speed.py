@@ -1,6 +1,6 @@
 """3. The model alone against the machine's limit, and onnxruntime settings that might raise it.
 
-- Ceiling: fp32 GFLOP/s of a large numpy matrix product on all cores.
+- Ceiling: fp32 GFLOP/s of a large matrix product on all cores (fastest of numpy, ORT, torch).
 - Work: the model's FLOPs per image, counted from the ONNX graph (and by torch, as a check).
 - Reached: images/s at batch 1, 8 and 32 with the runtime's own session; fraction of the ceiling.
 - Settings: one change at a time from the runtime's (threads, optimisation level, memory arena,
@@ -108,7 +108,11 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "spin_cpu_s_in_0.25s_after_run": spin,
     }
     rows = [
-        row(f"numpy fp32 matmul {counts.matmul_n}^2 (ceiling)", ceiling["gflops"]),
+        *(
+            row(f"{name} fp32 matmul {counts.matmul_n}^2", rate)
+            for name, rate in ceiling["by_library"].items()
+        ),
+        row(f"fp32 ceiling (fastest: {ceiling['library']})", ceiling["gflops"]),
         row(
             "model FLOPs per image (ONNX count)",
             gflop,
