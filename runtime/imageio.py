@@ -183,7 +183,10 @@ def _to_8bit(image: Image.Image, path: Path) -> Image.Image:
 
 def scale_to_uint8(values: np.ndarray, path: Path | str = "<image>") -> np.ndarray:
     """Map 16-bit or float data onto 0..255 by its real range (never clip like convert("L"))."""
-    data = np.asarray(values, dtype=np.float64)
+    # NaN or infinity in the file is refused just below; the cast must not warn about it first
+    # (np.errstate is per thread and context, safe in the decode pool).
+    with np.errstate(invalid="ignore", over="ignore"):
+        data = np.asarray(values, dtype=np.float64)
     if data.ndim != 2:
         raise InputError(f"{path}: expected a single-channel image, got shape {data.shape}")
     if not np.isfinite(data).all():
