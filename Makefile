@@ -56,7 +56,14 @@ export: $(VENV)/.stamp
 gradcam: $(VENV)/.stamp
 	$(VENV)/bin/btxrd-explain report --data $(DATA) --split models/btxrd-demo.split.json --out results/explain
 
+# hyperfine (Debian) times the cold starts when it can be installed; OpenVINO is compared with
+# onnxruntime on the same model file.
 bench: $(VENV)/.stamp
+	@command -v hyperfine >/dev/null 2>&1 || { \
+	  (apt-get install -y -qq --no-install-recommends hyperfine || \
+	   (apt-get update -qq && apt-get install -y -qq --no-install-recommends hyperfine)) >/dev/null 2>&1 \
+	  || echo "note: hyperfine could not be installed; cold starts are timed with subprocess"; }
+	$(VENV)/bin/pip install -q -e '.[openvino]'
 	$(VENV)/bin/python bench/run.py
 
 # 100,000 mutated image files through the decode path (tests/fuzz/fuzz_decode.py); not in CI.
