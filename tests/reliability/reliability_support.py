@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 from click.testing import CliRunner, Result
 
 from btxrd.runtime.cli import main
@@ -47,34 +46,3 @@ def assert_one_clear_line(stderr: str, *needles: str) -> str:
 def records_of(jsonl: Path) -> list[dict]:
     """Every line of a JSONL output must be a complete record."""
     return [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
-
-
-def write_dicom(path: Path, *, compressed: bool = False, report: bool = False) -> None:
-    """A small DICOM file written by pydicom: a 12-bit image, the same image under a compressed
-    transfer syntax (JPEG 2000, whose decoder is not installed), or a structured report."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import (
-        ExplicitVRLittleEndian,
-        JPEG2000Lossless,
-        SecondaryCaptureImageStorage,
-        generate_uid,
-    )
-
-    sop_class = "1.2.840.10008.5.1.4.1.1.88.33" if report else SecondaryCaptureImageStorage
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = JPEG2000Lossless if compressed else ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    if not report:
-        pixels = (np.arange(64 * 48, dtype=np.uint16).reshape(64, 48) % 4096).tobytes()
-        ds.Rows, ds.Columns, ds.SamplesPerPixel = 64, 48, 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        # Not a real JPEG 2000 stream: with no decoder installed it is never looked at.
-        ds.PixelData = encapsulate([pixels]) if compressed else pixels
-    ds.save_as(path, enforce_file_format=True)

@@ -19,7 +19,6 @@ from reliability_support import (
     records_of,
     run_cli,
     run_process,
-    write_dicom,
 )
 
 
@@ -107,17 +106,22 @@ def broken_symlink(path: Path) -> None:
 
 def dicom_compressed(path: Path) -> None:
     pytest.importorskip("pydicom")
+    from dicom_files import ramp, write_dicom
+    from pydicom.uid import JPEG2000Lossless
+
     try:
         import openjpeg  # noqa: F401
 
         pytest.skip("a JPEG 2000 decoder is installed here")
     except ImportError:
-        write_dicom(path, compressed=True)
+        write_dicom(path, ramp(), syntax=JPEG2000Lossless)
 
 
 def dicom_report(path: Path) -> None:
     pytest.importorskip("pydicom")
-    write_dicom(path, report=True)
+    from dicom_files import COMPREHENSIVE_SR, write_dicom
+
+    write_dicom(path, None, sop_class=COMPREHENSIVE_SR)
 
 
 BAD = [
