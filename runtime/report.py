@@ -1,7 +1,8 @@
 """Where results go: a human table, one JSON document, streamed JSON lines, or CSV.
 
-Every input gets exactly one record, in input order, failures included. Files are written through
-the atomic helper (JSON, CSV) or line by line, flushed, so a stopped run leaves valid lines (JSONL).
+Every input gets exactly one record, in input order, failures included. Output files are
+atomic: JSON and CSV are written whole at the end, JSONL streams into a temporary file renamed
+over the target when the run ends (interrupted or not); only ``--resume`` appends in place.
 """
 
 from __future__ import annotations
