@@ -38,8 +38,9 @@ from btxrd.runtime.masks import LesionMask, lesion_mask
 REPORT_SCHEMA_VERSION = 1
 NON_TUMOUR = "Normal"
 DEFAULT_PANELS = 5
-# The last one is a yes/no: its mean is the hit rate, it has no useful median.
-_SCORE_FIELDS = ("iou", "iou_best", "energy_in_lesion", "lesion_fraction", "pointing_hit")
+_MEDIAN_FIELDS = ("iou", "iou_best", "energy_in_lesion", "lesion_fraction")
+# Yes/no scores: their mean is a rate, they have no useful median.
+_SCORE_FIELDS = (*_MEDIAN_FIELDS, "pointing_hit", "pointing_reachable")
 
 
 @dataclass(frozen=True)
@@ -168,8 +169,11 @@ def build_report(
         "num_scored": len(scored),
         "mean_iou": stats["iou"]["mean"],
         "means": {name: stats[name]["mean"] for name in _SCORE_FIELDS},
-        "medians": {name: stats[name]["median"] for name in _SCORE_FIELDS[:-1]},
+        "medians": {name: stats[name]["median"] for name in _MEDIAN_FIELDS},
         "pointing_hit_rate": stats["pointing_hit"]["mean"],
+        # The best hit rate any CAM on this grid could reach on these lesions.
+        "pointing_ceiling": stats["pointing_reachable"]["mean"],
+        "cam_grid": list(explainer.cam_grid),
         "masks": {
             "from_polygon": sum(m.polygons for m in masks),
             "from_rectangle": sum(m.rectangles for m in masks),
@@ -193,8 +197,10 @@ def score_annotation(
     result: CamResult,
     prep: Preprocessing,
     iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+    cam_grid: tuple[int, int] | None = None,
 ) -> tuple[LesionMask | None, AttentionScores | None, str | None]:
-    """The lesion mask and the CAM's scores against it, or the reason there are no scores."""
+    """The lesion mask and the CAM's scores against it, or the reason there are no scores.
+    ``cam_grid`` (the target layer's rows, columns) adds the pointing game's reachability."""
     try:
         mask = lesion_mask(read_annotation(annotation_path), image_size, prep)
     except InputError as exc:
@@ -203,13 +209,14 @@ def score_annotation(
         return mask, None, mask.reason
     if not result.ok:
         return mask, None, f"degenerate CAM: {result.problem}"
-    return mask, score_attention(result.cam, mask.mask, iou_threshold), None
+    scores = score_attention(result.cam, mask.mask, iou_threshold, cam_grid=cam_grid)
+    return mask, scores, None
 
 
 def _score(explainer, evaluation, index, size, result, iou_threshold) -> ImageScore:
     sample = evaluation.samples[index]
     mask, scores, reason = score_annotation(
-        sample.annotation_path, size, result, explainer.prep, iou_threshold
+        sample.annotation_path, size, result, explainer.prep, iou_threshold, explainer.cam_grid
     )
     return ImageScore(
         sample=sample,
@@ -252,6 +259,8 @@ def _panels(score: ImageScore, image: Image.Image, cam, method, alpha, iou_thres
     if mask.rectangles:
         built += f", {mask.rectangles} rectangle(s) (no polygon)"
     hit = "hit" if s.pointing_hit else "miss"
+    if s.pointing_reachable is False:
+        hit += " (unreachable)"
     return [
         render.captioned(
             render.thumbnail(image),
@@ -279,10 +288,12 @@ def _summary(report: dict[str, Any], layer: str) -> str:
         return head + " Nothing to summarise."
     means, medians = report["means"], report["medians"]
     masks = report["masks"]
+    rows, columns = report["cam_grid"]
     return (
         f"{head} Mean IoU at {report['iou_threshold']:g}: {means['iou']:.3f} (the predecessor's "
         f"figure). Median best-threshold IoU {medians['iou_best']:.3f}; pointing game hit rate "
-        f"{report['pointing_hit_rate']:.2f}; median CAM energy inside the lesion "
+        f"{report['pointing_hit_rate']:.2f}, where any CAM on this {rows} x {columns} grid could "
+        f"reach at most {report['pointing_ceiling']:.2f}; median CAM energy inside the lesion "
         f"{medians['energy_in_lesion']:.2f}, where a uniform map would give "
         f"{medians['lesion_fraction']:.2f}. Masks from {masks['from_polygon']} polygon(s) and "
         f"{masks['from_rectangle']} rectangle(s) of lesions without a polygon."

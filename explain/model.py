@@ -4,6 +4,7 @@ the runtime's one preprocessing, and predict without gradients."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,22 @@ class Explainer:
         layer = self.target_layer
         return next((name for name, m in self.model.named_modules() if m is layer), "?")
 
+    @cached_property
+    def cam_grid(self) -> tuple[int, int]:
+        """(rows, columns) of the target layer's output for one input: the grid every CAM of
+        this model is upsampled from (7 x 7 for EfficientNet-B0 at 224 px)."""
+        shapes: list[tuple[int, ...]] = []
+        handle = self.target_layer.register_forward_hook(
+            lambda _module, _inputs, output: shapes.append(tuple(output.shape[-2:]))
+        )
+        try:
+            with torch.inference_mode():
+                self.model(torch.zeros((1, 3, *self.prep.image_size)))
+        finally:
+            handle.remove()
+        rows, columns = shapes[0]
+        return int(rows), int(columns)
+
     def identity(self) -> dict[str, Any]:
         """What reports record about the model."""
         return {
@@ -54,6 +71,7 @@ class Explainer:
             "class_names": list(self.class_names),
             "image_size": list(self.prep.image_size),
             "target_layer": self.target_layer_name,
+            "cam_grid": list(self.cam_grid),
             "demo": bool(_training(self.checkpoint).get("demo", False)),
         }
 

@@ -110,7 +110,11 @@ def build_html(
                 ["sha256", identity["sha256"]],
                 ["architecture", identity["arch"]],
                 ["input size", " x ".join(map(str, identity["image_size"]))],
-                ["CAM", f"{report['method']} on {identity['target_layer']}"],
+                [
+                    "CAM",
+                    f"{report['method']} on {identity['target_layer']} "
+                    f"({' x '.join(map(str, identity['cam_grid']))} grid)",
+                ],
                 ["images", evaluation.subset],
                 ["unreadable images", str(len(evaluation.failed))],
                 ["generated", when],
@@ -176,6 +180,7 @@ def _annotation_section(report: dict[str, Any], annotations: AnnotationResult) -
     }
     rows = [[labels[k], _num(means[k]), _num(medians[k])] for k in labels]
     rows.append(["pointing game hit rate", _num(report["pointing_hit_rate"]), ""])
+    rows.append(["pointing game ceiling of the CAM grid", _num(report["pointing_ceiling"]), ""])
     per_image = [
         [
             r["image_id"],
@@ -184,7 +189,7 @@ def _annotation_section(report: dict[str, Any], annotations: AnnotationResult) -
             _num(r.get("iou")),
             _num(r.get("iou_best")),
             _num(r.get("best_threshold"), 1),
-            {True: "hit", False: "miss"}.get(r.get("pointing_hit"), ""),
+            _pointing_text(r),
             _num(r.get("energy_in_lesion")),
             _mask_text(r.get("mask")),
             r.get("reason", ""),
@@ -204,6 +209,10 @@ def _annotation_section(report: dict[str, Any], annotations: AnnotationResult) -
         "<dt>Best threshold</dt><dd>The highest IoU over thresholds 0.1 to 0.9: a low IoU at 0.5 "
         "with a good best IoU means the right place with the wrong blob size.</dd>"
         "<dt>Pointing game</dt><dd>A hit when the CAM's maximum lies inside a lesion.</dd>"
+        "<dt>Pointing game ceiling</dt><dd>A CAM is the target layer's coarse grid upsampled "
+        "bilinearly, so its maximum always sits on a cell centre: a lesion that holds no cell "
+        "centre is a miss for every possible map. The ceiling is the share of lesions that hold "
+        "one, the best hit rate any model with this grid could score.</dd>"
         "<dt>Energy inside the lesion</dt><dd>The share of the CAM's total mass inside the "
         "lesion; a map with no preference would score the lesion's share of the image.</dd></dl>",
     ]
@@ -257,6 +266,15 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[str]], header: bool =
     head = f"<tr>{cells('th', columns)}</tr>" if header else ""
     body = "".join(f"<tr>{cells('td', row)}</tr>" for row in rows)
     return f"<table>{head}{body}</table>" if header else f'<table class="kv">{body}</table>'
+
+
+def _pointing_text(record: dict[str, Any]) -> str:
+    hit = record.get("pointing_hit")
+    if hit is None:
+        return ""
+    if hit:
+        return "hit"
+    return "miss (unreachable)" if record.get("pointing_reachable") is False else "miss"
 
 
 def _mask_text(mask: dict[str, Any] | None) -> str:

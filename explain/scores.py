@@ -6,6 +6,10 @@ grid (the model-input grid), with the CAM min-max normalised to [0, 1].
   IoU means "wrong place" or only "blob of the wrong size".
 - Pointing game: is the CAM's maximum inside the lesion? (Ties: every pixel within 1e-6 of the
   maximum counts; it is a hit when at least half of them are inside. No tolerance margin.)
+- Pointing ceiling: could *any* CAM on the target layer's grid hit this lesion? A CAM is a
+  coarse grid upsampled bilinearly, so its maximum always sits on a cell centre (ties aside); a
+  lesion that holds no cell centre is a miss for every map. The share of reachable lesions is the
+  best hit rate a model with that grid can score: set the pointing game against it.
 - Energy in lesion: the share of the CAM's total mass inside the lesion; compare it with
   ``lesion_fraction``, the share a uniform map would get.
 """
@@ -33,6 +37,7 @@ class AttentionScores:
     pointing_hit: bool
     energy_in_lesion: float
     lesion_fraction: float
+    pointing_reachable: bool | None = None  # None when the CAM's grid is not known
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -74,6 +79,32 @@ def pointing_hit(cam: np.ndarray, mask: np.ndarray) -> bool:
     return 2 * int(np.count_nonzero(peak & mask)) >= int(np.count_nonzero(peak))
 
 
+def cell_peaks(cells: int, size: int) -> list[np.ndarray]:
+    """For each of ``cells`` grid cells along one axis, the pixels (of ``size``) where that cell
+    alone, upsampled bilinearly, is largest. Half-pixel centres, clamped at the borders: the
+    convention of OpenCV's INTER_LINEAR (pytorch-grad-cam) and Pillow's bilinear upsampling, so
+    a border cell peaks everywhere between the border and its centre."""
+    source = np.clip((np.arange(size) + 0.5) * cells / size - 0.5, 0, cells - 1)
+    peaks = []
+    for cell in range(cells):
+        weight = np.maximum(0.0, 1.0 - np.abs(source - cell))
+        peaks.append(np.flatnonzero(weight >= weight.max() - _TIE))
+    return peaks
+
+
+def pointing_reachable(mask: np.ndarray, grid: tuple[int, int]) -> bool:
+    """Whether a CAM on a ``grid`` = (rows, columns) map can score a pointing-game hit on
+    ``mask``: some cell's upsampled peak counts as a hit under the rule of ``pointing_hit``."""
+    mask = np.asarray(mask, dtype=bool)
+    rows, columns = (cell_peaks(n, size) for n, size in zip(grid, mask.shape, strict=True))
+    for row in rows:
+        band = mask[row]
+        for column in columns:
+            if 2 * int(np.count_nonzero(band[:, column])) >= len(row) * len(column):
+                return True
+    return False
+
+
 def energy_in_mask(cam: np.ndarray, mask: np.ndarray) -> float | None:
     """Share of the CAM's mass inside ``mask``; ``None`` for an all-zero CAM."""
     grid = on_grid(cam, mask.shape)
@@ -88,8 +119,10 @@ def score_attention(
     mask: np.ndarray,
     iou_threshold: float = DEFAULT_IOU_THRESHOLD,
     thresholds: Sequence[float] = THRESHOLDS,
+    cam_grid: tuple[int, int] | None = None,
 ) -> AttentionScores:
-    """Every score for one CAM against one non-empty lesion mask."""
+    """Every score for one CAM against one non-empty lesion mask; ``cam_grid``, the target
+    layer's (rows, columns), adds whether a hit was reachable at all."""
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         raise ValueError("the lesion mask is empty; there is nothing to score against")
@@ -104,6 +137,7 @@ def score_attention(
         pointing_hit=pointing_hit(cam, mask),
         energy_in_lesion=0.0 if energy is None else energy,
         lesion_fraction=float(mask.mean()),
+        pointing_reachable=None if cam_grid is None else pointing_reachable(mask, cam_grid),
     )
 
 

@@ -154,6 +154,8 @@ def test_annotation_report_json(report_run) -> None:
             assert 0 <= record["iou"] <= record["iou_best"] <= 1
             assert str(record["best_threshold"]) in record["iou_by_threshold"]
             assert isinstance(record["pointing_hit"], bool)
+            # A real CAM peaks on a cell centre: it can only hit a lesion that holds one.
+            assert record["pointing_reachable"] or not record["pointing_hit"]
             assert 0 <= record["energy_in_lesion"] <= 1
             assert record["mask"]["from_polygon"] + record["mask"]["from_rectangle"] >= 1
     scored = [r for r in report["per_image"] if r["iou"] is not None]
@@ -164,6 +166,12 @@ def test_annotation_report_json(report_run) -> None:
         assert report["pointing_hit_rate"] == pytest.approx(
             sum(r["pointing_hit"] for r in scored) / len(scored)
         )
+        assert report["pointing_ceiling"] == pytest.approx(
+            sum(r["pointing_reachable"] for r in scored) / len(scored)
+        )
+        assert report["pointing_hit_rate"] <= report["pointing_ceiling"]
+    # resnet18 has stride 32: a 2 x 2 grid at the tiny model's 64 px
+    assert report["cam_grid"] == [2, 2] == report["model"]["cam_grid"]
 
 
 def test_report_html_is_self_contained(report_run) -> None:

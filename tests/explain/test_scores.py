@@ -11,10 +11,12 @@ from hypothesis.extra.numpy import arrays
 
 from btxrd.explain.scores import (
     THRESHOLDS,
+    cell_peaks,
     energy_in_mask,
     iou_at,
     mask_iou,
     pointing_hit,
+    pointing_reachable,
     score_attention,
     summarise,
 )
@@ -116,6 +118,54 @@ def test_low_resolution_cam_is_upsampled_to_the_mask_grid() -> None:
     moved = np.zeros((4, 4), np.float32)
     moved[3, 3] = 1.0
     assert not pointing_hit(moved, LESION)
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "grid", "reachable"),
+    [
+        (slice(20, 30), slice(20, 30), (7, 7), False),  # between the centres 15/16 and 47/48
+        (slice(40, 56), slice(40, 56), (7, 7), True),  # holds the centre 47/48
+        (slice(20, 30), slice(20, 30), (14, 14), True),  # the finer grid's centre 23/24
+        (slice(0, 11), slice(0, 11), (7, 7), False),  # border cell peaks on 0..15: 121 of 256
+        (slice(0, 12), slice(0, 12), (7, 7), True),  # 144 of 256: half of the tie
+        (slice(20, 30), slice(44, 52), (7, 7), False),  # a centre column, but no centre row
+    ],
+    ids=["between", "centre", "finer-grid", "border-small", "border-half", "one-axis"],
+)
+def test_pointing_reachable_on_constructed_lesions(rows, cols, grid, reachable) -> None:
+    assert pointing_reachable(_block((224, 224), rows, cols), grid) is reachable
+
+
+def test_cell_peaks_at_224_px() -> None:
+    assert [p.tolist() for p in cell_peaks(7, 224)[1:3]] == [[47, 48], [79, 80]]
+    assert cell_peaks(7, 224)[0].tolist() == list(range(16))  # clamped border
+    assert cell_peaks(7, 224)[6].tolist() == list(range(208, 224))
+    assert cell_peaks(14, 224)[1].tolist() == [23, 24]
+
+
+@pytest.mark.torch  # cv2 comes with the [explain] extras
+@pytest.mark.parametrize(("size", "grid"), [(224, (7, 7)), (224, (14, 14)), (64, (5, 3))])
+def test_pointing_reachable_agrees_with_upsampled_one_hot_maps(size, grid) -> None:
+    """The independent computation: every one-hot cell map, upsampled with cv2 as
+    pytorch-grad-cam does, through the pointing game itself. Reachable means one of them hits."""
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(0)
+    maps = []
+    for index in range(grid[0] * grid[1]):
+        one_hot = np.zeros(grid, np.float32)
+        one_hot.flat[index] = 1.0
+        maps.append(cv2.resize(one_hot, (size, size), interpolation=cv2.INTER_LINEAR))
+    outcomes = set()
+    for _ in range(60):
+        mask = np.zeros((size, size), bool)
+        for _lesion in range(rng.integers(1, 3)):
+            y, x = rng.integers(0, size - 4, 2)
+            h, w = rng.integers(2, size // 5, 2)
+            mask[y : y + h, x : x + w] = True
+        expected = any(pointing_hit(m, mask) for m in maps)
+        assert pointing_reachable(mask, grid) is expected
+        outcomes.add(expected)
+    assert outcomes == {True, False}  # the cases exercise both answers
 
 
 def test_evenly_spread_cam_energy_is_the_lesion_share() -> None:
