@@ -29,6 +29,7 @@ from torchvision import transforms
 SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+OUTPUT_STRIDE_16 = "_os16"
 
 
 def load(checkpoint: Path) -> tuple[torch.nn.Module, list[str], transforms.Compose]:
@@ -36,7 +37,11 @@ def load(checkpoint: Path) -> tuple[torch.nn.Module, list[str], transforms.Compo
     names = list(state["class_names"])
     # What a user would write: the torchvision architecture the checkpoint names.
     arch = state.get("config", {}).get("arch", "efficientnet_b0")
-    model = torchvision.models.get_model(arch, weights=None, num_classes=len(names))
+    model = torchvision.models.get_model(
+        arch.removesuffix(OUTPUT_STRIDE_16), weights=None, num_classes=len(names)
+    )
+    if arch.endswith(OUTPUT_STRIDE_16):  # trained with stage 6 kept at stride 1
+        model.features[6][0].block[1][0].stride = (1, 1)
     model.load_state_dict(state["model_state_dict"])
     model.eval()
     size = int(state.get("config", {}).get("image_size", 224))

@@ -24,7 +24,7 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from btxrd.export.archs import get_arch
+from btxrd.export.archs import get_arch, set_output_stride
 from btxrd.export.checkpoint import save_checkpoint
 from btxrd.export.metrics import classification_metrics
 from btxrd.runtime.atomic import write_text
@@ -186,6 +186,11 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
     torch.nn.init.normal_(head.weight, std=0.01)
     torch.nn.init.zeros_(head.bias)
     prepare_from_scratch(model, tcfg["dropout"], tcfg["stochastic_depth"])
+    # The first epochs at output stride 32 when the recipe asks (2.3x cheaper), the rest at the
+    # architecture's own output stride 16; the weights are the same either way.
+    coarse_epochs = tcfg.get("coarse_epochs", 0)
+    if coarse_epochs:
+        set_output_stride(model, 32)
     model = model.to(memory_format=torch.channels_last)
     features: list[torch.Tensor] = []
     hook = arch.target_layer(model).register_forward_hook(
@@ -228,6 +233,10 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
     history = []
     budget = tcfg["max_minutes"] * 60
     for epoch in range(1, tcfg["epochs"] + 1):
+        if coarse_epochs and epoch == coarse_epochs + 1:
+            for network in (model, ema.module):
+                set_output_stride(network, 16)
+            _log(f"epoch {epoch}: fine-tuning at output stride 16")
         model.train()
         t_epoch = time.time()
         order = torch.randperm(len(x_train), generator=generator)
@@ -267,12 +276,15 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
                 "seconds": time.time() - t_epoch,
             }
         )
+        if coarse_epochs:
+            history[-1]["output_stride"] = 32 if epoch <= coarse_epochs else 16
         _log(
             f"epoch {epoch}: loss {history[-1]['loss']:.4f} "
             f"(classes {history[-1]['class_loss']:.4f}) val acc {val['accuracy']:.4f} "
             f"min recall {history[-1]['val_min_recall']:.4f} ({history[-1]['seconds']:.0f} s)"
         )
-        if score > best["score"]:
+        # Only an epoch at the final output stride is the network that gets saved.
+        if epoch > coarse_epochs and score > best["score"]:
             best = {
                 "score": score,
                 "epoch": epoch,
@@ -283,6 +295,11 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
             break
 
     hook.remove()
+    if "state" not in best:
+        raise RuntimeError(
+            f"the time budget ran out during the {coarse_epochs} coarse epochs; raise "
+            "training.max_minutes or lower training.coarse_epochs"
+        )
     model.load_state_dict(best["state"])
     test = classification_metrics(
         y_test.numpy(), predict_probabilities(model, x_test, prep), class_names

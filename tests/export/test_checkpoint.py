@@ -41,6 +41,35 @@ def test_round_trip_gives_the_same_network(tmp_path: Path, make_model) -> None:
         assert torch.equal(model(x), rebuilt(x))
 
 
+def test_output_stride_16_efficientnet_round_trips_with_a_finer_cam_grid(tmp_path: Path) -> None:
+    """Same weights layout as efficientnet_b0, so the checkpoint's arch name alone must decide
+    which network is rebuilt; the rebuilt one keeps its 14 x 14 last feature map."""
+    from btxrd.export.archs import get_arch
+
+    plain, os16 = get_arch("efficientnet_b0"), get_arch("efficientnet_b0_os16")
+    torch.manual_seed(0)
+    model = os16.build(len(CLASSES)).eval()
+    assert model.state_dict().keys() == plain.build(len(CLASSES)).state_dict().keys()
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, arch=os16.name, class_names=CLASSES, image_size=224)
+    rebuilt, arch = build_model(load_checkpoint(path))
+    assert arch.name == "efficientnet_b0_os16"
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert arch.features(rebuilt, x).shape[-2:] == (14, 14)
+        assert plain.features(plain.build(len(CLASSES)).eval(), x).shape[-2:] == (7, 7)
+        assert torch.equal(model(x), rebuilt(x))
+
+
+def test_output_stride_switch_refuses_other_networks(make_model) -> None:
+    from btxrd.export.archs import set_output_stride
+
+    with pytest.raises(ValueError, match="not a torchvision EfficientNet-B0"):
+        set_output_stride(make_model("resnet18"), 16)
+    with pytest.raises(ValueError, match="16 or 32"):
+        set_output_stride(make_model("efficientnet_b0"), 8)
+
+
 class _WritesAFile:
     """A pickle payload: unpickling it runs `touch`. Loading must never get that far."""
 
