@@ -43,9 +43,12 @@ test-runtime: $(VENV_RUN)/.stamp
 dataset: $(VENV)/.stamp
 	$(VENV)/bin/btxrd-synth --out $(DATA) --n 5000 --seed 0 --max-size 1200 --overwrite
 
-# Retrain the shipped demo model from scratch (about 35 min on 2 cores: 96 s of data, 33 min of training), pick the samples, export.
+# Retrain the shipped demo model from scratch, pick the samples, export. Stage 1 trains at output
+# stride 32 (configs/demo-train.yaml), stage 2 fine-tunes at 16 (configs/demo-finetune.yaml).
+# Time on 2 cores: see models/README.md (it depends on the machine: 33 + 7 min, or 61 + 14).
 demo-model: dataset
 	$(VENV)/bin/python -m btxrd.export.train --config configs/demo-train.yaml
+	$(VENV)/bin/python -m btxrd.export.train --config configs/demo-finetune.yaml
 	rm -rf models/samples
 	$(VENV)/bin/python -m btxrd.export.samples --data $(DATA) --out models/samples
 	$(MAKE) export

@@ -43,7 +43,7 @@ def _efficientnet_b0_os16(num_classes: int) -> nn.Module:
     Why: Grad-CAM upsamples bilinearly, so its peak always sits on a cell centre; at 7 x 7 the
     centres are 32 px apart, and only 79 % of the synthetic test lesions contain one, which caps
     the pointing game below 0.8 for any CAM. At 14 x 14 the cap is 0.99. Stages 6 to 8 then
-    run on 4x the positions: a training step costs 2.3x, inference about 1.4x (torch, 2 cores).
+    run on 4x the positions: the network costs about 1.9x the FLOPs (0.77 -> 1.5 GFLOP).
     """
     model = _torchvision("efficientnet_b0")(num_classes)
     set_output_stride(model, 16)
@@ -51,9 +51,9 @@ def _efficientnet_b0_os16(num_classes: int) -> nn.Module:
 
 
 def set_output_stride(model: nn.Module, stride: int) -> None:
-    """Switch a torchvision EfficientNet-B0 between output stride 32 (as published) and 16 in
-    place. Both use the same weights: ``make demo-model`` trains its first epochs at 32, which
-    costs 2.3x less, and fine-tunes at 16 (DeepLab's recipe for dense output strides)."""
+    """Switch a torchvision EfficientNet-B0 between output stride 32 (as published) and 16, in
+    place. Both use the same weights, so a network trained at one runs at the other:
+    ``make demo-model`` trains at 32 and fine-tunes at 16 (DeepLab's way to a denser output)."""
     if stride not in (16, 32):
         raise ValueError(f"output stride must be 16 or 32, not {stride}")
     try:

@@ -24,8 +24,8 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from btxrd.export.archs import get_arch, set_output_stride
-from btxrd.export.checkpoint import save_checkpoint
+from btxrd.export.archs import get_arch
+from btxrd.export.checkpoint import load_checkpoint, save_checkpoint
 from btxrd.export.metrics import classification_metrics
 from btxrd.runtime.atomic import write_text
 from btxrd.runtime.contract import Preprocessing
@@ -92,15 +92,20 @@ def augment_batch(
     return x.clamp(0, 255).round().to(torch.uint8)
 
 
-def prepare_from_scratch(model: nn.Module, dropout: float, stochastic_depth: float) -> None:
+def prepare_from_scratch(
+    model: nn.Module, dropout: float, stochastic_depth: float, reset: bool = True
+) -> None:
     """Make a randomly initialised network easy to start: every residual block begins as the
-    identity (its last BatchNorm scaled to zero, as in Goyal et al. 2017), and dropout and
-    stochastic depth are set for a short run. Neither changes the state dict's layout."""
+    identity (its last BatchNorm scaled to zero, as in Goyal et al. 2017; only with ``reset``),
+    and dropout and stochastic depth are set for a short run. Neither changes the state dict's
+    layout."""
     for module in model.modules():
         if isinstance(module, torchvision.ops.StochasticDepth):
             module.p = stochastic_depth
         elif isinstance(module, nn.Dropout):
             module.p = dropout
+        elif not reset:
+            continue
         elif isinstance(module, torchvision.models.efficientnet.MBConv):
             if module.use_res_connect:
                 nn.init.zeros_(module.block[-1][1].weight)
@@ -130,6 +135,28 @@ class LesionHead(nn.Module):
         )
 
 
+def _initialise(
+    model: nn.Module, path: str | None, class_names: tuple[str, ...]
+) -> dict[str, Any] | None:
+    """Load the weights of the checkpoint the recipe fine-tunes (``model.init_checkpoint``), and
+    say which one it was: path, sha256 and the metrics it recorded. ``None`` from scratch."""
+    if not path:
+        return None
+    checkpoint = load_checkpoint(path)  # weights_only=True
+    if checkpoint.class_names != tuple(class_names):
+        raise ValueError(f"{path}: classes {checkpoint.class_names}, expected {class_names}")
+    # strict: the checkpoint's layout must be this network's (efficientnet_b0 and
+    # efficientnet_b0_os16 share theirs, which is what lets one fine-tune the other).
+    model.load_state_dict(checkpoint.state_dict, strict=True)
+    training = checkpoint.extra.get("training")
+    return {
+        "checkpoint": str(path),
+        "sha256": checkpoint.sha256,
+        "arch": checkpoint.arch,
+        "metrics": training.get("metrics") if isinstance(training, dict) else None,
+    }
+
+
 def _normalise(batch_u8: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
     mean = torch.tensor(prep.mean).view(1, 3, 1, 1)
     std = torch.tensor(prep.std).view(1, 3, 1, 1)
@@ -157,6 +184,8 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
     np.random.seed(tcfg["seed"])
     torch.manual_seed(tcfg["seed"])
 
+    for key in ("checkpoint", "split", "metrics"):
+        Path(ocfg[key]).parent.mkdir(parents=True, exist_ok=True)
     samples = load_dataset(dcfg["root"])
     split = split_dataset(
         samples, seed=dcfg["split_seed"], fractions=tuple(dcfg["split_fractions"])
@@ -179,18 +208,16 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
 
     arch = get_arch(mcfg["arch"])
     model = arch.build(len(class_names))
-    # torchvision initialises EfficientNet's head for 1000 classes (range 1/sqrt(out_features)):
-    # with 3 outputs the first logits are in the tens and training diverges; an all-zero head
-    # stalls instead (no gradient reaches the backbone). Small random weights learn at once.
     head = arch.head(model)
-    torch.nn.init.normal_(head.weight, std=0.01)
-    torch.nn.init.zeros_(head.bias)
-    prepare_from_scratch(model, tcfg["dropout"], tcfg["stochastic_depth"])
-    # The first epochs at output stride 32 when the recipe asks (2.3x cheaper), the rest at the
-    # architecture's own output stride 16; the weights are the same either way.
-    coarse_epochs = tcfg.get("coarse_epochs", 0)
-    if coarse_epochs:
-        set_output_stride(model, 32)
+    init = _initialise(model, mcfg.get("init_checkpoint"), class_names)
+    if init is None:
+        # torchvision initialises EfficientNet's head for 1000 classes (range
+        # 1/sqrt(out_features)): with 3 outputs the first logits are in the tens and training
+        # diverges; an all-zero head stalls instead (no gradient reaches the backbone). Small
+        # random weights learn at once.
+        torch.nn.init.normal_(head.weight, std=0.01)
+        torch.nn.init.zeros_(head.bias)
+    prepare_from_scratch(model, tcfg["dropout"], tcfg["stochastic_depth"], reset=init is None)
     model = model.to(memory_format=torch.channels_last)
     features: list[torch.Tensor] = []
     hook = arch.target_layer(model).register_forward_hook(
@@ -233,10 +260,6 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
     history = []
     budget = tcfg["max_minutes"] * 60
     for epoch in range(1, tcfg["epochs"] + 1):
-        if coarse_epochs and epoch == coarse_epochs + 1:
-            for network in (model, ema.module):
-                set_output_stride(network, 16)
-            _log(f"epoch {epoch}: fine-tuning at output stride 16")
         model.train()
         t_epoch = time.time()
         order = torch.randperm(len(x_train), generator=generator)
@@ -276,15 +299,12 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
                 "seconds": time.time() - t_epoch,
             }
         )
-        if coarse_epochs:
-            history[-1]["output_stride"] = 32 if epoch <= coarse_epochs else 16
         _log(
             f"epoch {epoch}: loss {history[-1]['loss']:.4f} "
             f"(classes {history[-1]['class_loss']:.4f}) val acc {val['accuracy']:.4f} "
             f"min recall {history[-1]['val_min_recall']:.4f} ({history[-1]['seconds']:.0f} s)"
         )
-        # Only an epoch at the final output stride is the network that gets saved.
-        if epoch > coarse_epochs and score > best["score"]:
+        if score > best["score"]:
             best = {
                 "score": score,
                 "epoch": epoch,
@@ -295,11 +315,6 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
             break
 
     hook.remove()
-    if "state" not in best:
-        raise RuntimeError(
-            f"the time budget ran out during the {coarse_epochs} coarse epochs; raise "
-            "training.max_minutes or lower training.coarse_epochs"
-        )
     model.load_state_dict(best["state"])
     test = classification_metrics(
         y_test.numpy(), predict_probabilities(model, x_test, prep), class_names
@@ -311,6 +326,7 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
         "history": history,
         "test": test,
         "test_size": len(x_test),
+        "initialised_from": init,
         "torch": str(torch.__version__),
     }
     save_checkpoint(
@@ -339,12 +355,31 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def load_recipe(path: str | Path) -> tuple[dict[str, Any], str]:
+    """A recipe and its text. A recipe with ``base: FILE`` holds only what differs from that
+    file (a path relative to the working directory, as every path in a recipe is)."""
+    text = Path(path).read_text()
+    recipe = yaml.safe_load(text)
+    base = recipe.pop("base", None)
+    if base is None:
+        return recipe, text
+    parent, parent_text = load_recipe(base)
+    return _merged(parent, recipe), f"# base: {base}\n{parent_text}\n# {path}\n{text}"
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        both_dicts = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = _merged(base[key], value) if both_dicts else value
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the btxrd demo model.")
     parser.add_argument("--config", default="configs/demo-train.yaml")
     args = parser.parse_args(argv)
-    text = Path(args.config).read_text()
-    train(yaml.safe_load(text), text)
+    train(*load_recipe(args.config))
 
 
 if __name__ == "__main__":

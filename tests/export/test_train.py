@@ -17,14 +17,15 @@ import yaml
 torch = pytest.importorskip("torch")
 
 from btxrd.export.checkpoint import build_model, load_checkpoint  # noqa: E402
-from btxrd.export.train import train  # noqa: E402
+from btxrd.export.train import load_recipe, train  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_recipe_trains_saves_a_safe_checkpoint_and_records_itself(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("synthetic")
     subprocess.run(
         [
             str(Path(sys.executable).parent / "btxrd-synth"),
@@ -42,25 +43,62 @@ def test_recipe_trains_saves_a_safe_checkpoint_and_records_itself(tmp_path: Path
         check=True,
         capture_output=True,
     )
-    config = yaml.safe_load((ROOT / "configs/demo-train.yaml").read_text())
-    config["data"]["root"] = str(data)
-    config["model"].update(image_size=64)  # the recipe's own architecture, on tiny images
-    config["training"].update(epochs=2, coarse_epochs=1, batch_size=8)
-    config["output"] = {
-        "checkpoint": str(tmp_path / "m.pt"),
-        "split": str(tmp_path / "split.json"),
-        "metrics": str(tmp_path / "metrics.json"),
+    return data
+
+
+def _outputs(folder: Path) -> dict[str, str]:
+    return {
+        "checkpoint": str(folder / "m.pt"),
+        "split": str(folder / "split.json"),
+        "metrics": str(folder / "metrics.json"),
     }
+
+
+def test_recipe_trains_saves_a_safe_checkpoint_and_records_itself(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    config = yaml.safe_load((ROOT / "configs/demo-train.yaml").read_text())
+    config["data"]["root"] = str(tiny_data)
+    config["model"].update(arch="resnet18", image_size=64)
+    config["training"].update(epochs=1, batch_size=8)
+    out = tmp_path / "not-yet-made"  # output folders are created
+    config["output"] = _outputs(out)
     record = train(config, yaml.safe_dump(config))
-    # Epoch 1 at output stride 32, epoch 2 at 16: only the latter can be the saved network.
-    assert [h["output_stride"] for h in record["history"]] == [32, 16]
-    assert record["best_epoch"] == 2 and record["test_size"] > 0
-    checkpoint = load_checkpoint(tmp_path / "m.pt")  # weights_only=True inside
+    assert record["best_epoch"] == 1 and record["test_size"] > 0
+    checkpoint = load_checkpoint(out / "m.pt")  # weights_only=True inside
     assert checkpoint.class_names == ("Normal", "Benign", "Malignant")
-    assert checkpoint.extra["training"]["recipe"]["model"]["arch"] == "efficientnet_b0_os16"
-    model, arch = build_model(checkpoint)
+    assert checkpoint.extra["training"]["recipe"]["model"]["arch"] == "resnet18"
+    _, arch = build_model(checkpoint)
+    assert arch.name == "resnet18"
+    assert set(json.loads((out / "split.json").read_text())) == {"train", "val", "test"}
+    assert json.loads((out / "metrics.json").read_text())["test"]["accuracy"] >= 0
+
+
+def test_finetune_recipe_starts_from_stage_one_at_output_stride_16(
+    tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)  # a recipe's base and paths are relative to the repository
+    stage1, _ = load_recipe("configs/demo-train.yaml")
+    stage2, text = load_recipe("configs/demo-finetune.yaml")
+    assert stage1["model"]["arch"] == "efficientnet_b0"
+    assert stage2["model"]["arch"] == "efficientnet_b0_os16"
+    assert stage2["model"]["init_checkpoint"] == stage1["output"]["checkpoint"]
+    assert stage2["augment"] == stage1["augment"]  # inherited from the base
+    assert "# base: configs/demo-train.yaml" in text  # both files are recorded
+    for config, folder in ((stage1, tmp_path / "1"), (stage2, tmp_path / "2")):
+        config["data"]["root"] = str(tiny_data)
+        config["model"]["image_size"] = 64
+        config["training"].update(epochs=1, batch_size=8)
+        config["output"] = _outputs(folder)
+    stage2["model"]["init_checkpoint"] = stage1["output"]["checkpoint"]
+    train(stage1, "")
+    record = train(stage2, text)
+    start = load_checkpoint(tmp_path / "1" / "m.pt")
+    assert record["initialised_from"]["sha256"] == start.sha256
+    assert record["initialised_from"]["arch"] == "efficientnet_b0"
+    finetuned = load_checkpoint(tmp_path / "2" / "m.pt")
+    model, arch = build_model(finetuned)
     assert arch.name == "efficientnet_b0_os16"
     with torch.no_grad():
         assert arch.features(model, torch.zeros(1, 3, 64, 64)).shape[-2:] == (4, 4)  # 64 / 16
-    assert set(json.loads((tmp_path / "split.json").read_text())) == {"train", "val", "test"}
-    assert json.loads((tmp_path / "metrics.json").read_text())["test"]["accuracy"] >= 0
+    assert finetuned.extra["training"]["metrics"]["initialised_from"]["sha256"] == start.sha256
