@@ -39,6 +39,10 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _lines_so_far(folder: Path) -> int:
     """Lines in the JSONL being streamed (it lives under a temporary name until the end)."""
     return sum(p.read_bytes().count(b"\n") for p in folder.glob(".results.jsonl.*.tmp"))
@@ -51,7 +55,14 @@ def test_ctrl_c_mid_batch_saves_complete_results_and_resume_finishes(
     suffix = "jsonl" if fmt == "--jsonl" else "json"
     out = tmp_path / f"results.{suffix}"
     args = ("--model", tiny_onnx, fmt, "--output", out, "--dir", many_images, "--batch-size", 1)
-    process = subprocess.Popen(_command(*args, "--threads", 1), stderr=subprocess.PIPE, env=_env())
+    process = subprocess.Popen(
+        _command(*args, "--threads", 1),
+        stderr=subprocess.PIPE,
+        env=_env(),
+        # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT
+        # ignored; a user's Ctrl-C reaches a foreground process, so give the child that.
+        preexec_fn=_default_sigint,
+    )
     assert process.stderr is not None
     # The intended-use notice comes just before the first image is read.
     notice = process.stderr.readline()
