@@ -3,6 +3,8 @@ EXPL-01/02; which images, see ``btxrd.explain.selection``), plus the metrics of 
 
 Every cell shows the CAM of the predicted class: for a mistake, what the model looked at instead.
 Tumour TPs also show the lesion outline and IoU; Normal TPs have no annotation, only attention.
+A tumour image the model got wrong (a false negative, or a false positive of another tumour class)
+shows its lesion outline without a score: where the lesion was, next to where the model looked.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from btxrd.explain import render
@@ -22,6 +25,9 @@ from btxrd.explain.scores import DEFAULT_IOU_THRESHOLD
 from btxrd.explain.selection import KINDS, cell_title, select_examples
 from btxrd.export.metrics import classification_metrics
 from btxrd.runtime.atomic import write_text
+from btxrd.runtime.errors import InputError
+from btxrd.runtime.labelme import read_annotation
+from btxrd.runtime.masks import lesion_mask
 
 METRICS_SCHEMA_VERSION = 1
 
@@ -101,7 +107,8 @@ def run_gallery(
 @dataclass(frozen=True)
 class _View:
     image: Image.Image
-    note: str  # IoU for tumour TPs, "attention only" for Normal TPs, the problem of a bad CAM
+    note: str  # IoU for tumour TPs, "attention only" for Normal TPs, "lesion outlined" for
+    # annotated mistakes, or the problem of a bad CAM
 
 
 def _views(
@@ -130,6 +137,8 @@ def _views(
             note, mask = _annotation_note(
                 sample, decoded.image.size, explainer, result, iou_threshold
             )
+        elif sample.annotation_path is not None:
+            note, mask = _missed_lesion(sample, decoded.image.size, explainer)
         views.append(_View(render.attention(decoded.image, result.cam, alpha, mask), note))
     return views
 
@@ -158,6 +167,18 @@ def _annotation_note(sample, size, explainer, result, iou_threshold):
         return f"IoU n/a: {reason}", None
     hit = "hit" if scores.pointing_hit else "miss"
     return f"IoU@{iou_threshold:g} {scores.iou:.2f} (best {scores.iou_best:.2f}), {hit}", mask.mask
+
+
+def _missed_lesion(sample, size, explainer) -> tuple[str, np.ndarray | None]:
+    """The lesion outline of a misclassified tumour image; no score, since its CAM is of the
+    predicted class, not of the lesion's."""
+    try:
+        mask = lesion_mask(read_annotation(sample.annotation_path), size, explainer.prep)
+    except InputError as exc:
+        return f"annotation unreadable: {exc}", None
+    if not mask.ok:
+        return f"no lesion outline: {mask.reason}", None
+    return "annotated lesion outlined", mask.mask
 
 
 def _safe(name: str) -> str:

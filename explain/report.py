@@ -127,8 +127,9 @@ def build_html(
         "positives (FP) and the false negatives (FN) with the lowest probability of the class. "
         "Titles read <code>kind: true -&gt; predicted (probability of the prediction)</code>; "
         "every heatmap is the CAM of the predicted class. Tumour TPs show the lesion outline "
-        "(white), the CAM's maximum (green cross) and the IoU; Normal images have no "
-        "annotation, so their TPs show attention only.</p>",
+        "(white), the CAM's maximum (green cross) and the IoU; misclassified tumour images "
+        "show the outline and the maximum without a score (their CAM is of another class); "
+        "Normal images have no annotation, so they show attention only.</p>",
         *(_figure(image, f"Gallery: {name}") for name, image in gallery.images.items()),
         *_annotation_section(report, annotations),
         *_warnings([*gallery.warnings, *annotations.warnings], evaluation.failed),
