@@ -191,6 +191,18 @@ def _cams(explainer: Explainer, evaluation: Evaluation, indices: list[int], meth
     return cams_for(explainer, samples, [int(evaluation.y_pred[i]) for i in indices], method)
 
 
+def annotation_mask(
+    annotation_path: Path, image_size: tuple[int, int], prep: Preprocessing
+) -> tuple[LesionMask | None, str | None]:
+    """The lesion mask of an annotation file at the model-input grid, and why it is unusable
+    (``None`` when it is usable)."""
+    try:
+        mask = lesion_mask(read_annotation(annotation_path), image_size, prep)
+    except InputError as exc:
+        return None, f"annotation unreadable: {exc}"
+    return mask, mask.reason
+
+
 def score_annotation(
     annotation_path: Path,
     image_size: tuple[int, int],
@@ -201,12 +213,9 @@ def score_annotation(
 ) -> tuple[LesionMask | None, AttentionScores | None, str | None]:
     """The lesion mask and the CAM's scores against it, or the reason there are no scores.
     ``cam_grid`` (the target layer's rows, columns) adds the pointing game's reachability."""
-    try:
-        mask = lesion_mask(read_annotation(annotation_path), image_size, prep)
-    except InputError as exc:
-        return None, None, f"annotation unreadable: {exc}"
-    if not mask.ok:
-        return mask, None, mask.reason
+    mask, reason = annotation_mask(annotation_path, image_size, prep)
+    if mask is None or not mask.ok:
+        return mask, None, reason
     if not result.ok:
         return mask, None, f"degenerate CAM: {result.problem}"
     scores = score_attention(result.cam, mask.mask, iou_threshold, cam_grid=cam_grid)

@@ -18,16 +18,13 @@ import numpy as np
 from PIL import Image
 
 from btxrd.explain import render
-from btxrd.explain.annotations import score_annotation
+from btxrd.explain.annotations import annotation_mask, score_annotation
 from btxrd.explain.evaluate import Evaluation, Log, cams_for, silent
 from btxrd.explain.model import Explainer
 from btxrd.explain.scores import DEFAULT_IOU_THRESHOLD
 from btxrd.explain.selection import KINDS, cell_title, select_examples
 from btxrd.export.metrics import classification_metrics
 from btxrd.runtime.atomic import write_text
-from btxrd.runtime.errors import InputError
-from btxrd.runtime.labelme import read_annotation
-from btxrd.runtime.masks import lesion_mask
 
 METRICS_SCHEMA_VERSION = 1
 
@@ -172,12 +169,9 @@ def _annotation_note(sample, size, explainer, result, iou_threshold):
 def _missed_lesion(sample, size, explainer) -> tuple[str, np.ndarray | None]:
     """The lesion outline of a misclassified tumour image; no score, since its CAM is of the
     predicted class, not of the lesion's."""
-    try:
-        mask = lesion_mask(read_annotation(sample.annotation_path), size, explainer.prep)
-    except InputError as exc:
-        return f"annotation unreadable: {exc}", None
-    if not mask.ok:
-        return f"no lesion outline: {mask.reason}", None
+    mask, reason = annotation_mask(sample.annotation_path, size, explainer.prep)
+    if mask is None or not mask.ok:
+        return f"no lesion outline: {reason}", None
     return "annotated lesion outlined", mask.mask
 
 
