@@ -258,7 +258,9 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
 
     best: dict[str, Any] = {"score": -1.0}
     history = []
-    budget = tcfg["max_minutes"] * 60
+    # An optional wall-clock cap. Off in the demo recipes: a cap makes the result depend on the
+    # machine's speed (a slower machine would stop earlier and save a different model).
+    budget = (tcfg.get("max_minutes") or math.inf) * 60
     for epoch in range(1, tcfg["epochs"] + 1):
         model.train()
         t_epoch = time.time()
