@@ -340,6 +340,7 @@ def _annotation_summary(annotations) -> dict[str, Any]:
         "mean_iou": report["mean_iou"],
         "median_iou_best": report["medians"]["iou_best"],
         "pointing_hit_rate": report["pointing_hit_rate"],
+        "pointing_ceiling": report["pointing_ceiling"],
     }
 
 

@@ -118,6 +118,9 @@ def test_report_writes_everything(report_run) -> None:
     assert {Path(f).name for f in summary["files"]} == expected
     assert {p.name for p in out.iterdir()} == expected
     assert summary["report"] == str(out / "report.html")
+    report = json.loads((out / "annotation_report.json").read_text())
+    assert summary["pointing_hit_rate"] == report["pointing_hit_rate"]
+    assert summary["pointing_ceiling"] == report["pointing_ceiling"]
     for name in expected - {"metrics.json", "annotation_report.json", "report.html"}:
         with Image.open(out / name) as png:
             assert png.mode == "RGB"
