@@ -170,8 +170,9 @@ def annotations_command(**options: Any) -> None:
     """Score attention against the LabelMe lesion annotations of correctly classified tumours.
 
     Writes annotation_report.json (IoU at the threshold and at the best of 0.1..0.9, pointing
-    game, CAM energy inside the lesion, per image and summarised) and annotation_comparison.png
-    (original, mask, heatmap, overlay for the best and worst cases). Prints a JSON summary.
+    game and the best hit rate any CAM on the model's grid could reach, CAM energy inside the
+    lesion, per image and summarised) and annotation_comparison.png (original, mask, heatmap,
+    overlay for the best and worst cases). Prints a JSON summary.
 
     \b
     Example:
