@@ -45,8 +45,8 @@ dataset: $(VENV)/.stamp
 
 # Retrain the shipped demo model from scratch, pick the samples, export. Stage 1 trains at output
 # stride 32 (configs/demo-train.yaml), stage 2 fine-tunes at 16 (configs/demo-finetune.yaml).
-# Time on 2 cores (models/README.md): about 33 + 7 min on the machine of 2026-11-22, 61 + 14.5
-# on the slower one of 2026-11-30.
+# Time on 2 cores (models/README.md): about 33 + 7 min on the machine of 2026-11-22; 14.5 for
+# stage 2 on the slower one of 2026-11-30, where stage 1 would take about 61 (228 s per epoch).
 demo-model: dataset
 	$(VENV)/bin/python -m btxrd.export.train --config configs/demo-train.yaml
 	$(VENV)/bin/python -m btxrd.export.train --config configs/demo-finetune.yaml

@@ -43,7 +43,7 @@ def _efficientnet_b0_os16(num_classes: int) -> nn.Module:
     Why: Grad-CAM upsamples bilinearly, so its peak always sits on a cell centre; at 7 x 7 the
     centres are 32 px apart, and only 79 % of the synthetic test lesions contain one, which caps
     the pointing game below 0.8 for any CAM. At 14 x 14 the cap is 0.99. Stages 6 to 8 then
-    run on 4x the positions: the network costs about 1.9x the FLOPs (0.77 -> 1.5 GFLOP).
+    run on 4x the positions: the network costs about 2x the FLOPs (0.77 -> 1.53 GFLOP).
     """
     model = _torchvision("efficientnet_b0")(num_classes)
     set_output_stride(model, 16)
