@@ -28,12 +28,13 @@ from btxrd.explain.scores import (
     score_attention,
     summarise,
 )
+from btxrd.export.data.dataset import Sample
+from btxrd.export.data.labelme import read_annotation
+from btxrd.export.data.masks import LesionMask, lesion_mask
 from btxrd.runtime.atomic import write_text
 from btxrd.runtime.contract import Preprocessing
-from btxrd.runtime.dataset import Sample
 from btxrd.runtime.errors import InputError
-from btxrd.runtime.labelme import read_annotation
-from btxrd.runtime.masks import LesionMask, lesion_mask
+from btxrd.runtime.settings import OVERLAY_ALPHA
 
 REPORT_SCHEMA_VERSION = 1
 NON_TUMOUR = "Normal"
@@ -97,7 +98,7 @@ def run_annotations(
     *,
     method: str = "gradcam",
     iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-    alpha: float = 0.45,
+    alpha: float = OVERLAY_ALPHA,
     panels: int = DEFAULT_PANELS,
     log: Log = silent,
 ) -> AnnotationResult:

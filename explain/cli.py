@@ -87,7 +87,7 @@ def _data_options(function: Callable) -> Callable:
         click.option(
             "--split",
             type=click.Path(path_type=Path),
-            help="Split file (btxrd.runtime.dataset.write_split); its test part is used. "
+            help="Split file (btxrd.export.data.dataset.write_split); its test part is used. "
             "Default: every image.",
         ),
         click.option(
@@ -402,9 +402,9 @@ def _prepare_out(folder: Path) -> Path:
 
 
 def _intended_use(explainer) -> str:
-    from btxrd.runtime.contract import DEFAULT_INTENDED_USE, DEMO_INTENDED_USE
+    from btxrd.runtime.contract import intended_use_for
 
-    return DEMO_INTENDED_USE if explainer.identity()["demo"] else DEFAULT_INTENDED_USE
+    return intended_use_for(explainer.identity()["demo"])
 
 
 def _notifier(quiet: bool) -> Callable[[str], None]:

@@ -11,7 +11,7 @@ import numpy as np
 
 from btxrd.explain.cam import CamResult, compute_cams
 from btxrd.explain.model import Explainer, load_input, predict_probabilities
-from btxrd.runtime.dataset import DatasetError, Sample, load_dataset, read_split
+from btxrd.export.data.dataset import DatasetError, Sample, load_dataset, read_split
 from btxrd.runtime.errors import InputError, ModelError
 from btxrd.runtime.imageio import DecodedImage
 

@@ -23,8 +23,9 @@ from btxrd.explain.evaluate import Evaluation, Log, cams_for, silent
 from btxrd.explain.model import Explainer
 from btxrd.explain.scores import DEFAULT_IOU_THRESHOLD
 from btxrd.explain.selection import KINDS, cell_title, select_examples
-from btxrd.export.metrics import classification_metrics
+from btxrd.export.data.metrics import classification_metrics
 from btxrd.runtime.atomic import write_text
+from btxrd.runtime.settings import OVERLAY_ALPHA
 
 METRICS_SCHEMA_VERSION = 1
 
@@ -59,7 +60,7 @@ def run_gallery(
     *,
     k: int = 3,
     method: str = "gradcam",
-    alpha: float = 0.45,
+    alpha: float = OVERLAY_ALPHA,
     iou_threshold: float = DEFAULT_IOU_THRESHOLD,
     log: Log = silent,
 ) -> GalleryResult:

@@ -15,6 +15,7 @@ from btxrd.explain.model import Explainer, load_input, predict_probabilities
 from btxrd.runtime.errors import InputError
 from btxrd.runtime.inputs import output_names
 from btxrd.runtime.overlay import overlay
+from btxrd.runtime.settings import OVERLAY_ALPHA
 
 OVERLAY_SUFFIX = "_gradcam.png"
 _CHUNK = 16
@@ -27,7 +28,7 @@ def explain_images(
     *,
     method: str = "gradcam",
     class_name: str | None = None,
-    alpha: float = 0.45,
+    alpha: float = OVERLAY_ALPHA,
 ) -> Iterator[dict[str, Any]]:
     """One record per input, in input order (the predecessor's ``image_name``, ``prediction``,
     ``confidence``, ``scores``; plus ``cam_class`` and ``overlay``, or ``error``)."""

@@ -18,7 +18,8 @@ from btxrd.explain.gallery import GalleryResult, run_gallery
 from btxrd.explain.model import Explainer
 from btxrd.explain.scores import DEFAULT_IOU_THRESHOLD
 from btxrd.runtime.atomic import write_text
-from btxrd.runtime.contract import DEFAULT_INTENDED_USE, DEMO_INTENDED_USE
+from btxrd.runtime.contract import intended_use_for
+from btxrd.runtime.settings import OVERLAY_ALPHA
 
 NOT_FOR_CLINICAL_USE = (
     "Research tool, not for clinical use. Not a medical device; nothing here is a diagnosis or a "
@@ -53,7 +54,7 @@ def run_report(
     *,
     k: int = 3,
     method: str = "gradcam",
-    alpha: float = 0.45,
+    alpha: float = OVERLAY_ALPHA,
     iou_threshold: float = DEFAULT_IOU_THRESHOLD,
     panels: int = 5,
     log: Log = silent,
@@ -92,7 +93,7 @@ def build_html(
 ) -> str:
     metrics, report = gallery.metrics, annotations.report
     identity = explainer.identity()
-    intended = DEMO_INTENDED_USE if identity["demo"] else DEFAULT_INTENDED_USE
+    intended = intended_use_for(identity["demo"])
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "<!DOCTYPE html>",

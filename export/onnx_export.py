@@ -24,10 +24,10 @@ from btxrd.export.archs import Arch
 from btxrd.export.checkpoint import Checkpoint
 from btxrd.runtime.contract import (
     CAM_NAME,
-    DEFAULT_INTENDED_USE,
     INPUT_NAME,
     LOGITS_NAME,
     ModelMetadata,
+    intended_use_for,
 )
 from btxrd.runtime.errors import ModelError
 
@@ -107,8 +107,6 @@ def build_metadata(
 ) -> ModelMetadata:
     training = checkpoint.extra.get("training") if isinstance(checkpoint.extra, dict) else None
     is_demo = bool(isinstance(training, dict) and training.get("demo"))
-    from btxrd.runtime.contract import DEMO_INTENDED_USE
-
     return ModelMetadata(
         class_names=checkpoint.class_names,
         preprocessing=checkpoint.preprocessing,
@@ -123,7 +121,7 @@ def build_metadata(
             "demo_model": is_demo,
             "epoch": checkpoint.extra.get("epoch"),
         },
-        intended_use=intended_use or (DEMO_INTENDED_USE if is_demo else DEFAULT_INTENDED_USE),
+        intended_use=intended_use or intended_use_for(is_demo),
         reference_scores=reference_scores,
     )
 

@@ -10,7 +10,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from btxrd.runtime.dataset import BTXRD_CLASSES, load_dataset, read_split
+from btxrd.export.data.dataset import BTXRD_CLASSES, load_dataset, read_split
 
 
 def copy_samples(data: Path, split_file: Path, out: Path, per_class: int = 2) -> list[Path]:

@@ -26,13 +26,19 @@ from torch import nn
 
 from btxrd.export.archs import get_arch
 from btxrd.export.checkpoint import load_checkpoint, save_checkpoint
-from btxrd.export.metrics import classification_metrics
+from btxrd.export.data.dataset import (
+    BTXRD_CLASSES,
+    Sample,
+    load_dataset,
+    split_dataset,
+    write_split,
+)
+from btxrd.export.data.labelme import read_annotation
+from btxrd.export.data.masks import rasterise_lesions
+from btxrd.export.data.metrics import classification_metrics
 from btxrd.runtime.atomic import write_text
 from btxrd.runtime.contract import Preprocessing
-from btxrd.runtime.dataset import BTXRD_CLASSES, Sample, load_dataset, split_dataset, write_split
 from btxrd.runtime.imageio import load_image
-from btxrd.runtime.labelme import read_annotation
-from btxrd.runtime.masks import rasterise_lesions
 from btxrd.runtime.preprocess import resize_for_model
 
 

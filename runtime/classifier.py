@@ -23,6 +23,9 @@ from btxrd.runtime.imageio import DecodedImage, DecodeLimits, decode_pil, load_i
 from btxrd.runtime.model import ModelInfo, OnnxModel
 from btxrd.runtime.postprocess import finite_rows, softmax
 from btxrd.runtime.preprocess import preprocess
+from btxrd.runtime.settings import InferenceSettings
+
+_DEFAULTS = InferenceSettings()
 
 ImageSource = str | Path | Image.Image | np.ndarray
 
@@ -85,15 +88,15 @@ class Classifier:
         model_path: str | Path,
         *,
         threads: int | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         limits: DecodeLimits | None = None,
         decode_workers: int | None = None,
     ) -> None:
         self.model_path = Path(model_path)
         self.threads = threads
-        self.batch_size = max(1, batch_size)
+        self.batch_size = max(1, batch_size or _DEFAULTS.batch_size)
         self.decode_workers = decode_workers or os.cpu_count() or 1
-        self.limits = limits or DecodeLimits()
+        self.limits = limits or _DEFAULTS.limits
         self._model = OnnxModel(self.model_path, threads=threads)
 
     @property

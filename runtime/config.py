@@ -1,7 +1,8 @@
 """YAML configuration: built-in defaults, overridden by a file, overridden by flags.
 
-``configs/default.yaml`` lists every tunable with its default; a test keeps it equal to
-``DEFAULTS`` here. Unknown keys and wrong types are refused with the key's full path.
+The tunables, their defaults and their ranges are defined once, in ``btxrd.runtime.settings``;
+``configs/default.yaml`` writes them out and a test keeps the two equal. Unknown keys, wrong types
+and values out of range are refused with the key's full path.
 """
 
 from __future__ import annotations
@@ -15,53 +16,9 @@ from typing import Any
 import yaml
 
 from btxrd.runtime.errors import ConfigError
+from btxrd.runtime.settings import defaults, field_of
 
-# `None` means "no fixed value" (e.g. threads: every core); such keys accept int or null.
-DEFAULTS: dict[str, Any] = {
-    "paths": {
-        "model": "models/btxrd-demo.onnx",
-        "checkpoint": "models/btxrd-demo.pt",
-        "samples": "models/samples",
-        "data": "data/synthetic",
-    },
-    "preprocessing": {
-        # Export writes the contract into the ONNX file; the runtime never reads these.
-        "image_size": 224,
-        "mean": [0.485, 0.456, 0.406],
-        "std": [0.229, 0.224, 0.225],
-    },
-    "inference": {
-        "threads": None,
-        "batch_size": 8,
-        "max_pixels": 100_000_000,
-        "min_side": 16,
-        "max_aspect": 20.0,
-    },
-    "cam": {
-        "out": "results/cam",
-        "alpha": 0.45,
-    },
-    "gradcam": {
-        "method": "gradcam",
-        "out": "results/explain",
-        "k": 3,
-        "iou_threshold": 0.5,
-        "alpha": 0.45,
-    },
-}
-_NULLABLE_INT = {("inference", "threads")}
-# Inclusive ranges for numbers that have one.
-_RANGES: dict[tuple[str, ...], tuple[float, float]] = {
-    ("inference", "batch_size"): (1, 1024),
-    ("inference", "max_pixels"): (1, 10**10),
-    ("inference", "min_side"): (1, 10**5),
-    ("inference", "max_aspect"): (1, 10**4),
-    ("cam", "alpha"): (0, 1),
-    ("gradcam", "alpha"): (0, 1),
-    ("gradcam", "k"): (1, 20),
-    ("gradcam", "iou_threshold"): (0, 1),
-    ("preprocessing", "image_size"): (8, 4096),
-}
+DEFAULTS: dict[str, Any] = defaults()
 
 
 def load_config(path: str | Path | None = None) -> dict[str, Any]:
@@ -75,6 +32,8 @@ def load_config(path: str | Path | None = None) -> dict[str, Any]:
         loaded = yaml.safe_load(source.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read the config ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: the config is not UTF-8 text; save it as UTF-8") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""
@@ -104,13 +63,14 @@ def _merge(target: dict, loaded: Mapping, defaults: Mapping, trail: tuple, sourc
 
 
 def _checked(value: Any, default: Any, path: tuple, dotted: str, source: Path) -> Any:
-    if path in _NULLABLE_INT:
-        if value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-            return value
-        raise ConfigError(f"{source}: '{dotted}' must be a positive integer or null")
+    section, key = path
+    metadata = field_of(section, key).metadata
+    limits = metadata.get("limits")
+    if metadata.get("nullable") and value is None:
+        return value
     if isinstance(default, bool):
         ok = isinstance(value, bool)
-    elif isinstance(default, int):
+    elif isinstance(default, int) or (default is None and metadata.get("nullable")):
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -120,14 +80,12 @@ def _checked(value: Any, default: Any, path: tuple, dotted: str, source: Path) -
     else:
         ok = isinstance(value, type(default))
     if not ok:
+        wanted = "integer" if default is None else type(default).__name__
+        nullable = " or null" if metadata.get("nullable") else ""
         raise ConfigError(
-            f"{source}: '{dotted}' must be of type {type(default).__name__}, "
+            f"{source}: '{dotted}' must be of type {wanted}{nullable}, "
             f"got {type(value).__name__} ({value!r})"
         )
-    if path in _RANGES:
-        low, high = _RANGES[path]
-        if not low <= value <= high:
-            raise ConfigError(
-                f"{source}: '{dotted}' must be between {low:g} and {high:g}, got {value!r}"
-            )
+    if limits is not None and not limits.contains(value):
+        raise ConfigError(f"{source}: '{dotted}' must lie in {limits.describe()}, got {value!r}")
     return value

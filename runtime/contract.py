@@ -43,6 +43,12 @@ DEFAULT_INTENDED_USE = (
 )
 
 
+def intended_use_for(demo: bool) -> str:
+    """The intended-use statement a model carries unless its exporter wrote another: the demo
+    model's, or research use only."""
+    return DEMO_INTENDED_USE if demo else DEFAULT_INTENDED_USE
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How an image file becomes the model's input tensor. Runtime, export parity and explain

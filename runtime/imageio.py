@@ -17,6 +17,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from btxrd.runtime.dicom import is_dicom, load_dicom
 from btxrd.runtime.errors import InputError
+from btxrd.runtime.settings import DecodeLimits
 
 # Truncated files must fail, never yield partially grey images.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -24,15 +25,6 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 _EXIF_ORIENTATION = 0x0112
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
-
-
-@dataclass(frozen=True)
-class DecodeLimits:
-    """Refuse absurd images before decoding them (decompression bombs, 1 x 1 pixels)."""
-
-    max_pixels: int = 100_000_000
-    min_side: int = 16
-    max_aspect: float = 20.0
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from btxrd.runtime.settings import OVERLAY_ALPHA
+
 
 def normalise_cam(cam: np.ndarray) -> np.ndarray | None:
     """Min-max to [0, 1], as pytorch-grad-cam does; ``None`` for a flat (degenerate) map."""
@@ -33,7 +35,7 @@ def jet(values: np.ndarray) -> np.ndarray:
     return np.rint(np.stack([red, green, blue], axis=-1) * 255).astype(np.uint8)
 
 
-def overlay(image: Image.Image, cam01: np.ndarray, alpha: float = 0.45) -> Image.Image:
+def overlay(image: Image.Image, cam01: np.ndarray, alpha: float = OVERLAY_ALPHA) -> Image.Image:
     """Blend a [0, 1] map (any size) over ``image`` at the image's own size, RGB."""
     base = np.asarray(image.convert("RGB"), dtype=np.float32)
     heat = jet(resize_cam(cam01, image.size)).astype(np.float32)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from labelme_files import write_labelme
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -143,3 +144,13 @@ def phantom_images(tmp_path: Path) -> dict[str, Path]:
     Image.fromarray(phantom_array(seed=2)).save(paths["gray8_png"])
     Image.fromarray(phantom_array(seed=3, depth=4095)).save(paths["gray16_png"])
     return paths
+
+
+@pytest.fixture
+def labelme(tmp_path: Path):
+    """Factory: ``labelme(width, height, shapes, name="a.json")`` -> path."""
+
+    def make(width: int, height: int, shapes, name: str = "a.json") -> Path:
+        return write_labelme(tmp_path / name, width, height, shapes)
+
+    return make

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from btxrd.export.data.dataset import BTXRD_CLASSES
 from btxrd.export.synthetic.bodyparts import ASPECTS
 from btxrd.export.synthetic.imaging import CENTRES, Centre
 from btxrd.export.synthetic.lesions import BENIGN_SUBTYPES, MALIGNANT_SUBTYPES
-from btxrd.runtime.dataset import BTXRD_CLASSES
 
 # BTXRD's class sizes: Normal 1879, Benign 1525, Malignant 342.
 DEFAULT_PROPORTIONS = (1879 / 3746, 1525 / 3746, 342 / 3746)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from btxrd.export.data.dataset import BTXRD_CLASSES
 from btxrd.export.synthetic import GENERATOR_VERSION
 from btxrd.export.synthetic.anatomy import (
     Canvas,
@@ -31,7 +32,6 @@ from btxrd.export.synthetic.lesions import plan_lesions
 from btxrd.export.synthetic.metadata import make_row, write_tables
 from btxrd.export.synthetic.variants import plan_variants
 from btxrd.runtime.atomic import write_bytes, write_text
-from btxrd.runtime.dataset import BTXRD_CLASSES
 
 IMAGES_DIR = "images"
 ANNOTATIONS_DIR = "Annotations"

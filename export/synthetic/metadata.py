@@ -9,9 +9,9 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from btxrd.export.data.dataset import METADATA_COLUMNS
 from btxrd.export.synthetic.scene import REGION_OF, Scene
 from btxrd.runtime.atomic import write_bytes
-from btxrd.runtime.dataset import METADATA_COLUMNS
 
 _JOINT_REGIONS = {
     "ankle-joint": ("lower limb",), "knee-joint": ("lower limb",),

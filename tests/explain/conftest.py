@@ -9,7 +9,6 @@ selection tests still run in an environment without the extras.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,42 +19,6 @@ from click.testing import CliRunner
 CLASSES = ("Normal", "Benign", "Malignant")
 TINY_SIZE = 64
 SYNTH_N = 24
-
-
-def write_labelme(path: Path, width: int, height: int, shapes: list[tuple[str, str, list]]) -> Path:
-    """A LabelMe 5.x file with ``shapes`` = [(label, shape_type, points), ...]."""
-    document = {
-        "version": "5.4.1",
-        "flags": {},
-        "shapes": [
-            {
-                "label": label,
-                "points": [list(map(float, p)) for p in points],
-                "group_id": None,
-                "description": "",
-                "shape_type": kind,
-                "flags": {},
-                "mask": None,
-            }
-            for label, kind, points in shapes
-        ],
-        "imagePath": path.with_suffix(".jpeg").name,
-        "imageData": None,
-        "imageHeight": height,
-        "imageWidth": width,
-    }
-    path.write_text(json.dumps(document), encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def labelme(tmp_path: Path):
-    """Factory: ``labelme(width, height, shapes, name="a.json")`` -> path."""
-
-    def make(width: int, height: int, shapes, name: str = "a.json") -> Path:
-        return write_labelme(tmp_path / name, width, height, shapes)
-
-    return make
 
 
 @pytest.fixture(scope="session")
@@ -136,8 +99,8 @@ def tiny_checkpoint(synth_data: Path, tiny_resnet, tmp_path_factory) -> Path:
     torch = pytest.importorskip("torch")
     from btxrd.explain.model import load_input
     from btxrd.export.checkpoint import save_checkpoint
+    from btxrd.export.data.dataset import load_dataset
     from btxrd.runtime.contract import Preprocessing
-    from btxrd.runtime.dataset import load_dataset
 
     model = copy.deepcopy(tiny_resnet[0])
     prep = Preprocessing(image_size=(TINY_SIZE, TINY_SIZE))

@@ -18,7 +18,7 @@ pytest.importorskip("torch")
 pytest.importorskip("pytorch_grad_cam")
 
 from btxrd.explain.cli import main
-from btxrd.runtime.dataset import load_dataset, split_dataset, write_split
+from btxrd.export.data.dataset import load_dataset, split_dataset, write_split
 from btxrd.runtime.imageio import load_image
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]

@@ -12,7 +12,7 @@ from btxrd.explain import render
 from btxrd.explain.evaluate import Evaluation
 from btxrd.explain.gallery import _views
 from btxrd.explain.model import load_explainer
-from btxrd.runtime.dataset import load_dataset
+from btxrd.export.data.dataset import load_dataset
 
 pytestmark = pytest.mark.torch
 CLASSES = ("Normal", "Benign", "Malignant")

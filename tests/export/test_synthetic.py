@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 import btxrd.export.synthetic.generate as generate_module
+from btxrd.export.data.dataset import METADATA_COLUMNS, label_from_row
 from btxrd.export.synthetic.cases import assign_labels, image_rng, plan_case
 from btxrd.export.synthetic.cli import main
 from btxrd.export.synthetic.generate import SynthOptions, generate_dataset, render_image
 from btxrd.export.synthetic.lesions import BENIGN_SUBTYPES, MALIGNANT_SUBTYPES
-from btxrd.runtime.dataset import METADATA_COLUMNS, label_from_row
 
 SUBTYPES = set(BENIGN_SUBTYPES) | set(MALIGNANT_SUBTYPES)
 OPTIONS = SynthOptions(n=30, seed=3, min_size=120, max_size=320, proportions=(0.34, 0.33, 0.33))

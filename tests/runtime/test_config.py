@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -33,6 +34,36 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_shipped_default_yaml_equals_the_built_in_defaults():
     assert yaml.safe_load(DEFAULT_YAML.read_text(encoding="utf-8")) == DEFAULTS
     assert load_config(DEFAULT_YAML) == DEFAULTS
+
+
+def test_defaults_derive_from_the_settings_dataclasses():
+    from btxrd.runtime.classifier import Classifier
+    from btxrd.runtime.imageio import DecodeLimits
+    from btxrd.runtime.overlay import overlay
+    from btxrd.runtime.settings import SECTIONS, InferenceSettings
+
+    for name, section in SECTIONS.items():
+        assert DEFAULTS[name] == {f: getattr(section(), f) for f in DEFAULTS[name]}
+    inference = InferenceSettings()
+    assert DecodeLimits() == inference.limits
+    assert DecodeLimits().max_pixels == DEFAULTS["inference"]["max_pixels"]
+    assert inspect.signature(overlay).parameters["alpha"].default == DEFAULTS["cam"]["alpha"]
+    assert DEFAULTS["gradcam"]["alpha"] == DEFAULTS["cam"]["alpha"]
+    # Classifier's batch size and limits default to the same values (read from the settings).
+    assert inspect.signature(Classifier).parameters["batch_size"].default is None
+
+
+def test_command_line_ranges_are_the_config_ranges():
+    from btxrd.runtime.settings import range_of
+
+    batch = _option(main, "batch_size").type
+    threads = _option(main, "threads").type
+    assert (batch.min, batch.max) == (range_of("inference", "batch_size").low, 1024)
+    assert (threads.min, threads.max) == (1, range_of("inference", "threads").high)
+
+
+def _option(command, name):
+    return next(p for p in command.params if p.name == name)
 
 
 def test_no_config_gives_a_copy_of_the_defaults():
@@ -77,10 +108,13 @@ def test_environment_variable_names_the_config(tmp_path, monkeypatch):
         ("inference:\n  batch_size: eight\n", "'inference.batch_size' must be of type int"),
         ("inference:\n  batch_size: true\n", "'inference.batch_size' must be of type int"),
         ("inference:\n  batch_size: 2.5\n", "'inference.batch_size' must be of type int"),
-        ("inference:\n  threads: 0\n", "'inference.threads' must be a positive integer or null"),
-        ("inference:\n  threads: '4'\n", "'inference.threads' must be a positive integer"),
+        ("inference:\n  threads: 0\n", r"'inference.threads' must lie in \[1, 256\], got 0"),
+        ("inference:\n  threads: '4'\n", "'inference.threads' must be of type integer or null"),
         ("inference:\n  max_aspect: wide\n", "'inference.max_aspect' must be of type float"),
-        ("preprocessing:\n  mean: 0.5\n", "'preprocessing.mean' must be of type list"),
+        ("preprocessing:\n  image_size: 224\n", "unknown key 'preprocessing'"),
+        ("paths:\n  samples: x\n", "unknown key 'paths.samples'"),
+        ("gradcam:\n  k: 10\n", r"'gradcam.k' must lie in \[3, 5\], got 10"),
+        ("gradcam:\n  iou_threshold: 1\n", r"'gradcam.iou_threshold' must lie in \(0, 1\)"),
         ("paths:\n  model: 3\n", "'paths.model' must be of type str"),
         ("cam: 0.5\n", "'cam' must be a mapping"),
         ("- inference\n- cam\n", "top level must be a mapping"),
@@ -97,7 +131,10 @@ def test_environment_variable_names_the_config(tmp_path, monkeypatch):
         "zero-threads",
         "string-threads",
         "string-for-float",
-        "number-for-list",
+        "removed-section",
+        "removed-key",
+        "k-out-of-range",
+        "threshold-at-the-open-end",
         "number-for-path",
         "section-not-mapping",
         "top-level-list",
@@ -110,6 +147,13 @@ def test_bad_config_raises_config_error_naming_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as caught:
         load_config(path)
     assert str(path) in str(caught.value)
+
+
+def test_a_config_that_is_not_utf8_is_a_config_error(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("paths:\n  model: r\xe9sultats.onnx\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path)
 
 
 def test_missing_config_file_is_a_config_error(tmp_path):

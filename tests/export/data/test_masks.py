@@ -9,8 +9,8 @@ from PIL import Image
 
 from btxrd.runtime.contract import Preprocessing
 from btxrd.runtime.imageio import load_image
-from btxrd.runtime.labelme import read_annotation
-from btxrd.runtime.masks import lesion_mask
+from btxrd.export.data.labelme import read_annotation
+from btxrd.export.data.masks import lesion_mask
 
 
 def _prep(height: int, width: int) -> Preprocessing:

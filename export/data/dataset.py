@@ -19,7 +19,7 @@ import numpy as np
 
 from btxrd.runtime.atomic import write_text
 from btxrd.runtime.errors import InputError
-from btxrd.runtime.labelme import Annotation, AnnotationError, Lesion, read_annotation
+from btxrd.export.data.labelme import Annotation, AnnotationError, Lesion, read_annotation
 
 __all__ = [
     "BTXRD_CLASSES",

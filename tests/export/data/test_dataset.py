@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from btxrd.runtime import dataset as ds
-from btxrd.runtime.dataset import (
+from btxrd.export.data import dataset as ds
+from btxrd.export.data.dataset import (
     BTXRD_CLASSES,
     METADATA_COLUMNS,
     DatasetError,
@@ -28,7 +28,7 @@ from btxrd.runtime.dataset import (
     write_split,
 )
 from btxrd.runtime.errors import InputError
-from btxrd.runtime.labelme import AnnotationError
+from btxrd.export.data.labelme import AnnotationError
 
 
 def _row(image_id: str, label: str, center: int = 1) -> dict[str, object]:
@@ -303,11 +303,17 @@ def test_bad_fractions_are_refused() -> None:
         split_dataset([], fractions=(0.5, 0.5, 0.5))
 
 
-def test_importing_the_loader_pulls_in_no_heavy_dependency() -> None:
+@pytest.mark.parametrize("package", ["btxrd.export.data", "btxrd.export.synthetic"])
+def test_training_data_packages_are_torch_free(package: str) -> None:
+    """Every module of the package, found by walking it, imports without torch or openpyxl
+    (``dataset.xlsx`` support loads openpyxl only when a sheet is read)."""
     code = (
-        "import sys, btxrd.runtime.dataset, btxrd.runtime.labelme\n"
+        "import importlib, pkgutil, sys\n"
+        f"package = importlib.import_module({package!r})\n"
+        "for info in pkgutil.walk_packages(package.__path__, package.__name__ + '.'):\n"
+        "    importlib.import_module(info.name)\n"
         "heavy = {'torch', 'torchvision', 'onnx', 'cv2', 'pytorch_grad_cam', 'openpyxl'}\n"
-        "print(sorted(heavy & set(sys.modules)))"
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,0 +1,109 @@
+"""Every tunable of btxrd and its built-in default, in one place.
+
+Each section of the YAML config is a frozen dataclass here. Its field defaults are the built-in
+values; ``limits`` in a field's metadata is the one valid range, shared by the config validator
+(``btxrd.runtime.config``) and the command-line flags (``range_of``). ``configs/default.yaml`` is
+this module written out, and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# One heatmap opacity for every overlay (btxrd-run --cam and btxrd-explain).
+OVERLAY_ALPHA = 0.45
+
+
+@dataclass(frozen=True)
+class Limits:
+    """An inclusive range; ``open_low``/``open_high`` exclude an end."""
+
+    low: float
+    high: float
+    open_low: bool = False
+    open_high: bool = False
+
+    def contains(self, value: float) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return above and below
+
+    def describe(self) -> str:
+        left = "(" if self.open_low else "["
+        right = ")" if self.open_high else "]"
+        return f"{left}{self.low:g}, {self.high:g}{right}"
+
+
+def _setting(default: Any, limits: Limits | None = None, nullable: bool = False) -> Any:
+    return field(default=default, metadata={"limits": limits, "nullable": nullable})
+
+
+@dataclass(frozen=True)
+class PathSettings:
+    model: str = "models/btxrd-demo.onnx"  # btxrd-run's model (BTXRD_MODEL overrides)
+    checkpoint: str = "models/btxrd-demo.pt"  # btxrd-explain's PyTorch checkpoint
+    data: str = "data/synthetic"  # a BTXRD-layout dataset folder (synthetic or real)
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Refuse absurd images before decoding them (decompression bombs, 1 x 1 pixels)."""
+
+    max_pixels: int = _setting(100_000_000, Limits(1, 10**10))
+    min_side: int = _setting(16, Limits(1, 10**5))
+    max_aspect: float = _setting(20.0, Limits(1, 10**4))
+
+
+@dataclass(frozen=True)
+class InferenceSettings(DecodeLimits):
+    threads: int | None = _setting(None, Limits(1, 256), nullable=True)  # None: every core
+    batch_size: int = _setting(8, Limits(1, 1024))
+
+    @property
+    def limits(self) -> DecodeLimits:
+        return DecodeLimits(self.max_pixels, self.min_side, self.max_aspect)
+
+
+@dataclass(frozen=True)
+class CamSettings:
+    out: str = "results/cam"  # btxrd-run --cam overlays
+    alpha: float = _setting(OVERLAY_ALPHA, Limits(0, 1))
+
+
+@dataclass(frozen=True)
+class GradcamSettings:
+    method: str = "gradcam"  # gradcam, gradcam++, hirescam, layercam, eigencam
+    out: str = "results/explain"
+    k: int = _setting(3, Limits(3, 5))  # gallery examples per row
+    iou_threshold: float = _setting(0.5, Limits(0, 1, open_low=True, open_high=True))
+    alpha: float = _setting(OVERLAY_ALPHA, Limits(0, 1))
+
+
+SECTIONS: dict[str, type] = {
+    "paths": PathSettings,
+    "inference": InferenceSettings,
+    "cam": CamSettings,
+    "gradcam": GradcamSettings,
+}
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    """The built-in configuration as plain data (what ``configs/default.yaml`` holds)."""
+    return {name: dataclasses.asdict(section()) for name, section in SECTIONS.items()}
+
+
+def field_of(section: str, key: str) -> dataclasses.Field:
+    for item in dataclasses.fields(SECTIONS[section]):
+        if item.name == key:
+            return item
+    raise KeyError(f"{section}.{key}")
+
+
+def range_of(section: str, key: str) -> Limits:
+    """The valid range of a numeric setting, for the config validator and click alike."""
+    limits = field_of(section, key).metadata.get("limits")
+    if limits is None:
+        raise KeyError(f"{section}.{key} has no range")
+    return limits
