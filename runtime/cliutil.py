@@ -1,20 +1,85 @@
-"""What every btxrd command shares: one-line errors, exit codes, ``--debug``."""
+"""What every btxrd command shares: option bundles, output folders, one-line errors and the
+exit codes (the README's table lists them; every command maps the same fault to the same code).
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
-from btxrd.runtime.errors import BtxrdError, ConfigError, InputError
+from btxrd.runtime.errors import BtxrdError, ConfigError, InputError, OutputError
+from btxrd.runtime.settings import field_of, range_of
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 some input failed (each has its error record, everything else is "
+    "written); 2 usage or config error; 3 model, checkpoint or output unusable (nothing "
+    "processed); 130 interrupted."
+)
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 debug_option = click.option(
     "--debug", is_flag=True, help="Show full tracebacks instead of one-line errors."
 )
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="YAML config (default: built-in defaults; env BTXRD_CONFIG).",
+)
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, help="No progress bar or notices on stderr."
+)
+
+
+def common_options(function: F) -> F:
+    """``--config``, ``--quiet`` and ``--debug``, the options every command with a config has."""
+    for option in (debug_option, quiet_option, config_option):
+        function = option(function)
+    return function
+
+
+def setting_range(section: str, key: str) -> click.ParamType:
+    """A click type with the config's own range for ``section.key`` (one range, two front ends)."""
+    limits = range_of(section, key)
+    if not isinstance(field_of(section, key).default, float):
+        return click.IntRange(
+            int(limits.low), int(limits.high), min_open=limits.open_low, max_open=limits.open_high
+        )
+    return click.FloatRange(
+        limits.low, limits.high, min_open=limits.open_low, max_open=limits.open_high
+    )
+
+
+def prepare_output_dir(folder: Path) -> Path:
+    """Create ``folder`` (and its parents) for a command's outputs; ``OutputError`` if it cannot
+    be created or written, before any work is done."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"{folder}: cannot create the output folder ({exc.strerror or exc}); choose another"
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"{folder}: output folder is not writable; choose another one")
+    return folder
+
+
+def check_output_file(path: Path) -> None:
+    """``OutputError`` unless ``path``'s folder exists and is writable (checked before work)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"{path}: output folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"{path}: output folder {folder} is not writable; choose another")
 
 
 def exit_code_for(error: BtxrdError) -> int:
@@ -60,8 +125,6 @@ def run_cli(action: Callable[[], int], debug: bool) -> None:
 
 
 def _silence_stdout() -> None:
-    import os
-
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
