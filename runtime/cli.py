@@ -3,21 +3,70 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from btxrd.runtime.cliutil import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, debug_option, run_cli
-from btxrd.runtime.errors import ConfigError, InputError, ModelError, OutputError
+from btxrd.runtime.cliutil import (
+    CONTEXT_SETTINGS,
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    check_output_file,
+    common_options,
+    documents_exit_codes,
+    prepare_output_dir,
+    run_cli,
+    setting_range,
+)
+from btxrd.runtime.errors import ConfigError, InputError, ModelError
+from btxrd.runtime.report import HUMAN, WRITERS, format_for_suffix
 
-_FORMATS = ("json", "jsonl", "csv")
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything ``btxrd-run`` was asked to do, as parsed from the command line."""
+
+    images: tuple[Path, ...] = ()
+    folder: Path | None = None
+    recursive: bool = False
+    model_path: Path | None = None
+    config_path: Path | None = None
+    output_format: str | None = None  # a key of report.WRITERS; None: from --output, or a table
+    output: Path | None = None
+    resume: bool = False
+    threads: int | None = None
+    batch_size: int | None = None
+    cam: bool = False
+    cam_dir: Path | None = None
+    cam_class: str | None = None
+    quiet: bool = False
+    info: bool = False
+    selftest: bool = False
+    debug: bool = False
 
 
-@click.command(name="btxrd-run", context_settings={"help_option_names": ["-h", "--help"]})
+def _format_options(function):
+    """``--json``, ``--jsonl``, ``--csv``: one flag per writer in ``report.WRITERS``."""
+    for name, writer in reversed(WRITERS.items()):
+        function = click.option(f"--{name}", f"format_{name}", is_flag=True, help=writer.help)(
+            function
+        )
+    return function
+
+
+def _parse(options: dict) -> RunOptions:
+    chosen = [name for name in WRITERS if options.pop(f"format_{name}")]
+    if len(chosen) > 1:
+        raise click.UsageError(f"choose one of {', '.join(f'--{name}' for name in WRITERS)}")
+    return RunOptions(**options, output_format=chosen[0] if chosen else None)
+
+
+@click.command(name="btxrd-run", context_settings=CONTEXT_SETTINGS)
 # readable=False: an unreadable file gets its own error record; the batch goes on.
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path, readable=False))
 @click.option(
@@ -31,41 +80,41 @@ _FORMATS = ("json", "jsonl", "csv")
     envvar="BTXRD_MODEL",
     help="Exported ONNX model (default: the shipped demo model; env BTXRD_MODEL).",
 )
+@_format_options
 @click.option(
-    "--config",
-    "config_path",
+    "--output",
+    "-o",
     type=click.Path(path_type=Path),
-    help="YAML config (default: built-in defaults; env BTXRD_CONFIG).",
+    help="Write results to this file (format from the flag, or from its suffix: "
+    ".json, .jsonl, .csv).",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout or --output.")
-@click.option(
-    "--jsonl", "as_jsonl", is_flag=True, help="One JSON record per line as results arrive."
-)
-@click.option("--csv", "as_csv", is_flag=True, help="A CSV table.")
-@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write results to this file.")
 @click.option("--resume", is_flag=True, help="With --jsonl --output: skip inputs already recorded.")
 @click.option(
-    "--threads", type=click.IntRange(1, 256), help="onnxruntime threads (default: all cores)."
+    "--threads",
+    type=setting_range("inference", "threads"),
+    help="onnxruntime threads (default: all cores).",
 )
-@click.option("--batch-size", type=click.IntRange(1, 1024), help="Images per inference call.")
+@click.option(
+    "--batch-size", type=setting_range("inference", "batch_size"), help="Images per inference call."
+)
 @click.option("--cam", is_flag=True, help="Write a heatmap overlay per image ({stem}_cam.png).")
-@click.option("--cam-dir", type=click.Path(path_type=Path), help="Folder for --cam overlays.")
+@click.option(
+    "--cam-dir",
+    type=click.Path(path_type=Path),
+    help="Folder for --cam overlays (default: config cam.out, results/cam).",
+)
 @click.option("--cam-class", help="Class to explain (default: the predicted class).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar or notices on stderr.")
 @click.option("--info", is_flag=True, help="Print what the model file says about itself and exit.")
 @click.option(
     "--selftest", is_flag=True, help="Check this machine reproduces the model's reference scores."
 )
-@debug_option
+@common_options
+@documents_exit_codes
 def main(**options) -> None:
     """Classify bone radiographs as the model's classes (e.g. Normal / Benign / Malignant).
 
     Research tool, not for clinical use: the shipped model is a demo trained on synthetic
     phantoms. Results go to stdout (or --output); notices and progress go to stderr.
-
-    Exit codes: 0 all inputs classified; 1 some input failed (each has its error record);
-    2 usage or config error; 3 model unusable or output not writable, nothing processed;
-    130 interrupted.
 
     Examples:
 
@@ -75,95 +124,79 @@ def main(**options) -> None:
 
         btxrd-run scan.png --cam --cam-dir overlays/
     """
-    run_cli(lambda: _run(**options), options["debug"])
+    debug = options["debug"]
+    run_cli(lambda: _run(_parse(options)), debug)
 
 
-def _run(
-    images: tuple[Path, ...],
-    folder: Path | None,
-    recursive: bool,
-    model_path: Path | None,
-    config_path: Path | None,
-    as_json: bool,
-    as_jsonl: bool,
-    as_csv: bool,
-    output: Path | None,
-    resume: bool,
-    threads: int | None,
-    batch_size: int | None,
-    cam: bool,
-    cam_dir: Path | None,
-    cam_class: str | None,
-    quiet: bool,
-    info: bool,
-    selftest: bool,
-    debug: bool,
-) -> int:
+
+def _run(options: RunOptions) -> int:
     from btxrd.runtime.classifier import Classifier
     from btxrd.runtime.config import load_config
-    from btxrd.runtime.imageio import DecodeLimits
     from btxrd.runtime.paths import default_model_path
+    from btxrd.runtime.settings import CamSettings, InferenceSettings
 
-    formats = [f for f, on in zip(_FORMATS, (as_json, as_jsonl, as_csv), strict=True) if on]
-    _check_usage(images, folder, formats, output, resume, info, selftest, cam_class, cam)
-    config = load_config(config_path)
-    inference = config["inference"]
-    model_file = model_path or default_model_path(config["paths"]["model"])
-    if output is not None:
-        _check_writable(output.parent if str(output.parent) else Path("."), output)
-    cam_out = (cam_dir or Path(config["cam"]["out"])) if cam else None
-    if cam_out is not None:
-        _prepare_dir(cam_out)
+    fmt = _check_usage(options)
+    config = load_config(options.config_path)
+    inference = InferenceSettings(**config["inference"])
+    cam_settings = CamSettings(**config["cam"])
+    model_file = options.model_path or default_model_path(config["paths"]["model"])
+    if options.output is not None:
+        check_output_file(options.output)
+    cam_out = None
+    if options.cam:
+        cam_out = prepare_output_dir(options.cam_dir or Path(cam_settings.out))
     classifier = Classifier(
         model_file,
-        threads=threads or inference["threads"],
-        batch_size=batch_size or inference["batch_size"],
-        limits=DecodeLimits(
-            inference["max_pixels"], inference["min_side"], inference["max_aspect"]
-        ),
+        threads=options.threads or inference.threads,
+        batch_size=options.batch_size or inference.batch_size,
+        limits=inference.limits,
     )
-    if info:
+    if options.info:
         return _print_info(classifier)
-    if selftest:
+    if options.selftest:
         return _selftest(classifier)
-    if cam and not classifier.info.has_cam:
+    if options.cam and not classifier.info.has_cam:
         raise ModelError(
             f"{model_file}: this model has no CAM output; use btxrd-explain for heatmaps"
         )
+    cam_class = options.cam_class
     if cam_class is not None and cam_class not in classifier.class_names:
         raise ConfigError(f"--cam-class {cam_class!r} is not one of {list(classifier.class_names)}")
 
-    paths = _inputs(images, folder, recursive, exclude=tuple(p for p in (cam_out,) if p))
-    fmt = formats[0] if formats else "human"
-    done: set[str] = _already_recorded(output) if resume and output else set()
-    todo = [p for p in paths if str(p) not in done]
-    if not quiet:
+    paths = _inputs(
+        options.images,
+        options.folder,
+        options.recursive,
+        exclude=tuple(p for p in (cam_out,) if p),
+    )
+    from btxrd.runtime.report import make_sink
+
+    sink = make_sink(fmt, classifier.info, options.output, resume=options.resume)
+    todo = [p for p in paths if str(p) not in sink.recorded]
+    if not options.quiet:
         _notice(classifier.info.metadata.intended_use)
-        if done:
+        if sink.recorded:
             _notice(
-                f"resuming: {len(paths) - len(todo)} of {len(paths)} inputs already in {output}"
+                f"resuming: {len(paths) - len(todo)} of {len(paths)} inputs already in "
+                f"{options.output}"
             )
     return _classify(
         classifier,
         todo,
-        fmt,
-        output,
-        append=bool(done),
+        sink,
         cam_out=cam_out,
         cam_class=cam_class,
-        folder=folder,
-        quiet=quiet,
-        alpha=config["cam"]["alpha"],
+        folder=options.folder,
+        quiet=options.quiet,
+        alpha=cam_settings.alpha,
     )
 
 
 def _classify(
     classifier,
     paths: list[Path],
-    fmt: str,
-    output: Path | None,
+    sink,
     *,
-    append: bool,
     cam_out: Path | None,
     cam_class: str | None,
     folder: Path | None,
@@ -171,9 +204,8 @@ def _classify(
     alpha: float,
 ) -> int:
     from btxrd.runtime.inputs import output_names
-    from btxrd.runtime.report import make_sink, summarise
+    from btxrd.runtime.report import summarise
 
-    sink = make_sink(fmt, classifier.info, output, append=append)
     cam_names = output_names(paths, folder, "_cam.png") if cam_out else []
     predictions = []
     started = time.perf_counter()
@@ -230,37 +262,26 @@ def _write_cam(classifier, prediction, path: Path, cam_class: str | None, alpha:
     )
 
 
-def _check_usage(images, folder, formats, output, resume, info, selftest, cam_class, cam) -> None:
-    if images and folder:
+def _check_usage(options: RunOptions) -> str:
+    """Refuse contradictory flags before anything is loaded; return the output format."""
+    if options.images and options.folder:
         raise click.UsageError("give image files or --dir FOLDER, not both")
-    if not (images or folder or info or selftest):
+    if not (options.images or options.folder or options.info or options.selftest):
         raise click.UsageError("nothing to classify: give image files or --dir FOLDER")
-    if len(formats) > 1:
-        raise click.UsageError("choose one of --json, --jsonl, --csv")
-    if output is not None and not formats:
-        raise click.UsageError("--output needs a format: --json, --jsonl or --csv")
-    if resume and not (output and formats == ["jsonl"]):
+    fmt = options.output_format
+    if fmt is None and options.output is not None:
+        fmt = format_for_suffix(options.output)
+        if fmt is None:
+            flags = ", ".join(f"--{name}" for name in WRITERS)
+            raise click.UsageError(
+                f"--output {options.output}: choose a format ({flags}) or name the file "
+                ".json, .jsonl or .csv"
+            )
+    if options.resume and not (options.output and fmt == "jsonl"):
         raise click.UsageError("--resume works with --jsonl --output FILE")
-    if cam_class and not cam:
+    if options.cam_class and not options.cam:
         raise click.UsageError("--cam-class needs --cam")
-
-
-def _check_writable(folder: Path, output: Path) -> None:
-    if not folder.is_dir():
-        raise OutputError(f"{output}: output folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise OutputError(
-            f"{output}: output folder {folder} is not writable; choose another --output"
-        )
-
-
-def _prepare_dir(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{folder}: cannot create the output folder ({exc.strerror})") from None
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"{folder}: output folder is not writable; choose another one")
+    return fmt or HUMAN
 
 
 def _inputs(images, folder: Path | None, recursive: bool, exclude: tuple[Path, ...]) -> list[Path]:
@@ -275,29 +296,6 @@ def _inputs(images, folder: Path | None, recursive: bool, exclude: tuple[Path, .
         hint = "" if recursive else " (add --recursive to look in sub-folders)"
         raise InputError(f"{folder}: no image files found{hint}")
     return paths
-
-
-def _already_recorded(output: Path) -> set[str]:
-    """Inputs a previous run classified, keeping only their complete records in ``output``.
-
-    A line cut by an interruption, and records of inputs that failed, are dropped (the file is
-    rewritten atomically), so those inputs run again and every input ends with one record.
-    """
-    from btxrd.runtime.atomic import write_text
-
-    if not output.exists():
-        return set()
-    kept, done = [], set()
-    for line in output.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and record.get("path") and record.get("error") is None:
-            kept.append(line)
-            done.add(record["path"])
-    write_text(output, "".join(f"{line}\n" for line in kept))
-    return done
 
 
 def _progress(stream: Iterator, total: int, quiet: bool) -> Iterator:

@@ -4,6 +4,7 @@ exit codes (the README's table lists them; every command maps the same fault to 
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import traceback
@@ -38,6 +39,12 @@ config_option = click.option(
 quiet_option = click.option(
     "--quiet", "-q", is_flag=True, help="No progress bar or notices on stderr."
 )
+
+
+def documents_exit_codes(function: F) -> F:
+    """Append the exit-code table to a command's help (apply below ``@click.command``)."""
+    function.__doc__ = f"{inspect.cleandoc(function.__doc__ or '')}\n\n{EXIT_CODES_HELP}"
+    return function
 
 
 def common_options(function: F) -> F:

@@ -13,25 +13,35 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from btxrd.runtime.atomic import AtomicFile, write_text
-from btxrd.runtime.classifier import Prediction
 from btxrd.runtime.errors import OutputError
-from btxrd.runtime.model import ModelInfo
+
+if TYPE_CHECKING:  # the CLI imports this module for its flags; onnxruntime loads only to classify
+    from btxrd.runtime.classifier import Prediction
+    from btxrd.runtime.model import ModelInfo
 
 RESULTS_SCHEMA_VERSION = 1
 
 
 class Sink:
-    """Base: collects records; subclasses decide when and where they are written."""
+    """Base: collects records; subclasses decide when and where they are written.
+
+    ``suffix`` is the file suffix that selects this writer for ``--output FILE`` without a
+    format flag, ``help`` the flag's help; ``recorded`` the inputs a resumed file already holds.
+    """
+
+    suffix: str | None = None
+    help = ""
 
     def __init__(self, info: ModelInfo, output: Path | None) -> None:
         self.info = info
         self.output = output
         self.records: list[dict[str, Any]] = []
+        self.recorded: frozenset[str] = frozenset()
 
     def add(self, prediction: Prediction) -> None:
         self.records.append(prediction.to_record())
@@ -55,6 +65,9 @@ def _cannot_write(path: Path, exc: OSError) -> OutputError:
 
 
 class JsonSink(Sink):
+    suffix = ".json"
+    help = "One JSON document on stdout or --output."
+
     def close(self, summary: dict[str, Any]) -> None:
         document = {
             "schema_version": RESULTS_SCHEMA_VERSION,
@@ -74,16 +87,21 @@ class JsonlSink(Sink):
     """One record per line as results arrive, each line written and flushed whole.
 
     A new ``--output`` file streams into a temporary file that replaces the old one when the
-    run ends (also when it is interrupted: every line is a complete record). With ``--resume``
-    lines are appended to the existing file; a cut last line is rerun by the next resume.
+    run ends (also when it is interrupted: every line is a complete record). With ``resume``
+    the existing file keeps its complete records (``recorded`` names their inputs) and new
+    lines are appended to it.
     """
 
-    def __init__(self, info: ModelInfo, output: Path | None, append: bool = False) -> None:
+    suffix = ".jsonl"
+    help = "One JSON record per line as results arrive."
+
+    def __init__(self, info: ModelInfo, output: Path | None, resume: bool = False) -> None:
         super().__init__(info, output)
         self._file: AtomicFile | None = None
         if output is None:
             self._handle: IO[str] = sys.stdout
-        elif append:
+        elif resume and output.exists():
+            self.recorded = _keep_complete_records(output)
             self._handle = output.open("a", encoding="utf-8")
         else:
             self._file = AtomicFile(output)
@@ -114,7 +132,29 @@ class JsonlSink(Sink):
             raise _cannot_write(self.output, exc) from None
 
 
+def _keep_complete_records(output: Path) -> frozenset[str]:
+    """Inputs a previous run classified, keeping only their complete records in ``output``.
+
+    A line cut by an interruption, and records of inputs that failed, are dropped (the file is
+    rewritten atomically), so those inputs run again and every input ends with one record.
+    """
+    kept, done = [], set()
+    for line in output.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("path") and record.get("error") is None:
+            kept.append(line)
+            done.add(record["path"])
+    write_text(output, "".join(f"{line}\n" for line in kept))
+    return frozenset(done)
+
+
 class CsvSink(Sink):
+    suffix = ".csv"
+    help = "A CSV table."
+
     def close(self, summary: dict[str, Any]) -> None:
         names = list(self.info.class_names)
         buffer = io.StringIO()
@@ -166,10 +206,26 @@ class HumanSink(Sink):
             click.echo(f"\n{summary['classified']} classified: {counts}{failed}")
 
 
-def make_sink(fmt: str, info: ModelInfo, output: Path | None, append: bool = False) -> Sink:
-    if fmt == "jsonl":
-        return JsonlSink(info, output, append=append)
-    return {"json": JsonSink, "csv": CsvSink, "human": HumanSink}[fmt](info, output)
+# The output formats, by the name of their command-line flag (``--json`` ...); "human" is the
+# table a terminal gets when no format is chosen.
+WRITERS: dict[str, type[Sink]] = {"json": JsonSink, "jsonl": JsonlSink, "csv": CsvSink}
+HUMAN = "human"
+
+
+def format_for_suffix(path: Path) -> str | None:
+    """The format an ``--output`` file's suffix names (``.json``, ``.jsonl``, ``.csv``)."""
+    by_suffix = {writer.suffix: name for name, writer in WRITERS.items()}
+    return by_suffix.get(path.suffix.lower())
+
+
+def make_sink(fmt: str, info: ModelInfo, output: Path | None, resume: bool = False) -> Sink:
+    if fmt == HUMAN:
+        return HumanSink(info, output)
+    if resume:
+        if WRITERS[fmt] is not JsonlSink:
+            raise ValueError("only JSON lines can be resumed")
+        return JsonlSink(info, output, resume=True)
+    return WRITERS[fmt](info, output)
 
 
 def summarise(predictions: list[Prediction], wall_seconds: float) -> dict[str, Any]:

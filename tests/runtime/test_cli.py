@@ -253,7 +253,7 @@ def test_missing_folder_exits_1(tiny_onnx, tmp_path):
         pytest.param([], "nothing to classify", id="no-inputs"),
         pytest.param(["a.png", "--json", "--csv"], "choose one of", id="two-formats"),
         pytest.param(
-            ["a.png", "--output", "out.json"], "needs a format", id="output-without-format"
+            ["a.png", "--output", "out.txt"], "choose a format", id="output-of-unknown-format"
         ),
         pytest.param(
             ["a.png", "--json", "--resume"], "--jsonl --output", id="resume-without-jsonl-output"
@@ -317,10 +317,10 @@ def test_help_documents_every_exit_code():
     assert result.exit_code == 0
     text = " ".join(result.stdout.split())
     for code, meaning in [
-        ("0", "all inputs classified"),
+        ("0", "success"),
         ("1", "some input failed"),
         ("2", "usage"),
-        ("3", "model unusable"),
+        ("3", "model, checkpoint or output unusable"),
         ("130", "interrupted"),
     ]:
         assert f"{code} {meaning}" in text
@@ -614,3 +614,19 @@ def test_progress_bar_on_a_terminal_and_never_in_the_results(tiny_onnx, images):
         "--model", tiny_onnx, "--jsonl", "--quiet", *images
     )
     assert quiet_code == 0 and quiet_terminal == ""
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".csv"])
+def test_output_format_follows_the_file_suffix(tiny_onnx, phantom_images, tmp_path, suffix):
+    out = tmp_path / f"results{suffix}"
+    image = phantom_images["gray8_png"]
+    result = run("--model", tiny_onnx, "--quiet", "-o", out, image)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    text = out.read_text(encoding="utf-8")
+    if suffix == ".json":
+        assert json.loads(text)["results"][0]["path"] == str(image)
+    elif suffix == ".jsonl":
+        assert json.loads(text.splitlines()[0])["path"] == str(image)
+    else:
+        assert text.splitlines()[1].split(",")[1] == str(image)
