@@ -1,7 +1,8 @@
 """`make demo-model`'s training step, end to end on a tiny synthetic folder.
 
 Not a quality test: it proves the recipe runs, writes a checkpoint that loads with
-``weights_only=True`` (nothing pickled slips in), a split and metrics, and that it exports.
+``weights_only=True`` (nothing pickled slips in), a split, and metrics that are the saved
+model's on that split's test images.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 torch = pytest.importorskip("torch")
 
 from btxrd.export.checkpoint import build_model, load_checkpoint  # noqa: E402
-from btxrd.export.train import load_recipe, train  # noqa: E402
+from btxrd.export.data.dataset import load_dataset, read_split  # noqa: E402
+from btxrd.export.data.metrics import classification_metrics  # noqa: E402
+from btxrd.export.train import cache_images, load_recipe, predict_probabilities, train  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,10 +74,26 @@ def test_recipe_trains_saves_a_safe_checkpoint_and_records_itself(
     checkpoint = load_checkpoint(out / "m.pt")  # weights_only=True inside
     assert checkpoint.class_names == ("Normal", "Benign", "Malignant")
     assert checkpoint.extra["training"]["recipe"]["model"]["arch"] == "resnet18"
-    _, arch = build_model(checkpoint)
+    model, arch = build_model(checkpoint)
     assert arch.name == "resnet18"
     assert set(json.loads((out / "split.json").read_text())) == {"train", "val", "test"}
-    assert json.loads((out / "metrics.json").read_text())["test"]["accuracy"] >= 0
+    split = read_split(out / "split.json")
+    test = json.loads((out / "metrics.json").read_text())["test"]
+    assert test == record["test"]
+    # The recorded test metrics are the saved model's on the recorded test split: recompute them.
+    held_out = [s for s in load_dataset(tiny_data) if s.image_id in set(split["test"])]
+    assert len(held_out) == record["test_size"] == len(split["test"])
+    labels = np.array([checkpoint.class_names.index(s.label) for s in held_out])
+    prep = checkpoint.preprocessing
+    model = model.to(memory_format=torch.channels_last)  # evaluated as in training
+    probabilities = predict_probabilities(model, cache_images(held_out, prep), prep)
+    predicted = probabilities.argmax(axis=1)
+    assert (
+        test["confusion_matrix"]
+        == classification_metrics(labels, probabilities, checkpoint.class_names)["confusion_matrix"]
+    )
+    assert test["accuracy"] == pytest.approx(float((predicted == labels).mean()))
+    assert 0.0 <= test["accuracy"] <= 1.0
 
 
 def test_finetune_recipe_starts_from_stage_one_at_output_stride_16(
