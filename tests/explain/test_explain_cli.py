@@ -108,13 +108,14 @@ def test_report_writes_everything(report_run) -> None:
     assert report_run.exit_code == 0, report_run.stderr
     summary = json.loads(report_run.stdout)
     out = report_run.out
+    # The fixture is seeded and always gives scored tumour images (4 of 6 when this was written).
+    assert summary["scored"] >= 1
     expected = {f"gallery_{c}.png" for c in CLASSES} | {
         "metrics.json",
         "annotation_report.json",
         "report.html",
+        "annotation_comparison.png",
     }
-    if summary["scored"]:
-        expected.add("annotation_comparison.png")
     assert {Path(f).name for f in summary["files"]} == expected
     assert {p.name for p in out.iterdir()} == expected
     assert summary["report"] == str(out / "report.html")
@@ -162,17 +163,16 @@ def test_annotation_report_json(report_run) -> None:
             assert 0 <= record["energy_in_lesion"] <= 1
             assert record["mask"]["from_polygon"] + record["mask"]["from_rectangle"] >= 1
     scored = [r for r in report["per_image"] if r["iou"] is not None]
-    assert report["num_scored"] == len(scored)
-    if scored:
-        assert report["mean_iou"] == pytest.approx(sum(r["iou"] for r in scored) / len(scored))
-        assert set(report["medians"]) == {"iou", "iou_best", "energy_in_lesion", "lesion_fraction"}
-        assert report["pointing_hit_rate"] == pytest.approx(
-            sum(r["pointing_hit"] for r in scored) / len(scored)
-        )
-        assert report["pointing_ceiling"] == pytest.approx(
-            sum(r["pointing_reachable"] for r in scored) / len(scored)
-        )
-        assert report["pointing_hit_rate"] <= report["pointing_ceiling"]
+    assert report["num_scored"] == len(scored) >= 1  # the seeded fixture scores some
+    assert report["mean_iou"] == pytest.approx(sum(r["iou"] for r in scored) / len(scored))
+    assert set(report["medians"]) == {"iou", "iou_best", "energy_in_lesion", "lesion_fraction"}
+    assert report["pointing_hit_rate"] == pytest.approx(
+        sum(r["pointing_hit"] for r in scored) / len(scored)
+    )
+    assert report["pointing_ceiling"] == pytest.approx(
+        sum(r["pointing_reachable"] for r in scored) / len(scored)
+    )
+    assert report["pointing_hit_rate"] <= report["pointing_ceiling"]
     # resnet18 has stride 32: a 2 x 2 grid at the tiny model's 64 px
     assert report["cam_grid"] == [2, 2] == report["model"]["cam_grid"]
 
@@ -181,8 +181,7 @@ def test_report_html_is_self_contained(report_run) -> None:
     html = (report_run.out / "report.html").read_text()
     assert "not for clinical use" in html
     sources = re.findall(r'<img src="([^"]+)"', html)
-    galleries = 3
-    comparisons = sum(1 for p in report_run.out.glob("annotation_comparison.png"))
+    galleries, comparisons = 3, 1  # the seeded fixture always scores some images
     assert len(sources) >= galleries + comparisons
     for source in sources:
         assert source.startswith("data:image/png;base64,")
