@@ -15,6 +15,8 @@ import pytest
 from labelme_files import write_labelme
 from PIL import Image
 
+from btxrd.runtime.inputs import collect_folder
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ("Normal", "Benign", "Malignant")
 TINY_IMAGE_SIZE = 64
@@ -93,6 +95,25 @@ def tiny_onnx(tiny_model_proto, tmp_path_factory: pytest.TempPathFactory) -> Pat
     path = tmp_path_factory.mktemp("tiny-onnx") / "tiny.onnx"
     path.write_bytes(tiny_model_proto.SerializeToString())
     return path
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The images directly in ``folder`` as ``btxrd-run --dir`` finds them: every suffix the
+    runtime reads (``.jpeg`` and ``.jpg`` alike), sorted, hidden files skipped."""
+    return collect_folder(folder, recursive=False)
+
+
+@pytest.fixture(scope="session")
+def find_images():
+    """``image_files`` as a fixture, for tests that list a folder of their own."""
+    return image_files
+
+
+@pytest.fixture(scope="session")
+def sample_images() -> list[Path]:
+    """The shipped sample radiographs (models/samples), all of them; empty if not present."""
+    folder = REPO_ROOT / "models" / "samples"
+    return image_files(folder) if folder.is_dir() else []
 
 
 @pytest.fixture(scope="session")

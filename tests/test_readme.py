@@ -29,8 +29,8 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 @pytest.mark.slow
-def test_make_run_classifies_the_shipped_samples() -> None:
-    samples = sorted((ROOT / "models" / "samples").glob("*.jpeg"))
+def test_make_run_classifies_the_shipped_samples(sample_images: list[Path]) -> None:
+    samples = sample_images
     if not (ROOT / "models" / "btxrd-demo.onnx").exists() or not samples:
         pytest.skip("the demo model and samples are not in this checkout")
     result = subprocess.run(

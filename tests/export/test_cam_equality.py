@@ -63,19 +63,18 @@ def assert_cams_equal(checkpoint: Path, onnx_path: Path, images: list[Path]) -> 
 
 
 def test_cam_output_equals_pytorch_grad_cam_on_a_tiny_model(
-    tiny_checkpoint: Path, radiograph_dir: Path, tmp_path: Path
+    tiny_checkpoint: Path, radiograph_dir: Path, find_images, tmp_path: Path
 ) -> None:
     ckpt = load_checkpoint(tiny_checkpoint)
     model, arch = build_model(ckpt)
     onnx_path = tmp_path / "tiny.onnx"
     data = finalise(export_model_proto(model, arch, (64, 64)), build_metadata(ckpt, arch, {}, None))
     onnx_path.write_bytes(data)
-    assert_cams_equal(tiny_checkpoint, onnx_path, sorted(radiograph_dir.glob("*.jpeg")))
+    assert_cams_equal(tiny_checkpoint, onnx_path, find_images(radiograph_dir))
 
 
-def test_cam_output_equals_pytorch_grad_cam_on_the_demo_model() -> None:
+def test_cam_output_equals_pytorch_grad_cam_on_the_demo_model(sample_images: list[Path]) -> None:
     checkpoint, onnx_path = ROOT / "models/btxrd-demo.pt", ROOT / "models/btxrd-demo.onnx"
-    samples = sorted((ROOT / "models/samples").glob("*.jpeg"))
-    if not (checkpoint.exists() and onnx_path.exists() and samples):
+    if not (checkpoint.exists() and onnx_path.exists() and sample_images):
         pytest.skip("demo model not in this checkout")
-    assert_cams_equal(checkpoint, onnx_path, samples)
+    assert_cams_equal(checkpoint, onnx_path, sample_images)

@@ -108,10 +108,10 @@ def test_ir_version_is_clamped_to_what_onnxruntime_reads(tiny_checkpoint: Path) 
 
 
 def test_parity_check_fails_for_a_different_model(
-    exported: dict, make_model, radiograph_dir: Path, tmp_path: Path
+    exported: dict, make_model, radiograph_dir: Path, find_images, tmp_path: Path
 ) -> None:
     # The check must be able to fail: compare the exported file against an unrelated network.
-    cases = write_parity_images(sorted(radiograph_dir.glob("*.jpeg")), tmp_path / "images")
+    cases = write_parity_images(find_images(radiograph_dir), tmp_path / "images")
     other = make_model("resnet18", seed=7)
     report = check_parity(other, exported["onnx"], cases, Preprocessing(image_size=(64, 64)))
     assert not report["passed"] and report["failures"]

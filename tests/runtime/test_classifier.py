@@ -212,11 +212,10 @@ def test_selftest_reproduces_the_exported_reference_scores(classifier):
     assert {line.split(":")[0] for line in report.lines[:-1]} == {"bar", "rings", "ramp"}
 
 
-def test_demo_model_classifies_its_samples(demo_onnx):
-    samples = sorted((demo_onnx.parent / "samples").glob("*.jp*g"))
-    if not samples:
+def test_demo_model_classifies_its_samples(demo_onnx, sample_images):
+    if not sample_images:
         pytest.skip("no shipped samples next to the demo model")
-    results = list(Classifier(demo_onnx).predict_many(samples))
+    results = list(Classifier(demo_onnx).predict_many(sample_images))
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
     assert check_reference_scores(Classifier(demo_onnx)).passed
 
