@@ -25,7 +25,7 @@ run: $(VENV_RUN)/.stamp
 	$(VENV_RUN)/bin/btxrd-run --dir models/samples
 
 test: $(VENV)/.stamp chromium
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest --durations=15
 
 # Headless Chromium (Debian) for the test that opens the explain report; the test skips with a
 # reason where it cannot be installed (no root, no apt).
@@ -37,7 +37,7 @@ chromium:
 # The suite without the extras, in the small runtime environment (pytest added there on demand).
 test-runtime: $(VENV_RUN)/.stamp
 	$(VENV_RUN)/bin/pip install -q pytest hypothesis
-	$(VENV_RUN)/bin/python -m pytest -m "not torch"
+	$(VENV_RUN)/bin/python -m pytest -m "not torch" --durations=15
 
 # The demo model's data: 5,000 synthetic radiographs (the recipe in configs/demo-train.yaml).
 dataset: $(VENV)/.stamp
