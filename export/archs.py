@@ -7,13 +7,20 @@ compute Grad-CAM without gradients (see ``btxrd.export.onnx_export``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from btxrd.runtime.errors import ModelError
+
 TIMM_PREFIX = "timm/"
+# A plain timm model name, optionally with a pretrained tag (`efficientnet_b0.ra_in1k`). Anything
+# else is refused before timm sees it: `hf-hub:...` or `local-dir:...` would make it contact a hub
+# or read files named by the checkpoint.
+_TIMM_NAME = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)?")
 
 
 @dataclass(frozen=True)
@@ -104,19 +111,16 @@ def _timm_target_layer(model: nn.Module) -> nn.Module:
         return model.bn2
     if hasattr(model, "layer4"):
         return model.layer4[-1]
-    raise ValueError(f"no Grad-CAM target layer known for timm model {type(model).__name__}")
+    raise ModelError(
+        f"no Grad-CAM target layer known for timm's {type(model).__name__}; btxrd supports "
+        "timm EfficientNets and ResNets"
+    )
 
 
-def _timm_arch(name: str) -> Arch:
-    timm_name = name.removeprefix(TIMM_PREFIX)
-
+def _timm_arch(timm_name: str) -> Arch:
     def build(num_classes: int) -> nn.Module:
-        try:
-            import timm
-        except ImportError:
-            raise ImportError(
-                f"architecture {name!r} needs timm: pip install 'btxrd[timm]'"
-            ) from None
+        import timm
+
         return timm.create_model(timm_name, pretrained=False, num_classes=num_classes)
 
     return Arch(
@@ -128,13 +132,44 @@ def _timm_arch(name: str) -> Arch:
     )
 
 
+def known_architectures() -> str:
+    """The supported names, for messages: torchvision's, then the timm form."""
+    return ", ".join([*TORCHVISION_ARCHS, TIMM_PREFIX + "<timm model name> (needs btxrd[timm])"])
+
+
+def _shown(name: str) -> str:
+    # The name comes from a file: quoted (control characters escaped) and kept short.
+    return repr(name if len(name) <= 80 else name[:80] + "...")
+
+
 def get_arch(name: str) -> Arch:
     """``efficientnet_b0``, ``efficientnet_b0_os16``, ``resnet18``, ``resnet50`` (torchvision)
-    or ``timm/<name>``."""
-    if name.startswith(TIMM_PREFIX):
-        return _timm_arch(name)
-    try:
+    or ``timm/<name>``, a plain model name that the installed timm lists.
+
+    ``ModelError`` for anything else (the caller adds which file named it).
+    """
+    if name in TORCHVISION_ARCHS:
         return TORCHVISION_ARCHS[name]
-    except KeyError:
-        known = ", ".join([*TORCHVISION_ARCHS, TIMM_PREFIX + "<timm name>"])
-        raise ValueError(f"unknown architecture {name!r}; known: {known}") from None
+    if not name.startswith(TIMM_PREFIX):
+        raise ModelError(f"unknown architecture {_shown(name)}; known: {known_architectures()}")
+    timm_name = name.removeprefix(TIMM_PREFIX)
+    if not _TIMM_NAME.fullmatch(timm_name):
+        raise ModelError(
+            f"architecture {_shown(name)} is not a plain timm model name (hub, file and URL "
+            f"names are refused); known: {known_architectures()}"
+        )
+    try:
+        import timm
+    except ImportError:
+        raise ModelError(
+            f"architecture {_shown(name)} needs timm, which is not installed: "
+            "pip install 'btxrd[timm]'"
+        ) from None
+    # A tag (`.ra_in1k`) only names pretrained weights, but timm refuses one it does not know.
+    listed = timm.list_pretrained() if "." in timm_name else timm.list_models()
+    if timm_name not in listed:
+        raise ModelError(
+            f"unknown architecture {_shown(name)}: timm {timm.__version__} has no model "
+            f"{_shown(timm_name)}; known: {known_architectures()}"
+        )
+    return _timm_arch(timm_name)

@@ -93,10 +93,28 @@ def save_checkpoint(
 
 
 def build_model(checkpoint: Checkpoint) -> tuple[nn.Module, Arch]:
-    """The network with the checkpoint's weights, in eval mode, and its architecture."""
+    """The network with the checkpoint's weights, in eval mode, and its architecture.
+
+    ``ModelError`` naming the checkpoint for an architecture btxrd does not support (unknown,
+    not a plain timm name, timm not installed, no linear head or Grad-CAM layer) or weights that
+    do not fit it.
+    """
     state = _strip_prefix(checkpoint.state_dict)
-    arch = _resolve_arch(checkpoint.arch, state)
+    try:
+        arch = _resolve_arch(checkpoint.arch, state)
+    except ModelError as exc:
+        raise ModelError(f"{checkpoint.path}: {exc}") from None
     model = arch.build(len(checkpoint.class_names))
+    try:
+        arch.target_layer(model)  # every supported network has one; refuse the rest here
+    except ModelError as exc:
+        raise ModelError(f"{checkpoint.path}: architecture {arch.name!r}: {exc}") from None
+    head = arch.head(model)
+    if not isinstance(head, nn.Linear):
+        raise ModelError(
+            f"{checkpoint.path}: architecture {arch.name!r} has no linear layer after global "
+            f"average pooling (its classifier is {type(head).__name__}); btxrd cannot export it"
+        )
     _load_state(model, state, checkpoint)
     return model.eval(), arch
 
@@ -110,18 +128,23 @@ def _parse(raw: dict[str, Any], path: Path, sha256: str) -> Checkpoint:
     arch = config.get("arch") or model_cfg.get("backbone") or "efficientnet_b0"
     size = config.get("image_size") or data_cfg.get("image_size") or 224
     names = raw.get("class_names") or model_cfg.get("class_names")
-    if not names or not all(isinstance(n, str) for n in names):
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
         raise ModelError(f"{path}: no 'class_names' list in the checkpoint")
     norm = raw.get("normalization") or {}
-    if isinstance(size, (list, tuple)):
-        image_size = (int(size[0]), int(size[1]))
-    else:
-        image_size = (int(size), int(size))
-    prep = Preprocessing(
-        image_size=image_size,
-        mean=tuple(float(v) for v in norm.get("mean", IMAGENET_MEAN)),
-        std=tuple(float(v) for v in norm.get("std", IMAGENET_STD)),
-    )
+    if not isinstance(arch, str) or not isinstance(norm, dict):
+        raise ModelError(f"{path}: 'config.arch' must be a name and 'normalization' a dict")
+    try:
+        if isinstance(size, (list, tuple)):
+            image_size = (int(size[0]), int(size[1]))
+        else:
+            image_size = (int(size), int(size))
+        prep = Preprocessing(
+            image_size=image_size,
+            mean=tuple(float(v) for v in norm.get("mean", IMAGENET_MEAN)),
+            std=tuple(float(v) for v in norm.get("std", IMAGENET_STD)),
+        )
+    except (TypeError, ValueError, IndexError) as exc:
+        raise ModelError(f"{path}: unreadable image size or normalization ({exc})") from None
     try:
         prep.validate()
     except ModelError as exc:
@@ -130,7 +153,7 @@ def _parse(raw: dict[str, Any], path: Path, sha256: str) -> Checkpoint:
     return Checkpoint(
         path=path,
         sha256=sha256,
-        arch=str(arch),
+        arch=arch,
         class_names=tuple(names),
         preprocessing=prep,
         state_dict=raw["model_state_dict"],
@@ -148,12 +171,11 @@ def _strip_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _resolve_arch(declared: str, state: Mapping[str, torch.Tensor]) -> Arch:
     # `efficientnet_b0` names both torchvision's and timm's network; the weights tell which.
-    if declared.startswith(TIMM_PREFIX) or declared not in TORCHVISION_ARCHS:
-        name = declared if declared.startswith(TIMM_PREFIX) else TIMM_PREFIX + declared
-        return get_arch(name)
-    if _looks_like_timm(state):
-        return get_arch(TIMM_PREFIX + declared)
-    return get_arch(declared)
+    # Any other bare name is the predecessor's timm backbone. `get_arch` checks the result
+    # against what btxrd supports before timm sees it.
+    if declared in TORCHVISION_ARCHS and not _looks_like_timm(state):
+        return get_arch(declared)
+    return get_arch(declared if declared.startswith(TIMM_PREFIX) else TIMM_PREFIX + declared)
 
 
 def _looks_like_timm(state: Mapping[str, torch.Tensor]) -> bool:
