@@ -1,13 +1,13 @@
 """onnxruntime sessions with one setting changed at a time from what the runtime uses.
 
-``RUNTIME`` mirrors ``btxrd.runtime.model._open_session`` (intra-op threads = all cores, one
-inter-op thread, ORT_ENABLE_ALL, sequential). ``run.py`` checks the mirror against the runtime's
-own session, so a change there shows up here as a parity or speed difference, not silently.
+``RUNTIME`` is the runtime's own session settings, ``btxrd.runtime.model.session_options``
+(imported, not copied: intra-op threads = all cores, one inter-op thread, ORT_ENABLE_ALL,
+sequential, memory pattern off, intra-op spinning off). A ``Variant`` overrides only the
+settings it names, so each alternative differs from the runtime in exactly what its name says.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from btxrd.runtime.contract import INPUT_NAME, LOGITS_NAME
+from btxrd.runtime.model import session_options
 
 _LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -27,15 +28,16 @@ _LEVELS = {
 
 @dataclass(frozen=True)
 class Variant:
-    """Session settings; the defaults are the runtime's."""
+    """Session settings: ``None`` leaves a setting as the runtime has it (``session_options``),
+    a value overrides it. ``Variant()`` is the runtime's session."""
 
     name: str = "runtime settings"
     threads: int | None = None  # None: every core, as the runtime does
-    level: str = "all"
-    mem_arena: bool = True
-    mem_pattern: bool = True
-    parallel: bool = False
-    spinning: bool = True  # onnxruntime's default
+    level: str | None = None  # a key of _LEVELS; the runtime: "all"
+    mem_arena: bool | None = None  # the runtime: on (onnxruntime's default)
+    mem_pattern: bool | None = None  # the runtime: off (onnxruntime's default is on)
+    parallel: bool = False  # ORT_PARALLEL with 2 inter-op threads; the runtime: sequential, 1
+    spinning: bool | None = None  # the runtime: intra-op off (onnxruntime's default is on)
     model: Path | None = None  # another graph file (e.g. saved after optimisation)
 
 
@@ -44,15 +46,16 @@ SETTLE_S = 0.05
 
 
 def option_variants(optimised_graph: Path | None) -> list[Variant]:
-    """The runtime's settings, then each alternative worth trying, one change at a time."""
+    """The runtime's settings, then each alternative worth trying, one change at a time (the
+    runtime turns the memory pattern and spinning off, so those alternatives turn them on)."""
     variants = [
         RUNTIME,
         replace(RUNTIME, name="intra_op threads 1", threads=1),
         replace(RUNTIME, name="ORT_ENABLE_EXTENDED", level="extended"),
         replace(RUNTIME, name="cpu mem arena off", mem_arena=False),
-        replace(RUNTIME, name="mem pattern off", mem_pattern=False),
+        replace(RUNTIME, name="mem pattern on (onnxruntime default)", mem_pattern=True),
         replace(RUNTIME, name="ORT_PARALLEL (2 inter-op)", parallel=True),
-        replace(RUNTIME, name="allow_spinning 0", spinning=False),
+        replace(RUNTIME, name="allow_spinning 1 (onnxruntime default)", spinning=True),
     ]
     if optimised_graph is not None:
         variants.append(
@@ -100,17 +103,29 @@ def probabilities(session: ort.InferenceSession, inputs: np.ndarray, batch: int 
 
 
 def _options(variant: Variant) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = variant.threads or os.cpu_count() or 1
-    options.inter_op_num_threads = 2 if variant.parallel else 1
-    options.execution_mode = (
-        ort.ExecutionMode.ORT_PARALLEL if variant.parallel else ort.ExecutionMode.ORT_SEQUENTIAL
-    )
-    options.graph_optimization_level = _LEVELS[variant.level]
-    options.enable_cpu_mem_arena = variant.mem_arena
-    options.enable_mem_pattern = variant.mem_pattern
-    options.log_severity_level = 3
-    if not variant.spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options = session_options(variant.threads)
+    if variant.parallel:
+        options.inter_op_num_threads = 2
+        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+    if variant.level is not None:
+        options.graph_optimization_level = _LEVELS[variant.level]
+    if variant.mem_arena is not None:
+        options.enable_cpu_mem_arena = variant.mem_arena
+    if variant.mem_pattern is not None:
+        options.enable_mem_pattern = variant.mem_pattern
+    if variant.spinning is not None:
+        spin = "1" if variant.spinning else "0"
+        for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+            _set_entry(options, key, spin)
     return options
+
+
+def _set_entry(options: ort.SessionOptions, key: str, value: str) -> None:
+    """Set a session config entry unless it already holds ``value`` (onnxruntime warns on
+    stderr whenever an entry is overwritten, so only a real change does that)."""
+    try:
+        if options.get_session_config_entry(key) == value:
+            return
+    except RuntimeError:  # not set yet
+        pass
+    options.add_session_config_entry(key, value)

@@ -99,9 +99,9 @@ def _read_header(data: bytes, path: Path) -> OnnxHeader | None:
     return header
 
 
-def _open_session(
-    data: bytes, path: Path, threads: int | None, header: OnnxHeader | None
-) -> ort.InferenceSession:
+def session_options(threads: int | None) -> ort.SessionOptions:
+    """The runtime's onnxruntime session settings (``threads`` intra-op threads, default every
+    core); ``bench/`` measures its alternatives against exactly these."""
     options = ort.SessionOptions()
     # onnxruntime ignores OMP_NUM_THREADS: threads are set here or default to every core.
     options.intra_op_num_threads = threads or os.cpu_count() or 1
@@ -114,6 +114,13 @@ def _open_session(
     # need between batches (bench/: folder section, "predict_many, allow_spinning 0").
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
+    return options
+
+
+def _open_session(
+    data: bytes, path: Path, threads: int | None, header: OnnxHeader | None
+) -> ort.InferenceSession:
+    options = session_options(threads)
     try:
         return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped pybind exceptions here
