@@ -48,22 +48,19 @@ class Explainer:
 
     @cached_property
     def cam_grid(self) -> tuple[int, int]:
-        """(rows, columns) of the target layer's output for one input: the grid every CAM of
-        this model is upsampled from (7 x 7 for EfficientNet-B0 at 224 px)."""
-        shapes: list[tuple[int, ...]] = []
-        handle = self.target_layer.register_forward_hook(
-            lambda _module, _inputs, output: shapes.append(tuple(output.shape[-2:]))
-        )
-        try:
-            with torch.inference_mode():
-                self.model(torch.zeros((1, 3, *self.prep.image_size)))
-        finally:
-            handle.remove()
-        rows, columns = shapes[0]
-        return int(rows), int(columns)
+        """(rows, columns) of the target layer's output: the grid every CAM of this model is
+        upsampled from (7 x 7 for EfficientNet-B0 at 224 px). Measured once per explainer."""
+        return measure_cam_grid(self.model, self.target_layer, self.prep.image_size)
+
+    @property
+    def demo(self) -> bool:
+        """Whether the training recipe marked this checkpoint as the demo model (it decides the
+        intended-use statement); read from the checkpoint, no forward pass."""
+        return bool(_training(self.checkpoint).get("demo", False))
 
     def identity(self) -> dict[str, Any]:
-        """What reports record about the model."""
+        """What reports record about the model. Measures ``cam_grid`` (one forward pass) on first
+        use; a run asks once (``ExplainRun.model_identity``)."""
         return {
             "checkpoint": str(self.checkpoint.path),
             "sha256": self.checkpoint.sha256,
@@ -72,7 +69,7 @@ class Explainer:
             "image_size": list(self.prep.image_size),
             "target_layer": self.target_layer_name,
             "cam_grid": list(self.cam_grid),
-            "demo": bool(_training(self.checkpoint).get("demo", False)),
+            "demo": self.demo,
         }
 
     def recorded_split(self) -> str | None:
@@ -88,6 +85,23 @@ def load_explainer(path: str | Path) -> Explainer:
     checkpoint = load_checkpoint(path)
     model, arch = build_model(checkpoint)
     return Explainer(model=model.eval(), arch=arch, checkpoint=checkpoint)
+
+
+def measure_cam_grid(
+    model: nn.Module, target_layer: nn.Module, image_size: tuple[int, int]
+) -> tuple[int, int]:
+    """(rows, columns) of ``target_layer``'s output for one zero input of ``image_size``."""
+    shapes: list[tuple[int, ...]] = []
+    handle = target_layer.register_forward_hook(
+        lambda _module, _inputs, output: shapes.append(tuple(output.shape[-2:]))
+    )
+    try:
+        with torch.inference_mode():
+            model(torch.zeros((1, 3, *image_size)))
+    finally:
+        handle.remove()
+    rows, columns = shapes[0]
+    return int(rows), int(columns)
 
 
 def load_input(path: str | Path, prep: Preprocessing) -> tuple[DecodedImage, np.ndarray]:
