@@ -19,21 +19,18 @@ from PIL import Image
 
 from btxrd.explain import render
 from btxrd.explain.cam import CamResult
-from btxrd.explain.evaluate import Evaluation, Log, cams_for, silent
-from btxrd.explain.model import Explainer
+from btxrd.explain.evaluate import Evaluation, Log, silent
+from btxrd.explain.lesions import score_against_mask
+from btxrd.explain.run import ExplainRun
 from btxrd.explain.scores import (
     DEFAULT_IOU_THRESHOLD,
     THRESHOLDS,
     AttentionScores,
-    score_attention,
     summarise,
 )
 from btxrd.export.data.dataset import Sample
-from btxrd.export.data.labelme import read_annotation
-from btxrd.export.data.masks import LesionMask, lesion_mask
+from btxrd.export.data.masks import LesionMask
 from btxrd.runtime.atomic import write_text
-from btxrd.runtime.contract import Preprocessing
-from btxrd.runtime.errors import InputError
 from btxrd.runtime.settings import OVERLAY_ALPHA
 
 REPORT_SCHEMA_VERSION = 1
@@ -75,8 +72,9 @@ class ImageScore:
 class AnnotationResult:
     report: dict[str, Any]
     scores: tuple[ImageScore, ...]
-    best: Image.Image | None  # four-panel rows of the best cases
-    worst: Image.Image | None
+    # Four-panel rows of the best cases above those of the worst, as written to its file; None
+    # when no image could be scored.
+    comparison: render.Png | None
     paths: dict[str, Path]
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
@@ -92,8 +90,7 @@ def tumour_true_positives(evaluation: Evaluation) -> list[int]:
 
 
 def run_annotations(
-    explainer: Explainer,
-    evaluation: Evaluation,
+    run: ExplainRun,
     out: Path,
     *,
     method: str = "gradcam",
@@ -103,6 +100,7 @@ def run_annotations(
     log: Log = silent,
 ) -> AnnotationResult:
     """Score attention against annotations; write the report and the comparison figure."""
+    evaluation = run.evaluation
     candidates = tumour_true_positives(evaluation)
     annotated = [i for i in candidates if evaluation.samples[i].annotation_path is not None]
     warnings: list[str] = []
@@ -113,10 +111,8 @@ def run_annotations(
         )
     log(f"scoring attention on {len(annotated)} annotated tumour true positives")
     scores = [
-        _score(explainer, evaluation, index, decoded.image.size, result, iou_threshold)
-        for index, (_, decoded, result) in zip(
-            annotated, _cams(explainer, evaluation, annotated, method), strict=True
-        )
+        _score(run, index, result, iou_threshold)
+        for index, result in zip(annotated, run.predicted_cams(annotated, method), strict=True)
     ]
     warnings += [f"{s.sample.image_id}: IoU is null: {s.reason}" for s in scores if s.reason]
     for warning in warnings:
@@ -126,29 +122,27 @@ def run_annotations(
         key=lambda s: (-s.scores.iou_best, s.sample.image_id),  # type: ignore[union-attr]
     )
     best, worst = _extremes(ranked, panels)
-    best_image = _panel_grid(explainer, evaluation, best, method, alpha, iou_threshold, "Best")
-    worst_image = _panel_grid(explainer, evaluation, worst, method, alpha, iou_threshold, "Worst")
+    best_image = _panel_grid(run, best, method, alpha, iou_threshold, "Best")
+    worst_image = _panel_grid(run, worst, method, alpha, iou_threshold, "Worst")
     paths: dict[str, Path] = {}
     figures = [im for im in (best_image, worst_image) if im is not None]
-    if figures:
-        paths["comparison"] = render.save_png(
-            render.stack(figures), out / "annotation_comparison.png"
-        )
+    comparison = render.encode_png(render.stack(figures)) if figures else None
+    if comparison is not None:
+        paths["comparison"] = render.write_png(comparison, out / "annotation_comparison.png")
     else:
         warnings.append("no image could be scored; annotation_comparison.png not written")
         log(f"warning: {warnings[-1]}")
-    report = build_report(explainer, evaluation, scores, method, iou_threshold, warnings)
+    report = build_report(run, scores, method, iou_threshold, warnings)
     report["num_without_annotation"] = len(candidates) - len(annotated)
     report["best_cases"] = [s.sample.image_id for s in best]
     report["worst_cases"] = [s.sample.image_id for s in worst]
     paths["report"] = out / "annotation_report.json"
     write_text(paths["report"], json.dumps(report, indent=2) + "\n")
-    return AnnotationResult(report, tuple(scores), best_image, worst_image, paths, tuple(warnings))
+    return AnnotationResult(report, tuple(scores), comparison, paths, tuple(warnings))
 
 
 def build_report(
-    explainer: Explainer,
-    evaluation: Evaluation,
+    run: ExplainRun,
     scores: Sequence[ImageScore],
     method: str,
     iou_threshold: float,
@@ -156,14 +150,15 @@ def build_report(
 ) -> dict[str, Any]:
     """The predecessor's fields (``per_image``, ``mean_iou``, ``num_images``, ``iou_threshold``,
     ``summary``) plus the new scores, their means and medians, and how masks were built."""
+    identity = run.model_identity
     scored = [s.scores for s in scores if s.scores is not None]
     stats = {name: summarise([getattr(s, name) for s in scored]) for name in _SCORE_FIELDS}
     masks = [s.mask for s in scores if s.mask is not None]
     report: dict[str, Any] = {
         "schema_version": REPORT_SCHEMA_VERSION,
-        "model": explainer.identity(),
+        "model": identity,
         "method": method,
-        "subset": evaluation.subset,
+        "subset": run.evaluation.subset,
         "iou_threshold": iou_threshold,
         "thresholds": list(THRESHOLDS),
         "num_images": len(scores),
@@ -174,7 +169,7 @@ def build_report(
         "pointing_hit_rate": stats["pointing_hit"]["mean"],
         # The best hit rate any CAM on this grid could reach on these lesions.
         "pointing_ceiling": stats["pointing_reachable"]["mean"],
-        "cam_grid": list(explainer.cam_grid),
+        "cam_grid": identity["cam_grid"],
         "masks": {
             "from_polygon": sum(m.polygons for m in masks),
             "from_rectangle": sum(m.rectangles for m in masks),
@@ -183,53 +178,16 @@ def build_report(
         "per_image": [s.to_json() for s in scores],
         "warnings": list(warnings),
     }
-    report["summary"] = _summary(report, explainer.target_layer_name)
+    report["summary"] = _summary(report, identity["target_layer"])
     return report
 
 
-def _cams(explainer: Explainer, evaluation: Evaluation, indices: list[int], method: str):
-    samples = [evaluation.samples[i] for i in indices]
-    return cams_for(explainer, samples, [int(evaluation.y_pred[i]) for i in indices], method)
-
-
-def annotation_mask(
-    annotation_path: Path, image_size: tuple[int, int], prep: Preprocessing
-) -> tuple[LesionMask | None, str | None]:
-    """The lesion mask of an annotation file at the model-input grid, and why it is unusable
-    (``None`` when it is usable)."""
-    try:
-        mask = lesion_mask(read_annotation(annotation_path), image_size, prep)
-    except InputError as exc:
-        return None, f"annotation unreadable: {exc}"
-    return mask, mask.reason
-
-
-def score_annotation(
-    annotation_path: Path,
-    image_size: tuple[int, int],
-    result: CamResult,
-    prep: Preprocessing,
-    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-    cam_grid: tuple[int, int] | None = None,
-) -> tuple[LesionMask | None, AttentionScores | None, str | None]:
-    """The lesion mask and the CAM's scores against it, or the reason there are no scores.
-    ``cam_grid`` (the target layer's rows, columns) adds the pointing game's reachability."""
-    mask, reason = annotation_mask(annotation_path, image_size, prep)
-    if mask is None or not mask.ok:
-        return mask, None, reason
-    if not result.ok:
-        return mask, None, f"degenerate CAM: {result.problem}"
-    scores = score_attention(result.cam, mask.mask, iou_threshold, cam_grid=cam_grid)
-    return mask, scores, None
-
-
-def _score(explainer, evaluation, index, size, result, iou_threshold) -> ImageScore:
-    sample = evaluation.samples[index]
-    mask, scores, reason = score_annotation(
-        sample.annotation_path, size, result, explainer.prep, iou_threshold, explainer.cam_grid
-    )
+def _score(run: ExplainRun, index: int, result: CamResult, iou_threshold: float) -> ImageScore:
+    evaluation = run.evaluation
+    mask, reason = run.lesion_mask(index)
+    scores, reason = score_against_mask(mask, reason, result, iou_threshold, run.explainer.cam_grid)
     return ImageScore(
-        sample=sample,
+        sample=evaluation.samples[index],
         label=evaluation.class_names[evaluation.y_true[index]],
         confidence=float(evaluation.probabilities[index, evaluation.y_pred[index]]),
         mask=mask,
@@ -246,23 +204,28 @@ def _extremes(ranked: list[ImageScore], panels: int) -> tuple[list[ImageScore], 
     return ranked[:panels], ranked[-panels:][::-1]
 
 
-def _panel_grid(explainer, evaluation, chosen, method, alpha, iou_threshold, which):
+def _panel_grid(run: ExplainRun, chosen, method, alpha, iou_threshold, which):
     if not chosen:
         return None
+    evaluation = run.evaluation
     by_id = {s.image_id: i for i, s in enumerate(evaluation.samples)}
     indices = [by_id[s.sample.image_id] for s in chosen]
     rows = []
-    for rank, (score, (_, decoded, result)) in enumerate(
-        zip(chosen, _cams(explainer, evaluation, indices, method), strict=True), start=1
+    for rank, (score, index, result) in enumerate(
+        zip(chosen, indices, run.predicted_cams(indices, method), strict=True), start=1
     ):
-        panels = _panels(score, decoded.image, result.cam, method, alpha, iou_threshold)
-        rows.append((f"#{rank}", panels))
+        thumbnail = evaluation.images[index].thumbnail
+        rows.append(
+            (f"#{rank}", _panels(score, thumbnail, result.cam, method, alpha, iou_threshold))
+        )
     order = "highest" if which == "Best" else "lowest"
-    title = f"{which} cases: {order} best-threshold IoU ({method} on {explainer.target_layer_name})"
+    layer = run.model_identity["target_layer"]
+    title = f"{which} cases: {order} best-threshold IoU ({method} on {layer})"
     return render.grid(rows, title=title, columns=4)
 
 
 def _panels(score: ImageScore, image: Image.Image, cam, method, alpha, iou_threshold):
+    """Original, mask, heatmap, overlay, drawn from ``image`` (the run keeps a thumbnail)."""
     s, mask = score.scores, score.mask
     size = render.display_size(image.size)
     built = f"{mask.polygons} polygon(s)"

@@ -271,6 +271,7 @@ def _dataset_command(
     say(_intended_use(explainer))
 
     from btxrd.explain.evaluate import evaluate, select_samples
+    from btxrd.explain.run import ExplainRun
 
     samples, subset = select_samples(settings["data"], split)
     recorded = explainer.recorded_split()
@@ -281,30 +282,27 @@ def _dataset_command(
         )
     folder = _prepare_out(settings["out"])
     say(f"{len(samples)} images: {subset}")
-    evaluation = evaluate(explainer, samples, subset, log=say)
+    # One run for every step: each image decoded once (here), each CAM computed once.
+    run = ExplainRun(explainer, evaluate(explainer, samples, subset, log=say))
+    evaluation = run.evaluation
     common = {"method": settings["method"], "alpha": settings["alpha"], "log": say}
     thr = settings["iou_threshold"]
     summary: dict[str, Any] = {"out": str(folder), "images": len(evaluation.samples)}
     if command == "gallery":
         from btxrd.explain.gallery import run_gallery
 
-        gallery = run_gallery(
-            explainer, evaluation, folder, k=settings["k"], iou_threshold=thr, **common
-        )
+        gallery = run_gallery(run, folder, k=settings["k"], iou_threshold=thr, **common)
         summary |= _gallery_summary(gallery)
     elif command == "annotations":
         from btxrd.explain.annotations import run_annotations
 
-        annotations = run_annotations(
-            explainer, evaluation, folder, iou_threshold=thr, panels=panels, **common
-        )
+        annotations = run_annotations(run, folder, iou_threshold=thr, panels=panels, **common)
         summary |= _annotation_summary(annotations)
     else:
         from btxrd.explain.report import run_report
 
         result = run_report(
-            explainer,
-            evaluation,
+            run,
             folder,
             k=settings["k"],
             iou_threshold=thr,
@@ -404,7 +402,7 @@ def _prepare_out(folder: Path) -> Path:
 def _intended_use(explainer) -> str:
     from btxrd.runtime.contract import intended_use_for
 
-    return intended_use_for(explainer.identity()["demo"])
+    return intended_use_for(explainer.demo)  # from the checkpoint: no forward pass
 
 
 def _notifier(quiet: bool) -> Callable[[str], None]:

@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 
 from btxrd.explain import render
-from btxrd.explain.annotations import annotation_mask, score_annotation
-from btxrd.explain.evaluate import Evaluation, Log, cams_for, silent
-from btxrd.explain.model import Explainer
+from btxrd.explain.evaluate import Evaluation, Log, silent
+from btxrd.explain.lesions import score_against_mask
+from btxrd.explain.run import ExplainRun
 from btxrd.explain.scores import DEFAULT_IOU_THRESHOLD
 from btxrd.explain.selection import KINDS, cell_title, select_examples
 from btxrd.export.data.metrics import classification_metrics
@@ -32,20 +32,21 @@ METRICS_SCHEMA_VERSION = 1
 
 @dataclass(frozen=True)
 class GalleryResult:
-    images: dict[str, Image.Image]  # class -> gallery grid
+    figures: dict[str, render.Png]  # class -> gallery grid, as written to its file
     paths: dict[str, Path]
     metrics: dict[str, Any]
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
 
-def gallery_metrics(explainer: Explainer, evaluation: Evaluation) -> dict[str, Any]:
+def gallery_metrics(run: ExplainRun) -> dict[str, Any]:
     """Accuracy, per-class precision/recall/AUC and the confusion matrix, with provenance."""
+    evaluation = run.evaluation
     metrics = classification_metrics(
         evaluation.y_true, evaluation.probabilities, evaluation.class_names
     )
     return {
         "schema_version": METRICS_SCHEMA_VERSION,
-        "model": explainer.identity(),
+        "model": run.model_identity,
         "subset": evaluation.subset,
         "num_images": len(evaluation.samples),
         **metrics,
@@ -54,8 +55,7 @@ def gallery_metrics(explainer: Explainer, evaluation: Evaluation) -> dict[str, A
 
 
 def run_gallery(
-    explainer: Explainer,
-    evaluation: Evaluation,
+    run: ExplainRun,
     out: Path,
     *,
     k: int = 3,
@@ -65,6 +65,7 @@ def run_gallery(
     log: Log = silent,
 ) -> GalleryResult:
     """Write ``gallery_{class}.png`` for every class and ``metrics.json`` into ``out``."""
+    evaluation = run.evaluation
     names = evaluation.class_names
     selections = [
         select_examples(evaluation.y_true, evaluation.probabilities, c, k, name)
@@ -74,20 +75,22 @@ def run_gallery(
     for warning in warnings:
         log(f"warning: {warning}")
     chosen = sorted({i for s in selections for kind in KINDS for i in s.indices[kind]})
-    drawn = _views(explainer, evaluation, chosen, method, alpha, iou_threshold, warnings)
+    drawn = _views(run, chosen, method, alpha, iou_threshold, warnings)
     views = dict(zip(chosen, drawn, strict=True))
-    images, paths = {}, {}
+    figures, paths = {}, {}
+    layer = run.explainer.target_layer_name
     for c, selection in enumerate(selections):
         rows = [
             (kind, [_cell(kind, c, i, evaluation, views[i]) for i in selection.indices[kind]])
             for kind in KINDS
         ]
-        title = f"{selection.class_name}: {method} on {explainer.target_layer_name}"
-        images[selection.class_name] = render.grid(rows, title=title, columns=k)
-        paths[selection.class_name] = render.save_png(
-            images[selection.class_name], out / f"gallery_{_safe(selection.class_name)}.png"
+        title = f"{selection.class_name}: {method} on {layer}"
+        figure = render.encode_png(render.grid(rows, title=title, columns=k))
+        figures[selection.class_name] = figure
+        paths[selection.class_name] = render.write_png(
+            figure, out / f"gallery_{_safe(selection.class_name)}.png"
         )
-    metrics = gallery_metrics(explainer, evaluation)
+    metrics = gallery_metrics(run)
     metrics["method"] = method
     metrics["gallery"] = {
         s.class_name: {
@@ -99,7 +102,7 @@ def run_gallery(
     metrics["warnings"] = warnings
     paths["metrics"] = out / "metrics.json"
     write_text(paths["metrics"], json.dumps(metrics, indent=2) + "\n")
-    return GalleryResult(images, paths, metrics, tuple(warnings))
+    return GalleryResult(figures, paths, metrics, tuple(warnings))
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,7 @@ class _View:
 
 
 def _views(
-    explainer: Explainer,
-    evaluation: Evaluation,
+    run: ExplainRun,
     chosen: list[int],
     method: str,
     alpha: float,
@@ -119,25 +121,21 @@ def _views(
     warnings: list[str],
 ) -> list[_View]:
     """The CAM of the predicted class for each chosen sample, drawn once."""
+    evaluation = run.evaluation
     y_pred = evaluation.y_pred
-    samples = [evaluation.samples[i] for i in chosen]
-    targets = [int(y_pred[i]) for i in chosen]
     views = []
-    for index, (sample, decoded, result) in zip(
-        chosen, cams_for(explainer, samples, targets, method), strict=True
-    ):
+    for index, result in zip(chosen, run.predicted_cams(chosen, method), strict=True):
+        sample, thumbnail = evaluation.samples[index], evaluation.images[index].thumbnail
         if not result.ok:
             warnings.append(f"{sample.image_id}: {result.problem}")
-            views.append(_View(render.thumbnail(decoded.image), f"no CAM: {result.problem}"))
+            views.append(_View(render.thumbnail(thumbnail), f"no CAM: {result.problem}"))
             continue
         note, mask = "", None
         if evaluation.y_true[index] == y_pred[index]:
-            note, mask = _annotation_note(
-                sample, decoded.image.size, explainer, result, iou_threshold
-            )
+            note, mask = _annotation_note(run, index, result, iou_threshold)
         elif sample.annotation_path is not None:
-            note, mask = _missed_lesion(sample, decoded.image.size, explainer)
-        views.append(_View(render.attention(decoded.image, result.cam, alpha, mask), note))
+            note, mask = _missed_lesion(run, index)
+        views.append(_View(render.attention(thumbnail, result.cam, alpha, mask), note))
     return views
 
 
@@ -155,22 +153,21 @@ def _cell(kind: str, class_index: int, index: int, evaluation: Evaluation, view:
     return render.captioned(view.image, lines)
 
 
-def _annotation_note(sample, size, explainer, result, iou_threshold):
-    if sample.annotation_path is None:
+def _annotation_note(run: ExplainRun, index: int, result, iou_threshold: float):
+    if run.evaluation.samples[index].annotation_path is None:
         return "attention only (no annotation)", None
-    mask, scores, reason = score_annotation(
-        sample.annotation_path, size, result, explainer.prep, iou_threshold
-    )
+    mask, reason = run.lesion_mask(index)
+    scores, reason = score_against_mask(mask, reason, result, iou_threshold)
     if scores is None:
         return f"IoU n/a: {reason}", None
     hit = "hit" if scores.pointing_hit else "miss"
     return f"IoU@{iou_threshold:g} {scores.iou:.2f} (best {scores.iou_best:.2f}), {hit}", mask.mask
 
 
-def _missed_lesion(sample, size, explainer) -> tuple[str, np.ndarray | None]:
+def _missed_lesion(run: ExplainRun, index: int) -> tuple[str, np.ndarray | None]:
     """The lesion outline of a misclassified tumour image; no score, since its CAM is of the
     predicted class, not of the lesion's."""
-    mask, reason = annotation_mask(sample.annotation_path, size, explainer.prep)
+    mask, reason = run.lesion_mask(index)
     if mask is None or not mask.ok:
         return f"no lesion outline: {reason}", None
     return "annotated lesion outlined", mask.mask

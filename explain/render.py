@@ -9,13 +9,14 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from btxrd.runtime.atomic import atomic_open
+from btxrd.runtime.atomic import write_bytes
 from btxrd.runtime.overlay import jet, overlay, resize_cam
 
 CELL = 240
@@ -39,9 +40,17 @@ def display_size(size: tuple[int, int], box: int = CELL) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def fit(image: Image.Image, box: int = CELL) -> Image.Image:
+    """``image`` scaled to fit a ``box`` square, its mode kept: a grayscale radiograph stays one
+    band, a third of the memory of RGB (a run keeps one per image)."""
+    return image.resize(display_size(image.size, box), Image.Resampling.BILINEAR)
+
+
 def thumbnail(image: Image.Image, box: int = CELL) -> Image.Image:
-    """The radiograph as RGB, scaled to fit a ``box`` square."""
-    return image.convert("RGB").resize(display_size(image.size, box), Image.Resampling.BILINEAR)
+    """The radiograph as RGB, scaled to fit a ``box`` square. Resized before the conversion:
+    Pillow resizes bands independently, so the pixels are those of converting first, and an
+    image that already fits (``fit``) is only copied."""
+    return fit(image, box).convert("RGB")
 
 
 def attention(
@@ -152,17 +161,35 @@ def stack(images: Sequence[Image.Image]) -> Image.Image:
     return canvas
 
 
-def save_png(image: Image.Image, path: str | Path) -> Path:
-    """Write ``image`` as an RGB PNG through the atomic helper."""
-    with atomic_open(path, "wb") as handle:
-        image.convert("RGB").save(handle, format="PNG", optimize=True)
+@dataclass(frozen=True)
+class Png:
+    """A figure encoded once (optimised PNG encoding is the slow part of writing one): the bytes
+    its file holds are the bytes report.html embeds."""
+
+    data: bytes
+    width: int
+    height: int
+
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.data).decode("ascii")
+
+
+def encode_png(image: Image.Image) -> Png:
+    """``image`` as RGB PNG bytes."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG", optimize=True)
+    return Png(buffer.getvalue(), image.width, image.height)
+
+
+def write_png(png: Png, path: str | Path) -> Path:
+    """Write encoded PNG bytes through the atomic helper."""
+    write_bytes(path, png.data)
     return Path(path)
 
 
-def png_data_uri(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+def save_png(image: Image.Image, path: str | Path) -> Path:
+    """Encode ``image`` and write it (for a figure that is not embedded anywhere else)."""
+    return write_png(encode_png(image), path)
 
 
 def _resized_mask(mask: np.ndarray, size: tuple[int, int]) -> Image.Image:

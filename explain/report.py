@@ -1,6 +1,7 @@
 """One self-contained ``report.html``: metrics, confusion matrix, galleries, attention vs
-annotation with the best and worst cases. Images are embedded as data URIs, so the file can be
-mailed or archived alone; there is no script and nothing is fetched."""
+annotation with the best and worst cases. Images are embedded as data URIs (the bytes of the
+PNG files beside it, encoded once), so the file can be mailed or archived alone; there is no
+script and nothing is fetched."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from typing import Any
 
 from btxrd.explain import render
 from btxrd.explain.annotations import AnnotationResult, run_annotations
-from btxrd.explain.evaluate import Evaluation, Log, silent
+from btxrd.explain.evaluate import Log, silent
 from btxrd.explain.gallery import GalleryResult, run_gallery
-from btxrd.explain.model import Explainer
+from btxrd.explain.run import ExplainRun
 from btxrd.explain.scores import DEFAULT_IOU_THRESHOLD
 from btxrd.runtime.atomic import write_text
 from btxrd.runtime.contract import intended_use_for
@@ -48,8 +49,7 @@ class ReportResult:
 
 
 def run_report(
-    explainer: Explainer,
-    evaluation: Evaluation,
+    run: ExplainRun,
     out: Path,
     *,
     k: int = 3,
@@ -61,8 +61,7 @@ def run_report(
 ) -> ReportResult:
     """Galleries, metrics, annotation scores and ``report.html``, all in ``out``."""
     gallery = run_gallery(
-        explainer,
-        evaluation,
+        run,
         out,
         k=k,
         method=method,
@@ -71,8 +70,7 @@ def run_report(
         log=log,
     )
     annotations = run_annotations(
-        explainer,
-        evaluation,
+        run,
         out,
         method=method,
         iou_threshold=iou_threshold,
@@ -81,19 +79,15 @@ def run_report(
         log=log,
     )
     path = out / "report.html"
-    write_text(path, build_html(explainer, evaluation, gallery, annotations))
+    write_text(path, build_html(run, gallery, annotations))
     return ReportResult(path, gallery, annotations)
 
 
-def build_html(
-    explainer: Explainer,
-    evaluation: Evaluation,
-    gallery: GalleryResult,
-    annotations: AnnotationResult,
-) -> str:
+def build_html(run: ExplainRun, gallery: GalleryResult, annotations: AnnotationResult) -> str:
+    """The page; its figures embed the PNG bytes already written to their files."""
     metrics, report = gallery.metrics, annotations.report
-    identity = explainer.identity()
-    intended = intended_use_for(identity["demo"])
+    evaluation, identity = run.evaluation, run.model_identity
+    intended = intended_use_for(run.explainer.demo)
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "<!DOCTYPE html>",
@@ -131,7 +125,7 @@ def build_html(
         "(white), the CAM's maximum (green cross) and the IoU; misclassified tumour images "
         "show the outline and the maximum without a score (their CAM is of another class); "
         "Normal images have no annotation, so they show attention only.</p>",
-        *(_figure(image, f"Gallery: {name}") for name, image in gallery.images.items()),
+        *(_figure(png, f"Gallery: {name}") for name, png in gallery.figures.items()),
         *_annotation_section(report, annotations),
         *_warnings([*gallery.warnings, *annotations.warnings], evaluation.failed),
         f"<p><small>{_e(NOT_FOR_CLINICAL_USE)} Written by btxrd-explain.</small></p>",
@@ -218,10 +212,14 @@ def _annotation_section(report: dict[str, Any], annotations: AnnotationResult) -
         "<dt>Energy inside the lesion</dt><dd>The share of the CAM's total mass inside the "
         "lesion; a map with no preference would score the lesion's share of the image.</dd></dl>",
     ]
-    for title, image in (("Best cases", annotations.best), ("Worst cases", annotations.worst)):
-        if image is not None:
-            parts.append(f"<h3>{title}</h3>")
-            parts.append(_figure(image, f"{title}: original, lesion mask, heatmap, overlay"))
+    if annotations.comparison is not None:
+        parts.append("<h3>Best and worst cases</h3>")
+        parts.append(
+            _figure(
+                annotations.comparison,
+                "Best cases above, worst cases below: original, lesion mask, heatmap, overlay",
+            )
+        )
     parts.append(
         f"<details><summary>All {len(per_image)} images</summary>"
         + _table(
@@ -251,10 +249,10 @@ def _warnings(warnings: Sequence[str], failed: Iterable[tuple[str, str]]) -> lis
     return ["<h2>Warnings</h2><ul>", *(f"<li>{_e(w)}</li>" for w in items), "</ul>"]
 
 
-def _figure(image, caption: str) -> str:
+def _figure(png: render.Png, caption: str) -> str:
     return (
-        f'<figure><img src="{render.png_data_uri(image)}" alt="{_e(caption)}" '
-        f'width="{image.width}" height="{image.height}"><figcaption>{_e(caption)}</figcaption>'
+        f'<figure><img src="{png.data_uri()}" alt="{_e(caption)}" '
+        f'width="{png.width}" height="{png.height}"><figcaption>{_e(caption)}</figcaption>'
         "</figure>"
     )
 
