@@ -12,15 +12,23 @@ from pathlib import Path
 import click
 
 from btxrd.runtime.atomic import write_bytes, write_text
-from btxrd.runtime.cliutil import debug_option, run_cli
-from btxrd.runtime.errors import ModelError
+from btxrd.runtime.cliutil import (
+    CONTEXT_SETTINGS,
+    debug_option,
+    documents_exit_codes,
+    prepare_output_dir,
+    run_cli,
+)
+from btxrd.runtime.errors import ConfigError, ModelError
+from btxrd.runtime.inputs import collect_folder
 from btxrd.runtime.paths import default_samples_dir
 from btxrd.runtime.selftest import SELFTEST_TOLERANCE, selftest_images
 
-IMAGE_GLOBS = ("*.jpeg", "*.jpg", "*.png")
+# The parity set is derived with Pillow (the reference decode); DICOM sources would need pydicom.
+_NOT_PARITY_SOURCES = (".dcm", ".dicom")
 
 
-@click.command(name="btxrd-export", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(name="btxrd-export", context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--checkpoint",
     "checkpoint_path",
@@ -45,6 +53,7 @@ IMAGE_GLOBS = ("*.jpeg", "*.jpg", "*.png")
 )
 @click.option("--opset", default=18, show_default=True, type=click.IntRange(17, 23))
 @debug_option
+@documents_exit_codes
 def main(
     checkpoint_path: Path,
     out_path: Path,
@@ -56,11 +65,11 @@ def main(
     """Export CHECKPOINT to one ONNX file that carries its class names, preprocessing contract
     and provenance, then prove on real image files that its scores match PyTorch.
 
-    Exit codes: 0 exported and parity passed; 1 parity failed (no model written);
-    2 usage error; 3 checkpoint unusable.
+    Here exit code 1 means no model is written because parity failed (ONNX and PyTorch
+    disagree) or a --parity-images file cannot be read.
 
+    \b
     Example:
-
         btxrd-export --checkpoint models/btxrd-demo.pt --out models/btxrd-demo.onnx
     """
     run_cli(lambda: _export(checkpoint_path, out_path, parity_images, intended_use, opset), debug)
@@ -79,6 +88,7 @@ def _export(
     from btxrd.export.parity import check_parity, reference_probabilities, write_parity_images
 
     started = time.perf_counter()
+    prepare_output_dir(out_path.parent)
     checkpoint = load_checkpoint(checkpoint_path)
     sources = _parity_sources(parity_dir or default_samples_dir())
     model, arch = build_model(checkpoint)
@@ -93,7 +103,6 @@ def _export(
     }
     metadata = build_metadata(checkpoint, arch, reference, intended_use)
     data = finalise(export_model_proto(model, arch, prep.image_size, opset), metadata)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     report_path = out_path.with_suffix(".parity.json")
     with tempfile.TemporaryDirectory(prefix="btxrd-parity-") as tmp:
         candidate = Path(tmp) / out_path.name
@@ -126,11 +135,26 @@ def _export(
 
 
 def _parity_sources(folder: Path) -> list[Path]:
-    found = sorted(p for pattern in IMAGE_GLOBS for p in folder.glob(pattern))
+    found = [
+        p
+        for p in collect_folder(folder, recursive=False)
+        if p.suffix.lower() not in _NOT_PARITY_SOURCES
+    ]
     if not found:
         raise ModelError(f"{folder}: no radiographs to check parity on; pass --parity-images DIR")
     # Two radiographs per class name prefix is plenty: each is derived into nine file kinds.
-    return found[: int(os.environ.get("BTXRD_PARITY_SOURCES", "3"))]
+    return found[: _parity_source_count()]
+
+
+def _parity_source_count() -> int:
+    value = os.environ.get("BTXRD_PARITY_SOURCES", "3")
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ConfigError(f"BTXRD_PARITY_SOURCES is {value!r}; set it to a whole number above 0")
+    return count
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from torchvision import transforms
 
 from btxrd.runtime.classifier import Classifier
 from btxrd.runtime.contract import Preprocessing
+from btxrd.runtime.errors import InputError
 
 PARITY_TOLERANCE = 1e-4
 _EXIF_ORIENTATION = 0x0112
@@ -43,8 +44,14 @@ def write_parity_images(sources: list[Path], out_dir: Path) -> list[ParityCase]:
         cases.append(ParityCase(path, kind))
 
     for i, source in enumerate(sources):
-        with Image.open(source) as opened:
-            gray = ImageOps.exif_transpose(opened).convert("L")
+        try:
+            with Image.open(source) as opened:
+                gray = ImageOps.exif_transpose(opened).convert("L")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise InputError(
+                f"{source}: cannot derive parity images from it ({exc}); remove it from the "
+                "folder or pass another --parity-images"
+            ) from None
         w, h = gray.size
         add(gray, f"{i}_gray.jpeg", "grayscale JPEG", quality=92)
         tinted = Image.merge("RGB", [gray, gray.point(lambda v: int(v * 0.97)), gray])

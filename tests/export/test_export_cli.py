@@ -1,0 +1,98 @@
+"""`btxrd-export`'s command line: the shared help and exit codes, where the parity images come
+from, and faults that are one line instead of an internal error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+
+from btxrd.export.cli import _parity_sources  # noqa: E402
+from btxrd.export.cli import main as export_main  # noqa: E402
+from btxrd.export.parity import write_parity_images  # noqa: E402
+from btxrd.runtime.cliutil import EXIT_CODES_HELP  # noqa: E402
+from btxrd.runtime.errors import InputError  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help_documents_exit_codes_and_an_example(flag: str) -> None:
+    result = CliRunner().invoke(export_main, [flag])
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert " ".join(EXIT_CODES_HELP.split()) in text
+    assert "Example: btxrd-export --checkpoint" in text
+    assert "--debug" in text
+
+
+def test_parity_sources_are_the_runtimes_image_files_at_the_top_level(tmp_path: Path) -> None:
+    gray = Image.new("L", (32, 32), 128)
+    for name in ("b.PNG", "a.jpeg", "c.tif", "d.bmp", ".hidden.jpg"):
+        gray.save(tmp_path / name)
+    (tmp_path / "scan.dcm").write_bytes(b"\0" * 132)  # Pillow cannot derive parity images
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "sub").mkdir()
+    gray.save(tmp_path / "sub" / "e.jpg")
+    found = _parity_sources(tmp_path)
+    assert [p.name for p in found] == ["a.jpeg", "b.PNG", "c.tif"]  # first 3 by default
+
+
+def test_parity_source_count_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a.png", "b.png"):
+        Image.new("L", (32, 32)).save(tmp_path / name)
+    monkeypatch.setenv("BTXRD_PARITY_SOURCES", "1")
+    assert [p.name for p in _parity_sources(tmp_path)] == ["a.png"]
+
+
+def test_a_bad_parity_source_count_is_a_config_error(
+    tmp_path: Path, tiny_checkpoint: Path, radiograph_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BTXRD_PARITY_SOURCES", "many")
+    result = CliRunner().invoke(
+        export_main,
+        [
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--out",
+            str(tmp_path / "m.onnx"),
+            "--parity-images",
+            str(radiograph_dir),
+        ],
+    )
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert "BTXRD_PARITY_SOURCES" in line and "'many'" in line
+
+
+def test_a_folder_without_radiographs_is_refused(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "scan.dcm").write_bytes(b"\0" * 132)
+    result = CliRunner().invoke(
+        export_main,
+        [
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--out",
+            str(tmp_path / "m.onnx"),
+            "--parity-images",
+            str(empty),
+        ],
+    )
+    assert result.exit_code == 3
+    (line,) = result.stderr.splitlines()
+    assert "no radiographs to check parity on" in line and "--parity-images" in line
+
+
+def test_an_unreadable_parity_source_names_the_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpeg"
+    broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    with pytest.raises(InputError, match=r"broken\.jpeg: cannot derive parity images"):
+        write_parity_images([broken], tmp_path / "images")
