@@ -24,6 +24,7 @@ from btxrd.runtime.model import ModelInfo, OnnxModel
 from btxrd.runtime.postprocess import finite_rows, softmax
 from btxrd.runtime.preprocess import preprocess
 from btxrd.runtime.settings import InferenceSettings
+from btxrd.runtime.text import text_of
 
 _DEFAULTS = InferenceSettings()
 
@@ -74,8 +75,9 @@ class Prediction:
             "confidence": self.confidence,
             "scores": dict(self.scores),
             "path": self.path,
-            "error": self.error,
-            "notes": list(self.notes),
+            # Messages quote file names, which may hold bytes that are not UTF-8.
+            "error": None if self.error is None else text_of(self.error),
+            "notes": [text_of(note) for note in self.notes],
             "timings_ms": dict(self.timings_ms),
         }
 
@@ -155,6 +157,8 @@ class Classifier:
             return _Prepared(source, kept, array, None, _ms(start), image.notes)
         except BtxrdError as exc:
             return _Prepared(source, None, None, str(exc), _ms(start))
+        except Exception as exc:  # per-input fence: one file's surprise never ends the batch
+            return _Prepared(source, None, None, unexpected(source, "reading", exc), _ms(start))
 
     def _infer(self, batch: list[_Prepared], with_cam: bool) -> Iterator[Prediction]:
         arrays = [item.array for item in batch if item.array is not None]
@@ -163,7 +167,11 @@ class Classifier:
         infer_ms = 0.0
         if arrays:
             start = time.perf_counter()
-            logits, cams = self._model.run(np.stack(arrays), with_cam=with_cam)
+            try:
+                logits, cams = self._model.run(np.stack(arrays), with_cam=with_cam)
+            except Exception:  # per-input fence: find the input that fails, score the rest
+                yield from self._infer_one_by_one(batch, with_cam)
+                return
             infer_ms = _ms(start) / len(arrays)
         row = 0
         for item in batch:
@@ -172,6 +180,20 @@ class Classifier:
                 continue
             yield self._success(item, logits[row], cams, row, infer_ms)
             row += 1
+
+    def _infer_one_by_one(self, batch: list[_Prepared], with_cam: bool) -> Iterator[Prediction]:
+        for item in batch:
+            if item.array is None:
+                yield self._failure(item.source, item.error or "unknown error", item.decode_ms)
+                continue
+            start = time.perf_counter()
+            try:
+                logits, cams = self._model.run(item.array[None], with_cam=with_cam)
+            except Exception as exc:
+                message = unexpected(item.source, "scoring", exc)
+                yield self._failure(item.source, message, item.decode_ms)
+                continue
+            yield self._success(item, logits[0], cams, 0, _ms(start))
 
     def _decode(self, source: ImageSource) -> DecodedImage:
         if isinstance(source, (str, Path)):
@@ -210,6 +232,10 @@ class Classifier:
             image=image.image if cams is not None and image is not None else None,
         )
 
+    def failure(self, source: ImageSource, error: str) -> Prediction:
+        """The error record of an input that was never classified (``error`` names the cause)."""
+        return self._failure(source, error, 0.0)
+
     def _failure(self, source, error: str, decode_ms: float) -> Prediction:
         return Prediction(
             image_name=_name(source),
@@ -245,9 +271,19 @@ def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
+def unexpected(source: ImageSource, doing: str, exc: BaseException) -> str:
+    """The error record of an input that raised something btxrd did not foresee."""
+    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return (
+        f"{_path(source) or _name(source)}: unexpected error while {doing} it "
+        f"({type(exc).__name__}{': ' + detail if detail else ''}); the batch went on. "
+        "This is a btxrd bug: please report it with this line"
+    )
+
+
 def _name(source: ImageSource) -> str:
     if isinstance(source, (str, Path)):
-        return Path(source).name
+        return text_of(Path(source).name)
     if isinstance(source, Image.Image):
         filename = getattr(source, "filename", "")
         return Path(filename).name if filename else "<image>"
@@ -255,4 +291,4 @@ def _name(source: ImageSource) -> str:
 
 
 def _path(source: ImageSource) -> str | None:
-    return str(source) if isinstance(source, (str, Path)) else None
+    return text_of(source) if isinstance(source, (str, Path)) else None

@@ -128,7 +128,6 @@ def main(**options) -> None:
     run_cli(lambda: _run(_parse(options)), debug)
 
 
-
 def _run(options: RunOptions) -> int:
     from btxrd.runtime.classifier import Classifier
     from btxrd.runtime.config import load_config
@@ -163,16 +162,21 @@ def _run(options: RunOptions) -> int:
     if cam_class is not None and cam_class not in classifier.class_names:
         raise ConfigError(f"--cam-class {cam_class!r} is not one of {list(classifier.class_names)}")
 
-    paths = _inputs(
+    paths, problems = _inputs(
         options.images,
         options.folder,
         options.recursive,
         exclude=tuple(p for p in (cam_out,) if p),
     )
+    from btxrd.runtime.atomic import protect
     from btxrd.runtime.report import make_sink
 
+    # No output may replace an input or the model, however the paths are spelled.
+    protect(paths, "input image")
+    protect([model_file], "model")
     sink = make_sink(fmt, classifier.info, options.output, resume=options.resume)
-    todo = [p for p in paths if str(p) not in sink.recorded]
+    todo = [p for p in paths if not sink.already_recorded(p)]
+    failures = [classifier.failure(path, message) for path, message in problems]
     if not options.quiet:
         _notice(classifier.info.metadata.intended_use)
         if sink.recorded:
@@ -184,6 +188,7 @@ def _run(options: RunOptions) -> int:
         classifier,
         todo,
         sink,
+        failures=failures,
         cam_out=cam_out,
         cam_class=cam_class,
         folder=options.folder,
@@ -197,6 +202,7 @@ def _classify(
     paths: list[Path],
     sink,
     *,
+    failures: list,
     cam_out: Path | None,
     cam_class: str | None,
     folder: Path | None,
@@ -205,12 +211,16 @@ def _classify(
 ) -> int:
     from btxrd.runtime.inputs import output_names
     from btxrd.runtime.report import summarise
+    from btxrd.runtime.text import for_terminal
 
     cam_names = output_names(paths, folder, "_cam.png") if cam_out else []
     predictions = []
     started = time.perf_counter()
     interrupted = False
     try:
+        for failure in failures:  # folders and files that could not even be looked at
+            predictions.append(failure)
+            sink.add(failure)
         stream = classifier.predict_many(paths, with_cam=cam_out is not None)
         for i, prediction in enumerate(_progress(stream, len(paths), quiet)):
             if cam_out is not None and prediction.ok:
@@ -233,7 +243,7 @@ def _classify(
         return EXIT_INTERRUPTED
     for p in predictions:
         if p.error:
-            click.echo(f"btxrd-run: error: {p.error}", err=True)
+            click.echo(f"btxrd-run: error: {for_terminal(p.error)}", err=True)
     if not quiet and summary["classified"]:
         _notice(
             f"speed: {summary['mean_decode_preprocess_ms']:.1f} ms decode+preprocess, "
@@ -244,9 +254,12 @@ def _classify(
 
 
 def _write_cam(classifier, prediction, path: Path, cam_class: str | None, alpha: float):
+    """Write one overlay. Fenced: whatever fails here (a name too long for the file system, a
+    full disk, an overlay that would replace an input) becomes this input's error record."""
     from dataclasses import replace
 
     from btxrd.runtime.atomic import atomic_open
+    from btxrd.runtime.errors import BtxrdError
     from btxrd.runtime.overlay import normalise_cam, overlay
 
     target = cam_class or prediction.prediction
@@ -255,8 +268,17 @@ def _write_cam(classifier, prediction, path: Path, cam_class: str | None, alpha:
     if cam01 is None:
         note = f"CAM for {target} is flat (no positive evidence); no overlay written"
         return replace(prediction, notes=(*prediction.notes, note), cam=None, image=None)
-    with atomic_open(path, "wb") as handle:
-        overlay(prediction.image, cam01, alpha).save(handle, format="PNG")
+    try:
+        with atomic_open(path, "wb") as handle:
+            overlay(prediction.image, cam01, alpha).save(handle, format="PNG")
+    except (OSError, BtxrdError, ValueError) as exc:
+        cause = getattr(exc, "strerror", None) or str(exc)
+        message = (
+            f"{prediction.path or prediction.image_name}: classified {prediction.prediction} "
+            f"({prediction.confidence:.3f}) but its overlay {path} could not be written "
+            f"({cause}); fix that and rerun this image"
+        )
+        return classifier.failure(prediction.path or prediction.image_name, message)
     return replace(
         prediction, notes=(*prediction.notes, f"cam: {path} ({target})"), cam=None, image=None
     )
@@ -284,18 +306,21 @@ def _check_usage(options: RunOptions) -> str:
     return fmt or HUMAN
 
 
-def _inputs(images, folder: Path | None, recursive: bool, exclude: tuple[Path, ...]) -> list[Path]:
-    from btxrd.runtime.inputs import collect_folder
+def _inputs(
+    images, folder: Path | None, recursive: bool, exclude: tuple[Path, ...]
+) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The input files, and (path, message) for what could not be looked at."""
+    from btxrd.runtime.inputs import walk_folder
 
     if folder is None:
-        return list(images)
+        return list(images), []
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
-    paths = collect_folder(folder, recursive=recursive, exclude=exclude)
-    if not paths:
+    listing = walk_folder(folder, recursive=recursive, exclude=exclude)
+    if not listing.paths and not listing.problems:
         hint = "" if recursive else " (add --recursive to look in sub-folders)"
         raise InputError(f"{folder}: no image files found{hint}")
-    return paths
+    return listing.paths, listing.problems
 
 
 def _progress(stream: Iterator, total: int, quiet: bool) -> Iterator:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -103,8 +105,10 @@ def run_cli(action: Callable[[], int], debug: bool) -> None:
 
     program = click.get_current_context().command_path
     quiet_decoder_warnings()
+    _terminate_like_ctrl_c()
     try:
         code = action()
+        sys.stdout.flush()  # a full stdout (/dev/full) fails here, inside the error handling
     except click.ClickException:
         raise  # usage errors: click prints them with the usage line and exits 2
     except BtxrdError as exc:
@@ -119,6 +123,13 @@ def run_cli(action: Callable[[], int], debug: bool) -> None:
         # The reader went away (`| head`): nothing more to say, and nowhere to say it.
         _silence_stdout()
         sys.exit(EXIT_OK)
+    except OSError as exc:
+        if debug:
+            raise
+        # Raised outside any file btxrd opened: stdout or stderr themselves (a full disk).
+        click.echo(f"{program}: error: cannot write the output ({exc.strerror or exc})", err=True)
+        _silence_stdout()
+        sys.exit(EXIT_MODEL)
     except Exception as exc:  # a bug in btxrd: still one line unless --debug
         if debug:
             raise
@@ -129,6 +140,17 @@ def run_cli(action: Callable[[], int], debug: bool) -> None:
         )
         sys.exit(EXIT_MODEL)
     sys.exit(code)
+
+
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM (``kill``, a scheduler's timeout) ends a run as Ctrl-C does: finished results are
+    committed and the exit code is 130. Only the main thread may install handlers."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _silence_stdout() -> None:

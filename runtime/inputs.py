@@ -3,20 +3,50 @@
 from __future__ import annotations
 
 import os
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from btxrd.runtime.imageio import IMAGE_SUFFIXES
 
 
+@dataclass(frozen=True)
+class FolderListing:
+    """The image files of a folder walk, and what could not be looked at (each gets an error
+    record, so nothing is skipped without a word)."""
+
+    paths: list[Path]
+    problems: list[tuple[Path, str]]  # (path, message)
+
+
 def collect_folder(folder: Path, *, recursive: bool, exclude: tuple[Path, ...] = ()) -> list[Path]:
-    """Image files in ``folder`` (sorted), skipping hidden entries and ``exclude`` folders.
+    """Image files in ``folder`` (sorted), skipping hidden entries and ``exclude`` folders."""
+    return walk_folder(folder, recursive=recursive, exclude=exclude).paths
+
+
+def walk_folder(folder: Path, *, recursive: bool, exclude: tuple[Path, ...] = ()) -> FolderListing:
+    """Regular image files in ``folder`` (sorted), skipping hidden entries and ``exclude``
+    folders; unreadable sub-folders and image-named FIFOs, devices or sockets are problems.
 
     Symbolic links to folders are followed once each, so a link loop cannot recurse forever.
+    Only regular files are listed: opening a FIFO would wait forever for a writer.
     """
     excluded = {os.path.realpath(p) for p in exclude}
     seen_dirs: set[str] = set()
     found: list[Path] = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
+    problems: list[tuple[Path, str]] = []
+
+    def unreadable(error: OSError) -> None:
+        where = Path(error.filename) if error.filename else folder
+        problems.append(
+            (
+                where,
+                f"{where}: cannot read this folder ({error.strerror or error}); "
+                "its images were not classified: make it readable and rerun",
+            )
+        )
+
+    for root, dirs, files in os.walk(folder, followlinks=True, onerror=unreadable):
         real = os.path.realpath(root)
         if real in seen_dirs or real in excluded:
             dirs[:] = []
@@ -26,8 +56,29 @@ def collect_folder(folder: Path, *, recursive: bool, exclude: tuple[Path, ...] =
         for name in files:
             if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
                 continue
-            found.append(Path(root) / name)
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+            path = Path(root) / name
+            kind = _not_regular(path)
+            if kind:
+                problems.append((path, f"{path}: is a {kind}, not a regular file; not read"))
+                continue
+            found.append(path)
+    found.sort(key=lambda p: p.relative_to(folder).as_posix())
+    problems.sort(key=lambda item: str(item[0]))
+    return FolderListing(found, problems)
+
+
+def _not_regular(path: Path) -> str | None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # broken link or unreadable: the decoder names the cause in the record
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file"
 
 
 def output_names(paths: list[Path], base: Path | None, suffix: str) -> list[str]:

@@ -17,8 +17,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from btxrd.runtime.atomic import AtomicFile, write_text
+from btxrd.runtime.atomic import AtomicFile, destination, write_text
 from btxrd.runtime.errors import OutputError
+from btxrd.runtime.jsonl import JsonlJournal, input_key
+from btxrd.runtime.text import for_terminal, text_of
 
 if TYPE_CHECKING:  # the CLI imports this module for its flags; onnxruntime loads only to classify
     from btxrd.runtime.classifier import Prediction
@@ -46,15 +48,24 @@ class Sink:
     def add(self, prediction: Prediction) -> None:
         self.records.append(prediction.to_record())
 
+    def already_recorded(self, path: str | Path) -> bool:
+        """Whether a resumed file already holds ``path``'s result (however it is spelled)."""
+        return bool(self.recorded) and input_key(text_of(path)) in self.recorded
+
     def close(self, summary: dict[str, Any]) -> None:
         """Write what was collected (also called after an interruption)."""
 
     def _write_output(self, text: str) -> None:
-        assert self.output is not None
+        """The whole result, to ``--output`` (atomically) or to stdout."""
         try:
-            write_text(self.output, text)
+            if self.output is None:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            else:
+                write_text(self.output, text)
         except OSError as exc:
-            raise _cannot_write(self.output, exc) from None
+            fault = _stdout_fault(exc) if self.output is None else _cannot_write(self.output, exc)
+            raise fault from None
 
 
 def _cannot_write(path: Path, exc: OSError) -> OutputError:
@@ -62,6 +73,12 @@ def _cannot_write(path: Path, exc: OSError) -> OutputError:
         f"{path}: cannot write the results ({exc.strerror or exc}); any previous file there "
         "is unchanged. Free some space or choose another --output"
     )
+
+
+def _stdout_fault(exc: OSError) -> BaseException:
+    if isinstance(exc, BrokenPipeError):
+        return exc  # the reader went away (`| head`): the command exits quietly
+    return OutputError(f"stdout: cannot write the results ({exc.strerror or exc})")
 
 
 class JsonSink(Sink):
@@ -76,20 +93,15 @@ class JsonSink(Sink):
             "results": self.records,
         }
         text = json.dumps(document, indent=2) + "\n"
-        if self.output:
-            self._write_output(text)
-        else:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+        self._write_output(text)
 
 
 class JsonlSink(Sink):
     """One record per line as results arrive, each line written and flushed whole.
 
-    A new ``--output`` file streams into a temporary file that replaces the old one when the
-    run ends (also when it is interrupted: every line is a complete record). With ``resume``
-    the existing file keeps its complete records (``recorded`` names their inputs) and new
-    lines are appended to it.
+    To a file, lines go through a journal (``btxrd.runtime.jsonl``) that a killed run leaves
+    behind with every finished record, and that ``resume`` continues; ``recorded`` holds the
+    inputs it already has, keyed by ``jsonl.input_key``.
     """
 
     suffix = ".jsonl"
@@ -97,58 +109,48 @@ class JsonlSink(Sink):
 
     def __init__(self, info: ModelInfo, output: Path | None, resume: bool = False) -> None:
         super().__init__(info, output)
-        self._file: AtomicFile | None = None
+        self._journal: JsonlJournal | None = None
+        self._direct: AtomicFile | None = None
         if output is None:
             self._handle: IO[str] = sys.stdout
-        elif resume and output.exists():
-            self.recorded = _keep_complete_records(output)
-            self._handle = output.open("a", encoding="utf-8")
+        elif destination(output).direct:  # a FIFO or device: no journal, no resume
+            self._direct = AtomicFile(output)
+            self._handle = self._direct.handle
         else:
-            self._file = AtomicFile(output)
-            self._handle = self._file.handle
+            self._journal = JsonlJournal(output, info.sha256, resume)
+            self.recorded = self._journal.finished
 
     def add(self, prediction: Prediction) -> None:
         record = prediction.to_record()
         record["model_sha256"] = self.info.sha256
         try:
-            self._handle.write(json.dumps(record) + "\n")
-            self._handle.flush()
+            if self._journal is not None:
+                self._journal.write(record)
+            else:
+                self._handle.write(json.dumps(record) + "\n")
+                self._handle.flush()
         except OSError as exc:
-            if self.output is None:
-                raise  # stdout: a closed pipe is handled by the command
-            if self._file is not None:
-                self._file.abort()
-            raise _cannot_write(self.output, exc) from None
+            raise self._fault(exc) from None
 
     def close(self, summary: dict[str, Any]) -> None:
-        if self.output is None:
-            return
         try:
-            if self._file is not None:
-                self._file.commit()
-            else:
-                self._handle.close()
+            if self._journal is not None:
+                self._journal.commit()
+            elif self._direct is not None:
+                self._direct.commit()
         except OSError as exc:
-            raise _cannot_write(self.output, exc) from None
+            raise self._fault(exc) from None
 
-
-def _keep_complete_records(output: Path) -> frozenset[str]:
-    """Inputs a previous run classified, keeping only their complete records in ``output``.
-
-    A line cut by an interruption, and records of inputs that failed, are dropped (the file is
-    rewritten atomically), so those inputs run again and every input ends with one record.
-    """
-    kept, done = [], set()
-    for line in output.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and record.get("path") and record.get("error") is None:
-            kept.append(line)
-            done.add(record["path"])
-    write_text(output, "".join(f"{line}\n" for line in kept))
-    return frozenset(done)
+    def _fault(self, exc: OSError) -> BaseException:
+        if self.output is None:
+            return _stdout_fault(exc)
+        if self._journal is None:
+            return _cannot_write(self.output, exc)
+        self._journal.abandon()
+        return OutputError(
+            f"{self.output}: cannot write the results ({exc.strerror or exc}); every finished "
+            f"record is in {self._journal.journal}. Free some space and rerun with --resume"
+        )
 
 
 class CsvSink(Sink):
@@ -164,18 +166,15 @@ class CsvSink(Sink):
             scores = [_fmt(r["scores"].get(n)) for n in names]
             writer.writerow(
                 [
-                    r["image_name"],
-                    r["path"],
-                    r["prediction"] or "",
+                    _cell(r["image_name"]),
+                    _cell(r["path"]),
+                    _cell(r["prediction"] or ""),
                     _fmt(r["confidence"]),
                     *scores,
-                    r["error"] or "",
+                    _cell(r["error"] or ""),
                 ]
             )
-        if self.output:
-            self._write_output(buffer.getvalue())
-        else:
-            sys.stdout.write(buffer.getvalue())
+        self._write_output(buffer.getvalue())
 
 
 class HumanSink(Sink):
@@ -192,9 +191,9 @@ class HumanSink(Sink):
             cols = "".join(f"{n[:10]:>11}" for n in self._names)
             click.echo(f"{'image':<28} {'prediction':<12}{'conf':>6}{cols}")
             self._header_done = True
-        name = _shorten(prediction.image_name, 28)
+        name = _shorten(for_terminal(prediction.image_name), 28)
         if prediction.error is not None:
-            click.echo(f"{name:<28} {'ERROR':<12} {prediction.error}")
+            click.echo(f"{name:<28} {'ERROR':<12} {for_terminal(prediction.error)}")
             return
         probs = "".join(f"{prediction.scores[n]:>11.4f}" for n in self._names)
         click.echo(f"{name:<28} {prediction.prediction:<12}{prediction.confidence:>6.3f}{probs}")
@@ -242,6 +241,12 @@ def summarise(predictions: list[Prediction], wall_seconds: float) -> dict[str, A
         "mean_inference_ms": round(sum(infer) / len(ok), 2) if ok else None,
         "wall_seconds": round(wall_seconds, 3),
     }
+
+
+def _cell(text: str) -> str:
+    """A CSV cell a spreadsheet shows as text, never runs as a formula (OWASP CSV injection:
+    a cell that starts with =, +, -, @, tab or carriage return gets a leading apostrophe)."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _fmt(value: float | None) -> str:

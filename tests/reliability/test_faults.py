@@ -174,7 +174,22 @@ def test_disk_full_while_writing_keeps_the_previous_output(tiny_onnx, many_image
     assert done.returncode == 3, done.stderr
     assert_one_clear_line(done.stderr.decode(), str(out), "cannot write the results")
     assert out.read_text(encoding="utf-8") == previous
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["many", "results.out"]  # no temp files
+    if fmt != "--jsonl":
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["many", "results.out"]  # no temp
+        return
+    # Streamed records are results already: they wait in the journal, which --resume continues.
+    journal = tmp_path / "results.out.partial"
+    assert str(journal) in done.stderr.decode() and "--resume" in done.stderr.decode()
+    lines = journal.read_text(encoding="utf-8").split("\n")
+    finished = [json.loads(line) for line in lines[:-1]]  # the last one may be cut by the limit
+    assert 0 < len(finished) < len(list(many_images.iterdir()))
+    resumed = run_process(
+        *("--model", tiny_onnx, fmt, "--output", out, "--dir", many_images, "--quiet", "--resume")
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    paths = [r["path"] for r in records_of(out)]
+    assert sorted(paths) == sorted(str(p) for p in many_images.iterdir())  # each input once
+    assert not journal.exists()
 
 
 def test_reader_going_away_is_a_quiet_exit(tiny_onnx, many_images):
@@ -221,3 +236,41 @@ def test_nan_or_infinite_logits_give_an_error_record_never_an_argmax(
     (record,) = [json.loads(line) for line in result.stdout.splitlines()]
     assert record["prediction"] is None and record["confidence"] is None
     assert record["scores"] == {}
+
+
+@pytest.mark.parametrize("fmt", ["--jsonl", "--json"])
+def test_sigterm_is_handled_like_ctrl_c(tiny_onnx, many_images, tmp_path, fmt):
+    out = tmp_path / f"results.{fmt.lstrip('-')}"
+    args = ("--model", tiny_onnx, fmt, "--output", out, "--dir", many_images, "--batch-size", 1)
+    process = _start(*args, "--threads", 1, code=_OBSERVED_RUN)
+    assert process.stdout is not None
+    assert process.stdout.readline().endswith(b"\n")  # a record reached the sink
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    _assert_interrupted(process, stderr)
+    results = json.loads(out.read_text())["results"] if fmt == "--json" else records_of(out)
+    assert 0 < len(results) < 400
+
+
+def test_a_killed_first_run_keeps_its_records_for_resume(tiny_onnx, many_images, tmp_path):
+    """SIGKILL (or a power cut) on a first ``--jsonl --output`` run: nothing can be committed at
+    the end, so every finished record must already be on disk where --resume finds it."""
+    out = tmp_path / "results.jsonl"
+    args = ("--model", tiny_onnx, "--jsonl", "--output", out, "--dir", many_images)
+    process = _start(*args, "--batch-size", 1, "--threads", 1, code=_OBSERVED_RUN)
+    assert process.stdout is not None
+    in_sink = 0
+    while in_sink < 3:  # three records have been written and flushed
+        assert process.stdout.readline().endswith(b"\n")
+        in_sink += 1
+    process.kill()
+    process.communicate(timeout=60)
+    journal = tmp_path / "results.jsonl.partial"
+    saved = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert len(saved) >= in_sink
+    resumed = run_cli(*args, "--resume", "--quiet")
+    assert resumed.exit_code == 0, resumed.stderr
+    paths = [r["path"] for r in records_of(out)]
+    assert sorted(paths) == sorted(str(p) for p in many_images.iterdir())  # each input once
+    assert paths[: len(saved)] == [r["path"] for r in saved]  # nothing finished was redone
+    assert not journal.exists()
