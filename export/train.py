@@ -7,7 +7,6 @@ uint8 tensors, so an epoch costs only the network on this 2-core machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -17,10 +16,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import torch
 import torchvision
-import yaml
 from PIL import Image
 from torch import nn
 
@@ -36,8 +35,17 @@ from btxrd.export.data.dataset import (
 from btxrd.export.data.labelme import read_annotation
 from btxrd.export.data.masks import rasterise_lesions
 from btxrd.export.data.metrics import classification_metrics
+from btxrd.export.recipe import load_recipe
 from btxrd.runtime.atomic import write_text
+from btxrd.runtime.cliutil import (
+    CONTEXT_SETTINGS,
+    debug_option,
+    documents_exit_codes,
+    prepare_output_dir,
+    run_cli,
+)
 from btxrd.runtime.contract import Preprocessing
+from btxrd.runtime.errors import ModelError
 from btxrd.runtime.imageio import load_image
 from btxrd.runtime.preprocess import resize_for_model
 
@@ -150,10 +158,16 @@ def _initialise(
         return None
     checkpoint = load_checkpoint(path)  # weights_only=True
     if checkpoint.class_names != tuple(class_names):
-        raise ValueError(f"{path}: classes {checkpoint.class_names}, expected {class_names}")
+        raise ModelError(f"{path}: classes {checkpoint.class_names}, expected {class_names}")
     # strict: the checkpoint's layout must be this network's (efficientnet_b0 and
     # efficientnet_b0_os16 share theirs, which is what lets one fine-tune the other).
-    model.load_state_dict(checkpoint.state_dict, strict=True)
+    try:
+        model.load_state_dict(checkpoint.state_dict, strict=True)
+    except RuntimeError as exc:  # torch's report of missing, unexpected or misshapen weights
+        cause = str(exc).strip().splitlines()[0]
+        raise ModelError(
+            f"{path}: its weights ({checkpoint.arch}) do not fit model.arch ({cause})"
+        ) from None
     training = checkpoint.extra.get("training")
     return {
         "checkpoint": str(path),
@@ -191,7 +205,7 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
     torch.manual_seed(tcfg["seed"])
 
     for key in ("checkpoint", "split", "metrics"):
-        Path(ocfg[key]).parent.mkdir(parents=True, exist_ok=True)
+        prepare_output_dir(Path(ocfg[key]).parent)
     samples = load_dataset(dcfg["root"])
     split = split_dataset(
         samples, seed=dcfg["split_seed"], fractions=tuple(dcfg["split_fractions"])
@@ -363,31 +377,37 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def load_recipe(path: str | Path) -> tuple[dict[str, Any], str]:
-    """A recipe and its text. A recipe with ``base: FILE`` holds only what differs from that
-    file (a path relative to the working directory, as every path in a recipe is)."""
-    text = Path(path).read_text()
-    recipe = yaml.safe_load(text)
-    base = recipe.pop("base", None)
-    if base is None:
-        return recipe, text
-    parent, parent_text = load_recipe(base)
-    return _merged(parent, recipe), f"# base: {base}\n{parent_text}\n# {path}\n{text}"
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--config",
+    "config_path",
+    default="configs/demo-train.yaml",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Training recipe (YAML); `base: FILE` inside it names the recipe it builds on.",
+)
+@debug_option
+@documents_exit_codes
+def main(config_path: Path, debug: bool) -> None:
+    """Train a btxrd model from a recipe and save the checkpoint, split and metrics it names.
+
+    The recipe is checked before anything runs: an unknown key or a wrong type is a config
+    error naming the file and the key. Progress goes to stderr.
+
+    Here exit code 1 means the dataset (data.root) cannot be read; 3 also covers an
+    init_checkpoint that cannot be used.
+
+    \b
+    Example:
+        python -m btxrd.export.train --config configs/demo-train.yaml
+        python -m btxrd.export.train --config configs/demo-finetune.yaml
+    """
+    run_cli(lambda: _train(config_path), debug)
 
 
-def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        both_dicts = isinstance(value, dict) and isinstance(base.get(key), dict)
-        out[key] = _merged(base[key], value) if both_dicts else value
-    return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train the btxrd demo model.")
-    parser.add_argument("--config", default="configs/demo-train.yaml")
-    args = parser.parse_args(argv)
-    train(*load_recipe(args.config))
+def _train(config_path: Path) -> int:
+    train(*load_recipe(config_path))
+    return 0
 
 
 if __name__ == "__main__":
