@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
+from pathlib import Path
 
 import click
 
 from btxrd.export.synthetic.cases import DEFAULT_PROPORTIONS
 from btxrd.export.synthetic.generate import SynthOptions, generate_dataset
+from btxrd.runtime.cliutil import (
+    CONTEXT_SETTINGS,
+    debug_option,
+    documents_exit_codes,
+    prepare_output_dir,
+    quiet_option,
+    run_cli,
+)
+from btxrd.runtime.errors import OutputError
 
 
 def _parse_proportions(
@@ -27,12 +36,12 @@ def _parse_proportions(
     return parts[0], parts[1], parts[2]
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(name="btxrd-synth", context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--out",
     "out",
     required=True,
-    type=click.Path(file_okay=False),
+    type=click.Path(file_okay=False, path_type=Path),
     help="Folder to write images/, Annotations/, dataset.xlsx, dataset.csv into.",
 )
 @click.option(
@@ -66,8 +75,11 @@ def _parse_proportions(
     help="Worker processes [default: number of CPU cores]. Does not change the output.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a previous run's files in --out.")
+@quiet_option
+@debug_option
+@documents_exit_codes
 def main(
-    out: str,
+    out: Path,
     n: int,
     seed: int,
     min_size: int,
@@ -75,14 +87,16 @@ def main(
     proportions: tuple[float, float, float],
     workers: int | None,
     overwrite: bool,
+    quiet: bool,
+    debug: bool,
 ) -> None:
     """Generate synthetic radiographs with BTXRD's folder layout, sheet and LabelMe annotations.
 
     The data are drawn, not collected: for tests, demos and pipeline checks only. Prints a JSON
     summary on stdout; progress goes to stderr.
 
-    \b
-    Exit codes: 0 written; 1 the folder could not be written; 2 usage error; 130 interrupted.
+    Here exit code 3 means the output folder cannot be made or written, or already holds a
+    previous run (pass --overwrite to replace it).
 
     \b
     Example:
@@ -93,24 +107,29 @@ def main(
     options = SynthOptions(
         n=n, seed=seed, min_size=min_size, max_size=max_size, proportions=proportions
     )
-    workers = workers or os.cpu_count() or 1
+    run_cli(
+        lambda: _generate(out, options, workers or os.cpu_count() or 1, overwrite, quiet), debug
+    )
+
+
+def _generate(out: Path, options: SynthOptions, workers: int, overwrite: bool, quiet: bool) -> int:
     started = time.perf_counter()
-    step = max(1, n // 20)
+    step = max(1, options.n // 20)
 
     def report(done: int, total: int) -> None:
-        if done % step == 0 or done == total:
+        if not quiet and (done % step == 0 or done == total):
             click.echo(f"{done}/{total} images", err=True)
 
+    prepare_output_dir(out)
     try:
         provenance = generate_dataset(
             out, options, workers=workers, overwrite=overwrite, progress=report
         )
-    except OSError as exc:  # includes FileExistsError: a previous run without --overwrite
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write the dataset ({exc.strerror or exc})") from None
     except KeyboardInterrupt:
-        click.echo("Interrupted; the folder is incomplete.", err=True)
-        sys.exit(130)
+        click.echo(f"btxrd-synth: {out} is incomplete; rerun with --overwrite", err=True)
+        raise
     summary = {
         "out": str(out),
         "seconds": round(time.perf_counter() - started, 1),
@@ -118,3 +137,4 @@ def main(
         **provenance,
     }
     click.echo(json.dumps(summary, indent=2))
+    return 0

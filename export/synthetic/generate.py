@@ -32,6 +32,7 @@ from btxrd.export.synthetic.lesions import plan_lesions
 from btxrd.export.synthetic.metadata import make_row, write_tables
 from btxrd.export.synthetic.variants import plan_variants
 from btxrd.runtime.atomic import write_bytes, write_text
+from btxrd.runtime.errors import OutputError
 
 IMAGES_DIR = "images"
 ANNOTATIONS_DIR = "Annotations"
@@ -156,7 +157,7 @@ def _write_one(job: tuple[Path, int, str, SynthOptions]) -> dict[str, object]:
 def _prepare(out: Path, overwrite: bool) -> None:
     existing = [name for name in OUTPUTS if (out / name).exists()]
     if existing and not overwrite:
-        raise FileExistsError(
+        raise OutputError(
             f"{out} already holds {', '.join(existing)}; pass --overwrite to replace them "
             "or choose an empty folder."
         )

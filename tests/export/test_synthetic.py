@@ -285,7 +285,9 @@ def test_cli_refuses_to_mix_with_a_previous_run(tmp_path: Path) -> None:
     ]
     assert CliRunner().invoke(main, args).exit_code == 0
     again = CliRunner().invoke(main, args)
-    assert again.exit_code == 1 and "--overwrite" in again.stderr and again.stdout == ""
+    # An output that cannot be used is exit 3 in every command: nothing is written.
+    assert again.exit_code == 3 and "--overwrite" in again.stderr and again.stdout == ""
+    assert len(again.stderr.splitlines()) == 1
     assert CliRunner().invoke(main, [*args, "--overwrite"]).exit_code == 0
 
 
