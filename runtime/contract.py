@@ -7,6 +7,7 @@ with ``json.loads`` (never ``eval``), so class names and the preprocessing survi
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -88,6 +89,11 @@ class Preprocessing:
             raise ModelError(f"preprocessing image_size {self.image_size} must be two integers")
         if not all(_is_number(v) for v in (*self.mean, *self.std, self.pixel_max)):
             raise ModelError("preprocessing mean, std and pixel_max must be numbers")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std, self.pixel_max)):
+            raise ModelError(
+                f"preprocessing mean {list(self.mean)}, std {list(self.std)} and pixel_max "
+                f"{self.pixel_max} must be finite numbers"
+            )
         if self.pixel_max <= 0:
             raise ModelError(f"preprocessing pixel_max must be > 0, got {self.pixel_max}")
         if self.exif_transpose is not True:
@@ -97,6 +103,21 @@ class Preprocessing:
             raise ModelError(f"preprocessing image_size {self.image_size} is out of range")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ModelError("preprocessing mean/std must be three numbers, std > 0")
+        # Pixels are scaled to [0, 1] first, so a mean outside it or a tiny or huge std can only
+        # come from a corrupt or mistyped contract (ImageNet's are 0.4 and 0.2).
+        if not all(0.0 <= m <= 1.0 for m in self.mean) or not all(
+            STD_RANGE[0] <= v <= STD_RANGE[1] for v in self.std
+        ):
+            raise ModelError(
+                f"preprocessing mean {list(self.mean)} / std {list(self.std)} are implausible "
+                f"(mean within [0, 1], std within [{STD_RANGE[0]:g}, {STD_RANGE[1]:g}] of pixels "
+                "scaled to [0, 1]); export the model again"
+            )
+        for name in ("resize", "channels", "layout", "alpha", "high_bit_depth"):
+            if not isinstance(getattr(self, name), str):
+                raise ModelError(f"preprocessing {name} must be a string")
+        if not isinstance(self.keep_aspect, bool):
+            raise ModelError("preprocessing keep_aspect must be true or false")
         if self.resize not in RESIZE_FILTERS:
             raise ModelError(f"preprocessing resize {self.resize!r} is not one of {RESIZE_FILTERS}")
         if self.channels != "RGB" or self.layout != "NCHW" or self.keep_aspect:
@@ -108,6 +129,7 @@ class Preprocessing:
 
 
 RESIZE_FILTERS = ("nearest", "bilinear", "bicubic", "lanczos")
+STD_RANGE = (1e-3, 10.0)
 
 
 def _is_int(value: object) -> bool:
@@ -164,7 +186,9 @@ class ModelMetadata:
                     f"{source}: metadata {key!r} is not valid JSON ({exc.msg})"
                 ) from None
         version = parsed[KEY_SCHEMA]
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
+        if not _is_int(version) or version < 1:
+            raise ModelError(f"{source}: metadata schema version {version!r} is not a version")
+        if version > SCHEMA_VERSION:
             raise ModelError(
                 f"{source}: metadata schema version {version!r} is newer than this btxrd "
                 f"understands ({SCHEMA_VERSION}); upgrade btxrd"
@@ -178,14 +202,33 @@ class ModelMetadata:
             raise ModelError(f"{source}: preprocessing must be a JSON object")
         try:
             prep = Preprocessing.from_json(parsed[KEY_PREPROCESS])
-        except (TypeError, ValueError) as exc:
+        except ModelError as exc:
+            raise ModelError(f"{source}: {exc}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ModelError(f"{source}: preprocessing contract is invalid ({exc})") from None
+        for key, kind in _VALUE_TYPES.items():
+            if key in parsed and parsed[key] is not None and not isinstance(parsed[key], kind):
+                raise ModelError(
+                    f"{source}: metadata {key!r} must be a JSON {_JSON_NAMES[kind]}, got "
+                    f"{type(parsed[key]).__name__}; export the model again"
+                )
         return cls(
             class_names=tuple(names),
             preprocessing=prep,
-            arch=str(parsed[KEY_ARCH]),
+            arch=parsed[KEY_ARCH],
             schema_version=version,
             provenance=parsed.get(KEY_PROVENANCE) or {},
-            intended_use=str(parsed.get(KEY_INTENDED_USE) or DEFAULT_INTENDED_USE),
+            intended_use=parsed.get(KEY_INTENDED_USE) or DEFAULT_INTENDED_USE,
             reference_scores=parsed.get(KEY_REFERENCE) or {},
         )
+
+
+# The JSON type of each metadata value besides class names and preprocessing, checked at load so
+# an odd value is a one-line ModelError, not a failure later in --info or --selftest.
+_VALUE_TYPES: dict[str, type] = {
+    KEY_ARCH: str,
+    KEY_PROVENANCE: dict,
+    KEY_INTENDED_USE: str,
+    KEY_REFERENCE: dict,
+}
+_JSON_NAMES: dict[type, str] = {str: "string", dict: "object"}

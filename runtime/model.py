@@ -57,15 +57,33 @@ class OnnxModel:
             metadata=metadata,
             has_cam=CAM_NAME in outputs,
         )
-        _check_signature(self.session, metadata, self.path)
+        self.fixed_batch = _check_signature(self.session, metadata, self.path)
 
     def run(
         self, batch: np.ndarray, with_cam: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Logits (N, C) and, when asked and available, class activation maps (N, C, h, w)."""
         names = [LOGITS_NAME, CAM_NAME] if with_cam and self.info.has_cam else [LOGITS_NAME]
+        if self.fixed_batch is not None and len(batch) != self.fixed_batch:
+            # A model exported with a static batch size takes exactly that many images a call.
+            parts = [self.run(part, with_cam) for part in _chunks(batch, self.fixed_batch)]
+            logits = np.concatenate([part_logits for part_logits, _ in parts])[: len(batch)]
+            maps = [part_cams for _, part_cams in parts if part_cams is not None]
+            return logits, (np.concatenate(maps)[: len(batch)] if maps else None)
         outputs = self.session.run(names, {INPUT_NAME: batch})
         return outputs[0], (outputs[1] if len(outputs) > 1 else None)
+
+
+def _chunks(batch: np.ndarray, size: int) -> list[np.ndarray]:
+    """``batch`` in parts of exactly ``size`` images, the last padded by repeating its first
+    image; ``run`` drops the padding's outputs by keeping only ``len(batch)`` rows."""
+    parts = []
+    for start in range(0, len(batch), size):
+        part = batch[start : start + size]
+        if len(part) < size:
+            part = np.concatenate([part, np.repeat(part[:1], size - len(part), axis=0)])
+        parts.append(part)
+    return parts
 
 
 def _read_model_bytes(path: Path) -> bytes:
@@ -132,7 +150,8 @@ def _open_session(
         ) from None
 
 
-def _check_signature(session: ort.InferenceSession, meta: ModelMetadata, path: Path) -> None:
+def _check_signature(session: ort.InferenceSession, meta: ModelMetadata, path: Path) -> int | None:
+    """Check the graph against the contract; return its static batch size, if it has one."""
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
     if INPUT_NAME not in inputs or LOGITS_NAME not in outputs:
@@ -140,19 +159,40 @@ def _check_signature(session: ort.InferenceSession, meta: ModelMetadata, path: P
             f"{path}: expected input {INPUT_NAME!r} and output {LOGITS_NAME!r}, found "
             f"{sorted(inputs)} -> {sorted(outputs)}; export it with btxrd-export"
         )
-    shape = inputs[INPUT_NAME].shape
+    image = inputs[INPUT_NAME]
+    shape = image.shape
     height, width = meta.preprocessing.image_size
     if len(shape) != 4 or shape[1] != 3 or tuple(shape[2:]) != (height, width):
         raise ModelError(
             f"{path}: input shape {shape} disagrees with the preprocessing contract "
             f"(3 x {height} x {width})"
         )
-    classes = outputs[LOGITS_NAME].shape[-1]
+    if image.type != "tensor(float)":
+        raise ModelError(f"{path}: input {INPUT_NAME!r} is {image.type}, expected tensor(float)")
+    logits = outputs[LOGITS_NAME]
+    # Integer or boolean "logits" would softmax to 1/C for every class: refuse them here.
+    if logits.type not in _FLOAT_TENSORS or len(logits.shape) != 2:
+        raise ModelError(
+            f"{path}: output {LOGITS_NAME!r} is a {len(logits.shape)}-d {logits.type}; btxrd "
+            "needs N x C floating-point scores. Export it with btxrd-export"
+        )
+    classes = logits.shape[-1]
     if isinstance(classes, int) and classes != len(meta.class_names):
         raise ModelError(
             f"{path}: the model outputs {classes} classes but its metadata names "
             f"{len(meta.class_names)}: {list(meta.class_names)}"
         )
+    cam = outputs.get(CAM_NAME)
+    if cam is not None and (cam.type not in _FLOAT_TENSORS or len(cam.shape) != 4):
+        raise ModelError(
+            f"{path}: output {CAM_NAME!r} is a {len(cam.shape)}-d {cam.type}; expected "
+            "N x C x h x w floating-point maps"
+        )
+    batch = shape[0]
+    return batch if isinstance(batch, int) and batch > 0 else None
+
+
+_FLOAT_TENSORS = ("tensor(float)", "tensor(double)", "tensor(float16)")
 
 
 def _first_line(exc: BaseException) -> str:

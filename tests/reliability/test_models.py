@@ -95,6 +95,36 @@ def _opset_newer(proto) -> None:
             opset.version = 99
 
 
+def _preprocessing(**changes) -> Callable:
+    def change(proto) -> None:
+        _set_raw(proto, "preprocessing", json.dumps({**_meta(proto, "preprocessing"), **changes}))
+
+    return change
+
+
+def _raw(key: str, text: str) -> Callable:
+    return lambda proto: _set_raw(proto, key, text)
+
+
+def _logits_as(elem_type_name: str) -> Callable:
+    """The graph's float logits cast to another type before they leave the graph."""
+
+    def change(proto) -> None:
+        onnx = pytest.importorskip("onnx")
+        elem_type = getattr(onnx.TensorProto, elem_type_name)
+        for node in proto.graph.node:
+            node.output[:] = ["logits_float" if o == "logits" else o for o in node.output]
+            node.input[:] = ["logits_float" if i == "logits" else i for i in node.input]
+        proto.graph.node.append(
+            onnx.helper.make_node("Cast", ["logits_float"], ["logits"], to=elem_type)
+        )
+        for output in proto.graph.output:
+            if output.name == "logits":
+                output.type.tensor_type.elem_type = elem_type
+
+    return change
+
+
 MODELS = [
     ("missing", None, "model file not found"),
     ("empty", _bytes(b""), "empty"),
@@ -109,6 +139,17 @@ MODELS = [
     ("input-size-disagrees", _edited(_input_size), "disagrees with the preprocessing contract"),
     ("ir-newer", _edited(_ir_newer), "IR version 99"),
     ("opset-newer", _edited(_opset_newer), "opset 99"),
+    ("std-infinity", _edited(_preprocessing(std=[float("inf")] * 3)), "finite"),
+    ("std-nan", _edited(_preprocessing(std=[float("nan")] * 3)), "finite"),
+    ("mean-on-the-0-255-scale", _edited(_preprocessing(mean=[124, 116, 104])), "implausible"),
+    ("std-zero-ish", _edited(_preprocessing(std=[1e-9] * 3)), "implausible"),
+    ("resize-not-a-string", _edited(_preprocessing(resize=["bilinear"])), "must be a string"),
+    ("provenance-a-list", _edited(_raw("provenance", "[1, 2]")), "'provenance' must be"),
+    ("reference-scores-a-string", _edited(_raw("reference_scores", '"x"')), "must be a JSON"),
+    ("arch-a-number", _edited(_raw("arch", "7")), "'arch' must be a JSON string"),
+    ("schema-version-a-string", _edited(_raw("schema_version", '"1"')), "is not a version"),
+    ("integer-logits", _edited(_logits_as("INT64")), "floating-point scores"),
+    ("boolean-logits", _edited(_logits_as("BOOL")), "floating-point scores"),
 ]
 
 
@@ -142,3 +183,30 @@ def test_model_with_external_data_is_refused_and_nothing_beside_it_is_read(
     result = run_cli("--model", model, "--json", *good_images)
     assert result.exit_code == 3
     assert_one_clear_line(result.stderr, str(model), "external data", "single-file models only")
+
+
+def test_model_with_a_static_batch_of_one_classifies_a_batch(
+    tiny_model_proto, tiny_onnx, good_images, tmp_path
+):
+    """An export with a fixed batch dimension of 1: images go through one at a time, with the
+    same scores as the dynamic-batch model."""
+    onnx = pytest.importorskip("onnx")
+    copy = onnx.ModelProto()
+    copy.CopyFrom(tiny_model_proto)
+    for value in (*copy.graph.input, *copy.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    static = tmp_path / "static.onnx"
+    static.write_bytes(copy.SerializeToString())
+    images = [*good_images, *good_images, *good_images]  # 6 images, in batches of 4
+    results = [
+        run_cli("--model", model, "--json", "--batch-size", 4, *images)
+        for model in (static, tiny_onnx)
+    ]
+    for result in results:
+        assert result.exit_code == 0, result.stderr
+    static_scores, dynamic_scores = (
+        [r["scores"] for r in json.loads(result.stdout)["results"]] for result in results
+    )
+    assert len(static_scores) == 6
+    for a, b in zip(static_scores, dynamic_scores, strict=True):
+        assert a == pytest.approx(b, abs=1e-6)
