@@ -17,9 +17,9 @@ from types import MappingProxyType
 
 import numpy as np
 
+from btxrd.export.data.labelme import Annotation, AnnotationError, Lesion, read_annotation
 from btxrd.runtime.atomic import write_text
 from btxrd.runtime.errors import InputError
-from btxrd.export.data.labelme import Annotation, AnnotationError, Lesion, read_annotation
 
 __all__ = [
     "BTXRD_CLASSES",

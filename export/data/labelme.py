@@ -19,6 +19,9 @@ Box = tuple[float, float, float, float]
 
 # Shape types that carry a lesion. LabelMe also has points, lines and circles; BTXRD uses none.
 _LESION_SHAPES = ("rectangle", "polygon")
+# A hand-drawn LabelMe outline has tens to hundreds of points; far more is a generated or
+# hostile file, and checking a polygon for self-crossings costs the square of its points.
+MAX_POLYGON_POINTS = 5_000
 
 
 class AnnotationError(InputError, ValueError):
@@ -60,6 +63,10 @@ def read_annotation(path: str | Path) -> Annotation:
         raise AnnotationError(
             f"{path}: not valid JSON ({exc}); re-export it from LabelMe or remove it."
         ) from exc
+    except RecursionError:
+        raise AnnotationError(
+            f"{path}: JSON nested too deeply to be a LabelMe file; re-export it or remove it."
+        ) from None
     return _parse_annotation(data, path)
 
 
@@ -118,6 +125,11 @@ def _parse_shape(
         raise AnnotationError(f"{where}: a rectangle needs 2 corner points, got {len(points)}.")
     if kind == "polygon" and len(points) < 3:
         raise AnnotationError(f"{where}: a polygon needs at least 3 points, got {len(points)}.")
+    if len(points) > MAX_POLYGON_POINTS:
+        raise AnnotationError(
+            f"{where}: {len(points):,} points, more than the {MAX_POLYGON_POINTS:,} a drawn "
+            "outline has; simplify the polygon in LabelMe."
+        )
     return label.strip(), kind, points
 
 

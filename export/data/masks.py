@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from btxrd.runtime.contract import Preprocessing
 from btxrd.export.data.labelme import Annotation, Lesion
+from btxrd.runtime.contract import Preprocessing
 from btxrd.runtime.preprocess import resize_for_model
 
 _INSIDE = 128  # of 255: at least half of a resampled pixel lies in the lesion
@@ -122,20 +122,48 @@ def polygon_problem(points: Sequence[tuple[float, float]]) -> str | None:
     )
     if area < 1.0:
         return "has zero area"
-    edges = [(points[i], points[(i + 1) % n]) for i in range(n)]
-    for i in range(n):
-        for j in range(i + 2, n):
-            if i == 0 and j == n - 1:
-                continue  # neighbours through the closing edge
-            if _segments_cross(*edges[i], *edges[j]):
-                return "crosses itself"
+    if _crosses_itself(np.asarray(points, dtype=np.float64)):
+        return "crosses itself"
     return None
 
 
-def _segments_cross(a, b, c, d) -> bool:
-    """Proper crossing of segments ab and cd (touching at an end point does not count)."""
+_PAIR_BLOCK = 512  # edges whose candidate pairs are tested at once
 
-    def side(p, q, r) -> float:
-        return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
 
-    return side(a, b, c) * side(a, b, d) < 0 and side(c, d, a) * side(c, d, b) < 0
+def _crosses_itself(points: np.ndarray) -> bool:
+    """Whether two non-neighbouring edges of the closed polygon cross properly.
+
+    Edges are sorted by their left end, so the edges whose x-range can meet edge i form one
+    window of that order (from its left end minus the longest edge's width to its right end);
+    only those pairs are tested, with numpy. A drawn outline has short edges and small windows;
+    ``labelme.MAX_POLYGON_POINTS`` bounds the worst case (a pure-Python double loop over every
+    pair took minutes on a polygon of 10^6 points).
+    """
+    n = len(points)
+    starts, ends = points, np.roll(points, -1, axis=0)
+    low, high = np.minimum(starts, ends), np.maximum(starts, ends)
+    order = np.argsort(low[:, 0], kind="stable")
+    sorted_low = low[order, 0]
+    widest = float((high[:, 0] - low[:, 0]).max())
+    window_start = np.searchsorted(sorted_low, sorted_low - widest, side="left")
+    window_end = np.searchsorted(sorted_low, high[order, 0], side="right")
+    for first in range(0, n, _PAIR_BLOCK):
+        rows = np.arange(first, min(first + _PAIR_BLOCK, n))
+        counts = window_end[rows] - window_start[rows]
+        at = np.repeat(rows, counts)
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        i, j = order[at], order[window_start[at] + offsets]
+        # Each pair once; neighbours share an end point (the first and last edges too).
+        keep = (j >= i + 2) & ~((i == 0) & (j == n - 1))
+        keep &= np.all((low[i] <= high[j]) & (low[j] <= high[i]), axis=-1)
+        i, j = i[keep], j[keep]
+        a, b, c, d = starts[i], ends[i], starts[j], ends[j]
+        if np.any((_side(a, b, c) * _side(a, b, d) < 0) & (_side(c, d, a) * _side(c, d, b) < 0)):
+            return True
+    return False
+
+
+def _side(p: np.ndarray, q: np.ndarray, r: np.ndarray) -> np.ndarray:
+    return (q[..., 0] - p[..., 0]) * (r[..., 1] - p[..., 1]) - (q[..., 1] - p[..., 1]) * (
+        r[..., 0] - p[..., 0]
+    )

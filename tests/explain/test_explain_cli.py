@@ -10,6 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -272,6 +273,18 @@ def _malformed(data: dict) -> str:
     return json.dumps(data)[:-20]
 
 
+def _million_points(data: dict) -> str:
+    """A generated outline of 10^6 points (checking it for self-crossings took minutes)."""
+    angles = np.linspace(0.0, 2 * np.pi, 1_000_000, endpoint=False)
+    return _polygons(
+        data, np.stack([40 + 20 * np.cos(angles), 40 + 20 * np.sin(angles)], 1).tolist()
+    )
+
+
+def _nested_deeply(data: dict) -> str:
+    return "[" * 100_000 + "]" * 100_000
+
+
 @pytest.mark.parametrize(
     ("corrupt", "reason"),
     [
@@ -280,6 +293,8 @@ def _malformed(data: dict) -> str:
         (_self_intersecting, "crosses itself"),
         (_no_shapes, "has no rectangle or polygon"),
         (_malformed, "not valid JSON"),
+        (_million_points, "more than the 5,000"),
+        (_nested_deeply, "nested too deeply"),
     ],
     ids=[
         "size-disagrees",
@@ -287,6 +302,8 @@ def _malformed(data: dict) -> str:
         "self-intersecting-polygon",
         "no-shapes",
         "bad-json",
+        "million-point-polygon",
+        "json-nested-100000-deep",
     ],
 )
 def test_bad_annotation_gives_a_null_iou_with_the_reason(

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from btxrd.runtime.contract import Preprocessing
-from btxrd.runtime.imageio import load_image
 from btxrd.export.data.labelme import read_annotation
 from btxrd.export.data.masks import lesion_mask
+from btxrd.runtime.contract import Preprocessing
+from btxrd.runtime.imageio import load_image
 
 
 def _prep(height: int, width: int) -> Preprocessing:
@@ -147,3 +149,35 @@ def test_annotation_without_shapes_gives_no_mask(labelme) -> None:
     path = labelme(40, 30, [])
     built = lesion_mask(read_annotation(path), (40, 30), _prep(30, 40))
     assert built.mask is None and "no rectangle or polygon" in built.reason
+
+
+def _crosses_by_every_pair(points: list[tuple[float, float]]) -> bool:
+    """The definition, pair by pair: two non-neighbouring edges cross properly."""
+    n = len(points)
+
+    def side(p, q, r) -> float:
+        return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+
+    edges = [(points[i], points[(i + 1) % n]) for i in range(n)]
+    for i in range(n):
+        for j in range(i + 2, n):
+            if i == 0 and j == n - 1:
+                continue
+            (a, b), (c, d) = edges[i], edges[j]
+            if side(a, b, c) * side(a, b, d) < 0 and side(c, d, a) * side(c, d, b) < 0:
+                return True
+    return False
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 12), st.integers(0, 12)).map(lambda p: (float(p[0]), float(p[1]))),
+        min_size=3,
+        max_size=14,
+    )
+)
+def test_self_crossing_check_agrees_with_every_pair(points) -> None:
+    from btxrd.export.data.masks import _crosses_itself
+
+    assert _crosses_itself(np.asarray(points)) == _crosses_by_every_pair(points)
