@@ -1,30 +1,75 @@
 """Decode an image file into an 8-bit grayscale or RGB Pillow image, the one documented way.
 
-Every image a user has (JPEG, PNG 8/16-bit, palette, RGBA, BMP, TIFF, CMYK) ends up as mode "L"
-or "RGB" here, so preprocessing has exactly two cases. Failures raise ``InputError`` naming the
-file and the cause; Pillow's own exceptions never escape.
+Only the formats radiographs come in are decoded: JPEG, PNG, TIFF and BMP through Pillow (which
+is told so with ``formats=``, so none of its other plugins ever sees the bytes) and DICOM through
+pydicom (``btxrd.runtime.dicom``). Anything else is refused by its real format. Every image ends
+up as mode "L" or "RGB", so preprocessing has exactly two cases; an image with no content (every
+pixel the same) is refused. Sizes are checked from the header before any pixel is decoded, and
+deep (16-bit, 32-bit, float) data is scaled in bands of rows, so memory stays near the size of the
+decoded image. Failures raise ``InputError`` naming the file, the cause and the fix; Pillow's and
+pydicom's own exceptions never escape.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
+import os
 import struct
+import sys
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
-from btxrd.runtime.dicom import is_dicom, load_dicom
 from btxrd.runtime.errors import InputError
 from btxrd.runtime.settings import DecodeLimits
 
 # Truncated files must fail, never yield partially grey images.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# A valid PNG may carry a large text chunk (a DICOM header or a report pasted into a comment).
+# Pillow refuses a compressed one over 1 MB as if the file were corrupt; allow each chunk the
+# 64 MB that Pillow already allows all text chunks of a file together.
+PngImagePlugin.MAX_TEXT_CHUNK = PngImagePlugin.MAX_TEXT_MEMORY
+
+# The allowlist: Pillow's format name -> the suffixes the folder walker picks up.
+PILLOW_FORMATS: dict[str, tuple[str, ...]] = {
+    "JPEG": (".jpg", ".jpeg"),
+    "PNG": (".png",),
+    "TIFF": (".tif", ".tiff"),
+    "BMP": (".bmp",),
+}
+_ALLOWED = tuple(PILLOW_FORMATS)
+DICOM_SUFFIXES = (".dcm", ".dicom")
+FORMAT_NAMES = "JPEG, PNG, TIFF, BMP, DICOM"
+IMAGE_SUFFIXES = (*(s for group in PILLOW_FORMATS.values() for s in group), *DICOM_SUFFIXES)
 
 _EXIF_ORIENTATION = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
+
+# Blank: below one grey level of spread in every channel, an image shows nothing a reader (or
+# the model) could classify. Radiographs are nowhere near it: the synthetic phantoms and the
+# shipped samples in models/samples have standard deviations of 30 to 70 grey levels
+# (tests/runtime/test_imageio.py::test_real_radiographs_are_far_from_blank measures them).
+BLANK_STD = 1.0
+
+# Deep data is mapped to 8 bits in bands of about this many pixels: float64 temporaries of
+# about a MB instead of 8 bytes a pixel for the whole image (2.9 GB for a 9900 x 9900 PNG).
+_BAND_PIXELS = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -42,25 +87,18 @@ def load_image(path: str | Path, limits: DecodeLimits | None = None) -> DecodedI
     path = Path(path)
     head = _check_file(path)
     if is_dicom(path, head):
-        image, notes = load_dicom(path)
-        _check_shape(image.size, path, limits)
-        return DecodedImage(image=image, source_mode="DICOM", notes=notes)
-    try:
-        with Image.open(path) as opened:
-            return _decode_opened(opened, path, limits)
-    except InputError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        # The warning arrives as an exception where the host turned warnings into errors.
-        raise InputError(f"{path}: refused as a decompression bomb ({exc})") from None
-    except UnidentifiedImageError:
-        raise InputError(
-            f"{path}: not an image file Pillow can read; check the file type"
-        ) from None
-    except _CORRUPT_DATA_ERRORS as exc:
-        raise InputError(
-            f"{path}: corrupt or truncated image data ({type(exc).__name__}: {exc})"
-        ) from None
+        from btxrd.runtime.dicom import load_dicom  # pydicom only when a DICOM file is met
+
+        image, notes = load_dicom(path, limits)
+        decoded = DecodedImage(image=image, source_mode="DICOM", notes=notes)
+    else:
+        decoded = _load_pillow(path, head, limits)
+    refuse_blank(decoded.image, path)
+    return decoded
+
+
+def is_dicom(path: Path, head: bytes) -> bool:
+    return path.suffix.lower() in DICOM_SUFFIXES or head[128:132] == b"DICM"
 
 
 # What Pillow's format plugins raise on malformed files: OSError and SyntaxError from the
@@ -78,24 +116,88 @@ _CORRUPT_DATA_ERRORS = (
 )
 
 
+def _load_pillow(path: Path, head: bytes, limits: DecodeLimits) -> DecodedImage:
+    try:
+        # A file object, not the name: Pillow maps a named file into memory, and that path
+        # reads TIFF strips with Orientation 5-8 at the turned size (scrambled pixels).
+        with path.open("rb") as handle, Image.open(handle, formats=_ALLOWED) as opened:
+
+            def reopen() -> ImageFile.ImageFile:
+                handle.seek(0)
+                return Image.open(handle, formats=_ALLOWED)
+
+            return _decode_opened(opened, path, limits, reopen)
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # The warning arrives as an exception where the host turned warnings into errors.
+        raise InputError(f"{path}: refused as a decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise InputError(_unidentified(path, head)) from None
+    except NotImplementedError as exc:
+        raise InputError(
+            f"{path}: uses an image feature Pillow cannot decode ({exc}); convert it to PNG or JPEG"
+        ) from None
+    except _CORRUPT_DATA_ERRORS as exc:
+        raise InputError(
+            f"{path}: corrupt or truncated image data ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
+
+
 def decode_pil(
     image: Image.Image, name: str = "<image>", limits: DecodeLimits | None = None
 ) -> DecodedImage:
     """Normalise an already-open Pillow image (API callers passing images, not paths)."""
-    return _decode_opened(image, Path(name), limits or DecodeLimits())
+    decoded = _decode_opened(image, Path(name), limits or DecodeLimits(), None)
+    refuse_blank(decoded.image, name)
+    return decoded
 
 
 def quiet_decoder_warnings() -> None:
-    """Silence Pillow's and pydicom's warnings for the whole process (the CLIs call this).
+    """Silence Pillow's, pydicom's and libtiff's warnings for the whole process (the CLIs call
+    this).
 
     Every case they warn about (palette transparency, odd EXIF, DICOM non-conformance, large
-    images) is handled or refused here with our own message. ``warnings.catch_warnings`` cannot
-    do this per call: it swaps process-global state and is not thread-safe, and decoding runs in
-    a thread pool.
+    images, libtiff's complaints about tags or damaged strips) is handled or refused here with our
+    own message. ``warnings.catch_warnings`` or redirecting file descriptor 2 cannot do this per
+    call: both swap process-global state and are not thread-safe, and decoding runs in a thread
+    pool.
     """
     warnings.filterwarnings("ignore", module=r"PIL(\..*)?$")
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
+    # Pillow logs some refusals (a TIFF's absurd sample count) before it raises; with no handler
+    # of its own, Python's last-resort handler would print them on stderr.
+    logging.getLogger("PIL").addHandler(logging.NullHandler())
+    _silence_libtiff()
+
+
+def _silence_libtiff() -> None:
+    """libtiff prints its warnings and errors to stderr itself; Pillow still raises on the errors.
+
+    Its handlers are process-wide settings of the library Pillow loaded, so they are set once
+    there. Where that library cannot be found (another platform's layout), nothing changes.
+    """
+    for library in _loaded_libtiff():
+        try:
+            libtiff = ctypes.CDLL(library, mode=getattr(os, "RTLD_NOLOAD", 0))
+            for setter in (libtiff.TIFFSetWarningHandler, libtiff.TIFFSetErrorHandler):
+                setter.argtypes = [ctypes.c_void_p]
+                setter.restype = ctypes.c_void_p
+                setter(None)
+        except (OSError, AttributeError):
+            continue
+
+
+def _loaded_libtiff() -> list[str]:
+    from PIL import _imaging  # noqa: F401  (loads the libtiff Pillow was built with)
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            paths = {line.split()[-1] for line in maps if "libtiff" in line and "/" in line}
+    except OSError:
+        return []
+    return sorted(paths)
 
 
 def _check_file(path: Path) -> bytes:
@@ -119,24 +221,92 @@ def _check_file(path: Path) -> bytes:
     return head
 
 
-def _decode_opened(opened: Image.Image, path: Path, limits: DecodeLimits) -> DecodedImage:
+def _unidentified(path: Path, head: bytes) -> str:
+    """Why no allowed plugin opened the file, naming its real format where Pillow knows it.
+
+    Only the plugins' signature checks (``accept``) look at the bytes; no other plugin parses them.
+    """
+    Image.init()
+    allowed = [f for f in PILLOW_FORMATS if _accepts(f, head)]
+    if allowed:
+        cause = _open_failure(path, allowed[0])
+        return (
+            f"{path}: a {allowed[0]} file btxrd cannot decode ({cause}); "
+            "save it again as 8- or 16-bit grayscale PNG or TIFF"
+        )
+    known = next((f for f in Image.ID if f not in PILLOW_FORMATS and _accepts(f, head)), None)
+    if known is not None:
+        return (
+            f"{path}: is a {known} file, not a radiograph format btxrd reads "
+            f"({FORMAT_NAMES}); convert it"
+        )
+    return f"{path}: not an image file btxrd reads ({FORMAT_NAMES}); check the file type"
+
+
+def _accepts(fmt: str, head: bytes) -> bool:
+    accept = Image.OPEN[fmt][1]
+    try:
+        return bool(accept and accept(head[:16]))
+    except (IndexError, ValueError, TypeError, struct.error):
+        return False
+
+
+def _open_failure(path: Path, fmt: str) -> str:
+    """The reason the allowed plugin gave up (``Image.open`` keeps only "cannot identify")."""
+    try:
+        with path.open("rb") as handle:
+            Image.OPEN[fmt][0](handle, "").close()
+    except _CORRUPT_DATA_ERRORS as exc:
+        return _first_line(exc)
+    return "unsupported layout"
+
+
+def _first_line(exc: BaseException) -> str:
+    # One line for the error record: pydicom puts the real cause on the lines after the first.
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text[:200] if text else type(exc).__name__
+
+
+def _decode_opened(
+    opened: Image.Image,
+    path: Path,
+    limits: DecodeLimits,
+    reopen: Callable[[], ImageFile.ImageFile] | None,
+) -> DecodedImage:
     notes: list[str] = []
-    _check_shape(opened.size, path, limits)
+    check_size(opened.size, path, limits)
     frames = getattr(opened, "n_frames", 1)
     if frames > 1:
         opened.seek(0)
         notes.append(f"multi-frame file: used frame 1 of {frames}")
     source_mode = opened.mode
-    opened.load()
-    image = opened
+    layout = _SampleLayout.of(opened, path)
+    wide = _wide_rawmode(opened)
+    # Read before loading: Pillow's TIFF plugin turns the image while loading and drops the tag.
     orientation = opened.getexif().get(_EXIF_ORIENTATION, 1)
-    if orientation in range(2, 9):
-        image = ImageOps.exif_transpose(opened)
+    if wide is not None:
+        if reopen is None:
+            raise InputError(
+                f"{path}: 16-bit colour image given as an open Pillow image keeps only 8 bits "
+                "of each sample; pass the file path instead"
+            )
+        image = _load_wide(opened, reopen, wide, path)
+    else:
+        opened.load()
+        image = opened
+    if orientation in _TRANSPOSE:
+        if opened.getexif().get(_EXIF_ORIENTATION, 1) == orientation:
+            image = image.transpose(_TRANSPOSE[orientation])
         notes.append(f"EXIF orientation {orientation} applied")
-    return DecodedImage(image=_to_8bit(image, path), source_mode=source_mode, notes=tuple(notes))
+    if layout.invert:
+        notes.append("TIFF WhiteIsZero inverted")
+    return DecodedImage(
+        image=_to_8bit(image, path, layout), source_mode=source_mode, notes=tuple(notes)
+    )
 
 
-def _check_shape(size: tuple[int, int], path: Path, limits: DecodeLimits) -> None:
+def check_size(size: tuple[int, int], path: Path | str, limits: DecodeLimits) -> None:
+    """Refuse absurd shapes from the header, before a pixel is decoded."""
     width, height = size
     if width * height > limits.max_pixels:
         raise InputError(
@@ -152,14 +322,132 @@ def _check_shape(size: tuple[int, int], path: Path, limits: DecodeLimits) -> Non
         )
 
 
-def _to_8bit(image: Image.Image, path: Path) -> Image.Image:
+@dataclass(frozen=True)
+class _SampleLayout:
+    """What Pillow's own TIFF reading gets wrong, from the tags (checked against tifffile).
+
+    ``view``: the samples' real type where Pillow stores them in a mode of another type (int8 in
+    "L", uint32 in the signed "I"); ``invert``: WhiteIsZero deeper than 8 bits, which Pillow leaves
+    as stored (it inverts 1- and 8-bit data itself). Compressed signed or float samples are read
+    in native byte order, as libtiff returns them (Pillow swaps big-endian ones a second time).
+    """
+
+    view: type[np.integer] | None = None
+    invert: bool = False
+
+    @classmethod
+    def of(cls, opened: Image.Image, path: Path) -> _SampleLayout:
+        if not isinstance(opened, TiffImagePlugin.TiffImageFile):
+            return cls()
+        tags = opened.tag_v2
+        bits = _first(tags.get(258), 1)
+        sample_format = _first(tags.get(339), 1)
+        if tags.get(284, 1) == 2 and bits > 8 and _first(tags.get(277), 1) > 1:
+            raise InputError(
+                f"{path}: {bits}-bit colour TIFF with separate colour planes, which Pillow "
+                "misreads; save it with contiguous samples (or as 16-bit grayscale)"
+            )
+        opened.tile = [
+            tile._replace(args=_with_rawmode(tile.args, _LIBTIFF_NATIVE[raw]))
+            if tile.codec_name == "libtiff" and (raw := _rawmode(tile.args)) in _LIBTIFF_NATIVE
+            else tile
+            for tile in opened.tile
+        ]
+        view: type[np.integer] | None = None
+        if opened.mode == "L" and sample_format == 2:
+            view = np.int8
+        elif opened.mode == "I" and bits == 32 and sample_format == 1:
+            view = np.uint32
+        invert = tags.get(262) == 0 and opened.mode in _DEEP_MODES
+        return cls(view, invert)
+
+
+_LIBTIFF_NATIVE = {
+    "I;16S": "I;16NS",
+    "I;16BS": "I;16NS",
+    "I;32S": "I;32NS",
+    "I;32BS": "I;32NS",
+    "F;32F": "F;32NF",
+    "F;32BF": "F;32NF",
+}
+
+
+def _first(value: Any, default: int) -> int:
+    if isinstance(value, tuple):
+        value = value[0] if value else default
+    return int(value) if isinstance(value, int) else default
+
+
+# Pillow has no 16-bit colour mode: it reads 16-bit RGB(A) and gray+alpha into 8-bit modes and
+# keeps each sample's high byte (12-bit data becomes 0..15). A second decode of the same file
+# with the unpacker of the other byte gives the low bytes (same bits per pixel, so PNG's row
+# filters and TIFF's strips decode the same way).
+_OTHER_ORDER = {"B": "L", "L": "B", "N": "B" if sys.byteorder == "little" else "L"}
+_WIDE_RAWMODES = {"RGB;16B", "RGB;16L", "RGB;16N", "RGBA;16B", "RGBA;16L", "RGBA;16N", "LA;16B"}
+
+
+def _rawmode(args: object) -> str | None:
+    if isinstance(args, str):
+        return args
+    if isinstance(args, tuple) and args and isinstance(args[0], str):
+        return args[0]
+    return None
+
+
+def _wide_rawmode(opened: Image.Image) -> str | None:
+    tiles = opened.tile if isinstance(opened, ImageFile.ImageFile) else []
+    rawmodes = {_rawmode(tile.args) for tile in tiles}
+    wide = rawmodes & _WIDE_RAWMODES
+    return next(iter(wide)) if len(wide) == 1 and len(rawmodes) == 1 else None
+
+
+def _load_wide(
+    opened: Image.Image, reopen: Callable[[], ImageFile.ImageFile], rawmode: str, path: Path
+) -> Image.Image:
+    # Gray+alpha (PNG "LA;16B", 4 bytes a pixel) is read whole as "RGBA": Lh, Ll, Ah, Al.
+    low_rawmode = "RGBA" if rawmode == "LA;16B" else rawmode[:-1] + _OTHER_ORDER[rawmode[-1]]
+    opened.load()
+    high = np.asarray(opened)
+    with reopen() as second:
+        if second.size != opened.size and second.size[::-1] != opened.size:
+            raise InputError(f"{path}: the file changed while it was read")
+        second.tile = [
+            tile._replace(args=_with_rawmode(tile.args, low_rawmode)) for tile in second.tile
+        ]
+        second.load()
+        low = np.asarray(second)
+    if high.shape != low.shape:
+        raise InputError(f"{path}: the file changed while it was read")
+    alpha: np.ndarray | None
+    if rawmode == "LA;16B":
+        colour = (low[..., 0].astype(np.uint16) << 8) | low[..., 1]
+        alpha = low[..., 2]
+    else:
+        colour = (high[..., :3].astype(np.uint16) << 8) | low[..., :3]
+        alpha = high[..., 3] if high.shape[-1] == 4 else None
+    del high, low
+    eight = _range_to_uint8(colour, path)
+    if alpha is None:
+        return Image.fromarray(eight)
+    if eight.ndim == 2:
+        return Image.fromarray(np.dstack([eight, alpha]), mode="LA")
+    return Image.fromarray(np.dstack([eight, alpha]), mode="RGBA")
+
+
+def _with_rawmode(args: tuple[Any, ...] | str | None, rawmode: str) -> tuple[Any, ...] | str:
+    return rawmode if isinstance(args, str) or not args else (rawmode, *args[1:])
+
+
+def _to_8bit(image: Image.Image, path: Path, layout: _SampleLayout | None = None) -> Image.Image:
+    layout = layout or _SampleLayout()
     mode = image.mode
+    if layout.view is not None or mode in _DEEP_MODES:
+        eight = _range_to_uint8(_PillowRows(image, layout.view), path)
+        return Image.fromarray(255 - eight if layout.invert else eight)
     if mode in ("L", "RGB"):
         return image
     if mode == "1":
         return image.convert("L")
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        return Image.fromarray(scale_to_uint8(np.asarray(image), path))
     if mode == "P":
         has_alpha = "transparency" in image.info
         image = image.convert("RGBA" if has_alpha else "RGB")
@@ -175,19 +463,90 @@ def _to_8bit(image: Image.Image, path: Path) -> Image.Image:
 
 def scale_to_uint8(values: np.ndarray, path: Path | str = "<image>") -> np.ndarray:
     """Map 16-bit or float data onto 0..255 by its real range (never clip like convert("L"))."""
-    # NaN or infinity in the file is refused just below; the cast must not warn about it first
-    # (np.errstate is per thread and context, safe in the decode pool).
-    with np.errstate(invalid="ignore", over="ignore"):
-        data = np.asarray(values, dtype=np.float64)
-    if data.ndim != 2:
-        raise InputError(f"{path}: expected a single-channel image, got shape {data.shape}")
-    if not np.isfinite(data).all():
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise InputError(f"{path}: expected a single-channel image, got shape {values.shape}")
+    return _range_to_uint8(values, path)
+
+
+class _PillowRows:
+    """A deep Pillow image read as numpy bands of rows (``crop``), never copied whole."""
+
+    def __init__(self, image: Image.Image, view: type[np.integer] | None) -> None:
+        self.image = image
+        self.view = view
+        self.shape = (image.height, image.width)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        band = np.asarray(self.image.crop((0, rows.start, self.image.width, rows.stop)))
+        return band.view(self.view) if self.view is not None else band
+
+
+Rows = np.ndarray | _PillowRows
+
+
+def row_bands(values: Rows) -> Iterator[slice]:
+    """Slices of rows of about ``_BAND_PIXELS`` pixels each."""
+    height = values.shape[0]
+    per_row = max(1, int(np.prod(values.shape[1:])))
+    step = max(1, _BAND_PIXELS // per_row)
+    for start in range(0, height, step):
+        yield slice(start, min(height, start + step))
+
+
+def value_range(values: Rows, path: Path | str) -> tuple[float, float]:
+    """Minimum and maximum, refusing NaN or infinity (min and max carry either through)."""
+    low, high = np.inf, -np.inf
+    for rows in row_bands(values):
+        band = values[rows]
+        if band.size:
+            low, high = min(low, float(band.min())), max(high, float(band.max()))
+    if not (np.isfinite(low) and np.isfinite(high)):
         raise InputError(f"{path}: pixel data contains NaN or infinity; the file is not usable")
-    low, high = float(data.min()), float(data.max())
+    return low, high
+
+
+def map_to_uint8(values: Rows, transform: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``rint(clip(transform(v), 0, 255))`` as uint8, computed in float64 band by band."""
+    out = np.empty(values.shape, dtype=np.uint8)
+    for rows in row_bands(values):
+        mapped = transform(values[rows].astype(np.float64))
+        np.clip(mapped, 0.0, 255.0, out=mapped)
+        np.rint(mapped, out=mapped)
+        out[rows] = mapped
+    return out
+
+
+def _range_to_uint8(values: Rows, path: Path | str) -> np.ndarray:
+    low, high = value_range(values, path)
     if high <= low:
-        return np.zeros(data.shape, dtype=np.uint8)
-    scaled = (data - low) * (255.0 / (high - low))
-    return np.rint(scaled).astype(np.uint8)
+        raise InputError(blank_message(path, f"{low:g}"))
+    factor = 255.0 / (high - low)
+    return map_to_uint8(values, lambda v: (v - low) * factor)
+
+
+def blank_message(path: Path | str, value: str, detail: str = "") -> str:
+    every = f"nearly every pixel is {value}{detail}" if detail else f"every pixel is {value}"
+    return f"{path}: the image is blank ({every}); nothing to classify"
+
+
+def refuse_blank(image: Image.Image, path: Path | str) -> None:
+    """Refuse an 8-bit image whose every channel varies by less than ``BLANK_STD`` grey levels.
+
+    Pillow's histogram does the counting, so no copy of the image is made.
+    """
+    counts = np.asarray(image.histogram(), dtype=np.float64).reshape(-1, 256)
+    levels = np.arange(256, dtype=np.float64)
+    total = counts.sum(axis=1)
+    mean = counts @ levels / total
+    std = np.sqrt(np.maximum(counts @ levels**2 / total - mean**2, 0.0))
+    if (std >= BLANK_STD).any():
+        return
+    commonest = [int(c.argmax()) for c in counts]
+    value = str(commonest[0]) if len(commonest) == 1 else str(tuple(commonest))
+    constant = all(np.count_nonzero(c) == 1 for c in counts)
+    detail = "" if constant else f"; standard deviation {std.max():.2g} grey levels"
+    raise InputError(blank_message(path, value, detail))
 
 
 def _flatten_onto_black(image: Image.Image) -> Image.Image:

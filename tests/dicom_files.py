@@ -52,3 +52,42 @@ def write_dicom(
 
 def ramp(height: int = 64, width: int = 96, top: int = 4095) -> np.ndarray:
     return np.tile(np.linspace(0, top, width), (height, 1)).round().astype(np.uint16)
+
+
+def write_rgb_dicom(path: Path, rgb: np.ndarray, photometric: str = "RGB") -> Path:
+    """8-bit colour, stored as ``photometric`` (YBR_FULL is converted with pydicom)."""
+    from pydicom.pixels import convert_color_space
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = rgb.shape[:2]
+    ds.SamplesPerPixel = 3
+    ds.PlanarConfiguration = 0
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    stored = rgb if photometric == "RGB" else convert_color_space(rgb, "RGB", photometric)
+    ds.PixelData = np.ascontiguousarray(stored, dtype=np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def rewrite(path: Path, **changes) -> Path:
+    """Change (value) or delete (None) elements of a written file, keeping everything else."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    for keyword, value in changes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    ds.save_as(path)
+    return path

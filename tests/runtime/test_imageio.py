@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import io
 import struct
+import tracemalloc
 import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from btxrd.runtime.errors import InputError
-from btxrd.runtime.imageio import DecodeLimits, decode_pil, load_image, scale_to_uint8
+from btxrd.runtime.imageio import (
+    BLANK_STD,
+    DICOM_SUFFIXES,
+    IMAGE_SUFFIXES,
+    PILLOW_FORMATS,
+    DecodeLimits,
+    decode_pil,
+    load_image,
+    scale_to_uint8,
+)
+from btxrd.runtime.inputs import collect_folder
 
 EXIF_ORIENTATION = 0x0112
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_strict(path: Path, limits: DecodeLimits | None = None):
@@ -196,13 +209,6 @@ def test_float_tiff_with_nan_or_infinity_is_refused(tmp_path, gray, bad):
     assert str(path) in str(caught.value)
 
 
-def test_constant_16_bit_image_becomes_black_not_an_error(tmp_path):
-    path = tmp_path / "flat.png"
-    Image.fromarray(np.full((32, 32), 1234, dtype=np.uint16)).save(path)
-    pixels = _pixels(_load_strict(path))
-    assert (pixels == 0).all()
-
-
 def test_scale_to_uint8_refuses_colour_data():
     with pytest.raises(InputError, match="single-channel"):
         scale_to_uint8(np.zeros((4, 4, 3)), "x.tif")
@@ -371,7 +377,8 @@ def test_absurd_shapes_are_refused_before_decoding(tmp_path, width, height, limi
 
 def test_shapes_at_the_limits_are_accepted(tmp_path):
     path = tmp_path / "edge.png"
-    Image.fromarray(np.zeros((16, 320), dtype=np.uint8)).save(path)  # min side, aspect exactly 20
+    noise = np.random.default_rng(0).integers(0, 256, (16, 320), dtype=np.uint8)
+    Image.fromarray(noise).save(path)  # min side, aspect exactly 20
     assert _load_strict(path).image.size == (320, 16)
 
 
@@ -405,3 +412,207 @@ def test_fuzzer_findings_are_refused_with_input_error(tmp_path, found):
     with pytest.raises(InputError) as caught:
         load_image(path)  # not strict: corrupt EXIF makes Pillow warn before it fails
     assert str(path) in str(caught.value)
+
+
+# --- the format allowlist -------------------------------------------------------------------
+
+NOT_ALLOWED = ["EPS", "GIF", "WEBP", "ICO", "PPM", "PCX", "DDS", "BLP", "QOI", "JPEG2000", "AVIF"]
+
+
+def _saved_as(fmt: str) -> bytes:
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 32, 3), dtype=np.uint8))
+    if fmt == "BLP":
+        image = image.convert("P")
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format=fmt)
+    except (OSError, KeyError, ValueError) as exc:  # no encoder in this Pillow build
+        pytest.skip(f"Pillow cannot write {fmt} here ({exc})")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def only_allowed_plugins(monkeypatch):
+    """Any plugin outside the allowlist that is asked to parse a file fails the test."""
+    Image.init()
+
+    def forbidden(name):
+        def factory(*args, **kwargs):
+            raise AssertionError(f"the {name} plugin parsed the file")
+
+        return factory
+
+    for name, (_factory, accept) in list(Image.OPEN.items()):
+        if name not in PILLOW_FORMATS and name != "MPO":
+            monkeypatch.setitem(Image.OPEN, name, (forbidden(name), accept))
+
+
+@pytest.mark.parametrize("fmt", NOT_ALLOWED)
+def test_other_formats_are_refused_by_their_real_format_without_parsing(
+    tmp_path, only_allowed_plugins, fmt
+):
+    path = tmp_path / "scan.png"  # the suffix lies, as in the campaign's EPS named .png
+    path.write_bytes(_saved_as(fmt))
+    with pytest.raises(InputError) as caught:
+        _load_strict(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: is a") and f" {fmt} file, not a radiograph format" in text
+    assert "(JPEG, PNG, TIFF, BMP, DICOM); convert it" in text
+
+
+def _dds_header(path: Path) -> Path:
+    """The campaign's 232-byte DDS header named b.png (Pillow raised NotImplementedError)."""
+    header = struct.pack("<4sIII", b"DDS ", 124, 0x1007, 64) + struct.pack("<I", 64)
+    header += b"\0" * (4 + 4 + 4 + 44)  # pitch, depth, mipmaps, reserved
+    header += struct.pack("<II4sIIIII", 32, 0x4, b"DX10", 0, 0, 0, 0, 0)  # pixel format
+    header += b"\0" * 20  # caps
+    header += struct.pack("<IIIII", 999, 3, 0, 1, 0)  # DX10: an unknown DXGI format
+    path.write_bytes(header + b"\0" * (232 - len(header)))
+    return path
+
+
+def test_dds_header_named_png_is_refused_as_dds(tmp_path, only_allowed_plugins):
+    path = _dds_header(tmp_path / "b.png")
+    assert path.stat().st_size == 232
+    with pytest.raises(InputError, match=r"b\.png: is a DDS file, not a radiograph format"):
+        _load_strict(path)
+
+
+def test_not_implemented_in_an_allowed_plugin_is_an_input_error(tmp_path, gray, monkeypatch):
+    path = tmp_path / "a.png"
+    Image.fromarray(gray).save(path)
+
+    def unimplemented(self):
+        raise NotImplementedError("this PNG feature")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", unimplemented)
+    with pytest.raises(InputError, match="uses an image feature Pillow cannot decode"):
+        _load_strict(path)
+
+
+def test_image_suffixes_are_the_allowlist():
+    """The folder walker's suffixes name exactly the allowed formats, each of them."""
+    registered = Image.registered_extensions()
+    pillow_suffixes = [s for s in IMAGE_SUFFIXES if s not in DICOM_SUFFIXES]
+    assert {registered[s] for s in pillow_suffixes} == set(PILLOW_FORMATS)
+    assert set(DICOM_SUFFIXES) <= set(IMAGE_SUFFIXES)
+
+
+def test_folder_walker_picks_up_allowed_suffixes_only(tmp_path):
+    for name in ("a.jpg", "b.jpeg", "c.png", "d.tif", "e.tiff", "f.bmp", "g.dcm", "h.dicom"):
+        (tmp_path / name).write_bytes(b"x")
+    for name in ("i.gif", "j.webp", "k.eps", "l.dds", "m.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    found = [p.name for p in collect_folder(tmp_path, recursive=False)]
+    assert found == ["a.jpg", "b.jpeg", "c.png", "d.tif", "e.tiff", "f.bmp", "g.dcm", "h.dicom"]
+
+
+# --- valid files Pillow's limits called corrupt ----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["tEXt", "zTXt", "iTXt"])
+def test_png_with_a_1_mb_text_chunk_is_read(tmp_path, gray, kind):
+    info = PngImagePlugin.PngInfo()
+    text = "0123456789abcdef" * (1 << 16) + "!"  # just over 1 MB
+    if kind == "iTXt":
+        info.add_itxt("Comment", text, zip=True)
+    else:
+        info.add_text("Comment", text, zip=kind == "zTXt")
+    path = tmp_path / "text.png"
+    Image.fromarray(gray).save(path, pnginfo=info)
+    np.testing.assert_array_equal(_pixels(_load_strict(path)), gray)
+
+
+# --- blank images ---------------------------------------------------------------------------
+
+
+def _blank_file(tmp_path: Path, kind: str) -> Path:
+    if kind == "black":
+        path, image = tmp_path / "black.png", Image.new("L", (64, 48), 0)
+    elif kind == "white-jpeg":
+        path, image = tmp_path / "white.jpg", Image.new("RGB", (64, 48), (255, 255, 255))
+    elif kind == "transparent":
+        noise = np.random.default_rng(2).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        path, image = tmp_path / "clear.png", Image.fromarray(np.dstack([noise, noise[..., 0] * 0]))
+    elif kind == "constant-float":
+        path, image = tmp_path / "flat.tif", Image.fromarray(np.full((48, 64), 0.37, np.float32))
+    elif kind == "constant-16-bit":
+        path, image = tmp_path / "flat.png", Image.fromarray(np.full((48, 64), 1234, np.uint16))
+    elif kind == "one-colour":
+        path, image = tmp_path / "red.bmp", Image.new("RGB", (64, 48), (200, 10, 10))
+    else:  # nearly blank: one pixel of 1, the rest 0
+        values = np.zeros((48, 64), np.uint8)
+        values[3, 3] = 1
+        path, image = tmp_path / "speck.png", Image.fromarray(values)
+    image.save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "shown"),
+    [
+        ("black", "every pixel is 0)"),
+        ("white-jpeg", "every pixel is (255, 255, 255))"),
+        ("transparent", "every pixel is (0, 0, 0))"),
+        ("constant-float", "every pixel is 0.37)"),
+        ("constant-16-bit", "every pixel is 1234)"),
+        ("one-colour", "every pixel is (200, 10, 10))"),
+        ("speck", "nearly every pixel is 0; standard deviation"),
+    ],
+)
+def test_blank_images_are_refused(tmp_path, kind, shown):
+    path = _blank_file(tmp_path, kind)
+    with pytest.raises(InputError) as caught:
+        _load_strict(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: the image is blank (")
+    assert shown in text and text.endswith("; nothing to classify")
+
+
+def test_decode_pil_refuses_a_blank_image_too():
+    with pytest.raises(InputError, match="blank"):
+        decode_pil(Image.new("L", (64, 64), 7))
+
+
+def _std(image: Image.Image) -> float:
+    return float(np.asarray(image, dtype=np.float64).std(axis=(0, 1)).max())
+
+
+def test_real_radiographs_are_far_from_blank(make_phantom):
+    """The threshold's margin: phantoms and the shipped samples spread over tens of levels."""
+    samples = sorted((REPO_ROOT / "models" / "samples").glob("*.jp*g"))
+    assert samples, "models/samples holds the shipped sample radiographs"
+    spreads = [_std(load_image(p).image) for p in samples]
+    for seed in range(20):
+        for depth in (255, 4095):
+            phantom = Image.fromarray(make_phantom(96, 80, seed=seed, depth=depth))
+            spreads.append(_std(decode_pil(phantom).image))
+    assert min(spreads) > 20 * BLANK_STD, min(spreads)
+
+
+def test_one_grey_level_of_spread_is_not_blank(tmp_path):
+    values = np.zeros((48, 64), np.uint8)
+    values[:, 32:] = 2  # standard deviation exactly 1 level
+    path = tmp_path / "faint.png"
+    Image.fromarray(values).save(path)
+    np.testing.assert_array_equal(_pixels(_load_strict(path)), values)
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+
+def test_16_bit_scaling_allocates_no_float64_copy(tmp_path):
+    """numpy's allocations are traced: decoding a 2000 x 2000 16-bit PNG allocates the 8-bit
+    output and bands of rows, never 8 bytes a pixel for the whole image (32 MB here)."""
+    values = np.tile(np.arange(2000, dtype=np.uint16) * 2, (2000, 1))
+    path = tmp_path / "big16.png"
+    Image.fromarray(values).save(path, compress_level=1)
+    tracemalloc.start()
+    try:
+        decoded = load_image(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    expected = np.rint(values.astype(np.float64) * 255.0 / 3998.0).astype(np.uint8)
+    np.testing.assert_array_equal(_pixels(decoded), expected)
+    assert peak < 2.5 * values.size, peak  # output (1 byte a pixel) plus a few MB of bands
