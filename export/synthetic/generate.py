@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import shutil
+import signal
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -123,7 +124,7 @@ def generate_dataset(
             if progress:
                 progress(len(rows), len(jobs))
     else:
-        with multiprocessing.get_context().Pool(workers) as pool:
+        with multiprocessing.get_context().Pool(workers, initializer=_quiet_worker) as pool:
             for row in pool.imap(
                 _write_one, jobs, chunksize=max(1, min(16, len(jobs) // (8 * workers)))
             ):
@@ -142,6 +143,13 @@ def generate_dataset(
     }
     write_text(out / "generation.json", json.dumps(provenance, indent=2) + "\n")
     return provenance
+
+
+def _quiet_worker() -> None:
+    """Workers leave interrupts to the parent: Ctrl-C reaches it alone, and the pool's own SIGTERM
+    at shutdown ends a worker quietly even when the command turned SIGTERM into an interrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _write_one(job: tuple[Path, int, str, SynthOptions]) -> dict[str, object]:

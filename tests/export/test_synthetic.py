@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -300,3 +303,45 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, args: list[str]) -> None:
     result = CliRunner().invoke(main, ["--out", str(tmp_path / "x"), *args])
     assert result.exit_code == 2
     assert not (tmp_path / "x" / "images").exists()
+
+
+def _synth_process(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "btxrd-synth"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Background shells start jobs with SIGINT ignored; give the child Ctrl-C's default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def test_worker_pool_ends_quietly(tmp_path: Path) -> None:
+    """The pool terminates its workers with SIGTERM, which the command turns into an interrupt;
+    the workers reset it, so stderr holds progress only."""
+    process = _synth_process(
+        "--out", str(tmp_path), "--n", "6", "--max-size", "150", "--min-size", "100",
+        "--workers", "2",
+    )  # fmt: skip
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert json.loads(stdout)["workers"] == 2
+    assert stderr.splitlines() == [f"{i}/6 images" for i in range(1, 7)]
+
+
+def test_ctrl_c_exits_130_and_says_the_folder_is_incomplete(tmp_path: Path) -> None:
+    process = _synth_process(
+        "--out", str(tmp_path), "--n", "2000", "--max-size", "400", "--workers", "2",
+    )  # fmt: skip
+    assert process.stderr is not None
+    first = process.stderr.readline()  # the first progress line: generation is under way
+    assert first.endswith("images\n"), first
+    process.send_signal(signal.SIGINT)  # to the command only; its workers ignore Ctrl-C
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert stdout == ""
+    assert "Traceback" not in stderr
+    assert stderr.splitlines()[-2:] == [
+        f"btxrd-synth: {tmp_path} is incomplete; rerun with --overwrite",
+        "btxrd-synth: interrupted",
+    ]
