@@ -6,19 +6,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
 from btxrd.explain.methods import METHODS, check_method
-from btxrd.runtime.cliutil import EXIT_INPUT, EXIT_OK, debug_option, run_cli
+from btxrd.runtime.cliutil import (
+    CONTEXT_SETTINGS,
+    EXIT_INPUT,
+    EXIT_OK,
+    common_options,
+    documents_exit_codes,
+    prepare_output_dir,
+    run_cli,
+    setting_range,
+)
 from btxrd.runtime.errors import ConfigError, ModelError
+from btxrd.runtime.settings import GradcamSettings
+from btxrd.runtime.text import for_terminal
 
 PROGRAM = "btxrd-explain"
 DEFAULT_COMMAND = "images"
-_CONTEXT = {"help_option_names": ["-h", "--help"]}
-_K_RANGE = (3, 5)
 
 
 class _DefaultGroup(click.Group):
@@ -31,16 +41,14 @@ class _DefaultGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-@click.group(name=PROGRAM, cls=_DefaultGroup, context_settings=_CONTEXT)
+@click.group(name=PROGRAM, cls=_DefaultGroup, context_settings=CONTEXT_SETTINGS)
+@documents_exit_codes
 def main() -> None:
     """Explain a bone-radiograph classifier with Grad-CAM, using its PyTorch checkpoint.
 
     `btxrd-explain IMAGE...` is short for `btxrd-explain images IMAGE...` (use the long form
     for an image file called like a command). Research tool, not for clinical use. Results go
     to stdout; notices and warnings to stderr.
-
-    Exit codes: 0 success; 1 some input failed (each reported, everything else written);
-    2 usage or config error; 3 model or checkpoint unusable, nothing processed; 130 interrupted.
 
     \b
     Example:
@@ -62,18 +70,10 @@ def _model_options(function: Callable) -> Callable:
             type=click.Choice(list(METHODS)),
             help="CAM method (default: config gradcam.method, gradcam).",
         ),
-        click.option(
-            "--config",
-            "config_path",
-            type=click.Path(path_type=Path),
-            help="YAML config (default: built-in defaults; env BTXRD_CONFIG).",
-        ),
-        click.option("--quiet", "-q", is_flag=True, help="No notices or progress on stderr."),
-        debug_option,
     ]
     for option in reversed(options):
         function = option(function)
-    return function
+    return common_options(function)
 
 
 def _data_options(function: Callable) -> Callable:
@@ -97,7 +97,7 @@ def _data_options(function: Callable) -> Callable:
         ),
         click.option(
             "--iou-threshold",
-            type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+            type=setting_range("gradcam", "iou_threshold"),
             help="CAM threshold of the headline IoU (default: config gradcam.iou_threshold, 0.5).",
         ),
     ]
@@ -108,7 +108,7 @@ def _data_options(function: Callable) -> Callable:
 
 _k_option = click.option(
     "--k",
-    type=click.IntRange(*_K_RANGE),
+    type=setting_range("gradcam", "k"),
     help="Examples per gallery row, 3 to 5 (default: config gradcam.k, 3).",
 )
 _panels_option = click.option(
@@ -120,7 +120,8 @@ _panels_option = click.option(
 )
 
 
-@main.command(DEFAULT_COMMAND, context_settings=_CONTEXT)
+@main.command(DEFAULT_COMMAND, context_settings=CONTEXT_SETTINGS)
+@documents_exit_codes
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--out",
@@ -141,10 +142,11 @@ def images_command(**options: Any) -> None:
     Example:
         btxrd-explain models/samples/IMG000001.jpeg --method gradcam++ --out overlays/
     """
-    run_cli(lambda: _images(**options), options["debug"])
+    run_cli(lambda: _images(ImagesOptions(**options)), options["debug"])
 
 
-@main.command("gallery", context_settings=_CONTEXT)
+@main.command("gallery", context_settings=CONTEXT_SETTINGS)
+@documents_exit_codes
 @_data_options
 @_k_option
 @_model_options
@@ -159,10 +161,11 @@ def gallery_command(**options: Any) -> None:
     Example:
         btxrd-explain gallery --data data/synthetic --split models/btxrd-demo.split.json --k 4
     """
-    run_cli(lambda: _dataset_command("gallery", **options), options["debug"])
+    run_cli(lambda: _dataset_command("gallery", DatasetOptions(**options)), options["debug"])
 
 
-@main.command("annotations", context_settings=_CONTEXT)
+@main.command("annotations", context_settings=CONTEXT_SETTINGS)
+@documents_exit_codes
 @_data_options
 @_panels_option
 @_model_options
@@ -178,10 +181,11 @@ def annotations_command(**options: Any) -> None:
     Example:
         btxrd-explain annotations --data data/synthetic --split models/btxrd-demo.split.json
     """
-    run_cli(lambda: _dataset_command("annotations", **options), options["debug"])
+    run_cli(lambda: _dataset_command("annotations", DatasetOptions(**options)), options["debug"])
 
 
-@main.command("report", context_settings=_CONTEXT)
+@main.command("report", context_settings=CONTEXT_SETTINGS)
+@documents_exit_codes
 @_data_options
 @_k_option
 @_panels_option
@@ -194,49 +198,83 @@ def report_command(**options: Any) -> None:
         btxrd-explain report --data data/synthetic --split models/btxrd-demo.split.json \\
             --out results/explain
     """
-    run_cli(lambda: _dataset_command("report", **options), options["debug"])
+    run_cli(lambda: _dataset_command("report", DatasetOptions(**options)), options["debug"])
 
 
-def _images(
-    images: tuple[Path, ...],
-    out: Path | None,
-    class_name: str | None,
-    as_json: bool,
-    checkpoint: Path | None,
-    method: str | None,
-    config_path: Path | None,
-    quiet: bool,
-    debug: bool,
-) -> int:
-    settings = _settings(config_path, checkpoint, method, out)
-    explainer = _load_explainer(settings["checkpoint"])
+@dataclass(frozen=True)
+class ImagesOptions:
+    """``btxrd-explain images``, as parsed from the command line."""
+
+    images: tuple[Path, ...]
+    out: Path | None
+    class_name: str | None
+    as_json: bool
+    checkpoint: Path | None
+    method: str | None
+    config_path: Path | None
+    quiet: bool
+    debug: bool
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    """``btxrd-explain gallery|annotations|report``, as parsed from the command line."""
+
+    data: Path | None
+    split: Path | None
+    out: Path | None
+    iou_threshold: float | None
+    checkpoint: Path | None
+    method: str | None
+    config_path: Path | None
+    quiet: bool
+    debug: bool
+    k: int | None = None
+    panels: int = 5
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """Flag, then YAML config, then built-in default, resolved once."""
+
+    checkpoint: Path
+    data: Path
+    out: Path
+    gradcam: GradcamSettings
+
+
+def _images(options: ImagesOptions) -> int:
+    settings = _settings(options.config_path, options.checkpoint, options.method, options.out)
+    explainer = _load_explainer(settings.checkpoint)
+    class_name = options.class_name
     if class_name is not None and class_name not in explainer.class_names:
         raise ConfigError(f"--class {class_name!r} is not one of {list(explainer.class_names)}")
-    say = _notifier(quiet)
+    say = _notifier(options.quiet)
     say(_intended_use(explainer))
-    if class_name and settings["method"] == "eigencam":
+    method = settings.gradcam.method
+    if class_name and method == "eigencam":
         say("note: eigencam is class-agnostic; --class does not change its map")
-    folder = _prepare_out(settings["out"])
+    folder = prepare_output_dir(settings.out)
 
     from btxrd.explain.overlays import explain_images
 
     records = []
     for record in explain_images(
         explainer,
-        list(images),
+        list(options.images),
         folder,
-        method=settings["method"],
+        method=method,
         class_name=class_name,
-        alpha=settings["alpha"],
+        alpha=settings.gradcam.alpha,
     ):
         records.append(record)
-        if not as_json:  # lines as results arrive; JSON as one document at the end
+        if not options.as_json:  # lines as results arrive; JSON as one document at the end
             _print_line(record, explainer.class_names)
-    if as_json:
+    if options.as_json:
         click.echo(json.dumps(records, indent=2))
     for record in records:
         if "error" in record:
-            click.echo(f"{PROGRAM}: error: {record['error']}", err=True)
+            click.echo(f"{PROGRAM}: error: {for_terminal(record['error'])}", err=True)
     return EXIT_INPUT if any("error" in r for r in records) else EXIT_OK
 
 
@@ -251,47 +289,45 @@ def _print_line(record: dict[str, Any], class_names: tuple[str, ...]) -> None:
     )
 
 
-def _dataset_command(
-    command: str,
-    data: Path | None,
-    split: Path | None,
-    out: Path | None,
-    iou_threshold: float | None,
-    checkpoint: Path | None,
-    method: str | None,
-    config_path: Path | None,
-    quiet: bool,
-    debug: bool,
-    k: int | None = None,
-    panels: int = 5,
-) -> int:
-    settings = _settings(config_path, checkpoint, method, out, data, k, iou_threshold)
-    explainer = _load_explainer(settings["checkpoint"])
-    say = _notifier(quiet)
+def _dataset_command(command: str, options: DatasetOptions) -> int:
+    settings = _settings(
+        options.config_path,
+        options.checkpoint,
+        options.method,
+        options.out,
+        options.data,
+        options.k,
+        options.iou_threshold,
+    )
+    explainer = _load_explainer(settings.checkpoint)
+    say = _notifier(options.quiet)
     say(_intended_use(explainer))
+    split = options.split
+    panels = options.panels
 
     from btxrd.explain.evaluate import evaluate, select_samples
     from btxrd.explain.run import ExplainRun
 
-    samples, subset = select_samples(settings["data"], split)
+    samples, subset = select_samples(settings.data, split)
     recorded = explainer.recorded_split()
     if split is None and recorded:
         say(
             f"note: every image is used, training images included; pass --split {recorded} "
             "for the held-out test part"
         )
-    folder = _prepare_out(settings["out"])
+    folder = prepare_output_dir(settings.out)
     say(f"{len(samples)} images: {subset}")
     # One run for every step: each image decoded once (here), each CAM computed once.
     run = ExplainRun(explainer, evaluate(explainer, samples, subset, log=say))
     evaluation = run.evaluation
-    common = {"method": settings["method"], "alpha": settings["alpha"], "log": say}
-    thr = settings["iou_threshold"]
+    gradcam = settings.gradcam
+    common = {"method": gradcam.method, "alpha": gradcam.alpha, "log": say}
+    thr = gradcam.iou_threshold
     summary: dict[str, Any] = {"out": str(folder), "images": len(evaluation.samples)}
     if command == "gallery":
         from btxrd.explain.gallery import run_gallery
 
-        gallery = run_gallery(run, folder, k=settings["k"], iou_threshold=thr, **common)
+        gallery = run_gallery(run, folder, k=gradcam.k, iou_threshold=thr, **common)
         summary |= _gallery_summary(gallery)
     elif command == "annotations":
         from btxrd.explain.annotations import run_annotations
@@ -304,7 +340,7 @@ def _dataset_command(
         result = run_report(
             run,
             folder,
-            k=settings["k"],
+            k=gradcam.k,
             iou_threshold=thr,
             panels=panels,
             **common,
@@ -317,7 +353,7 @@ def _dataset_command(
     summary["unreadable"] = len(evaluation.failed)
     click.echo(json.dumps(summary, indent=2))
     for _, error in evaluation.failed:
-        click.echo(f"{PROGRAM}: error: {error}", err=True)
+        click.echo(f"{PROGRAM}: error: {for_terminal(error)}", err=True)
     return EXIT_INPUT if evaluation.failed else EXIT_OK
 
 
@@ -351,28 +387,30 @@ def _settings(
     data: Path | None = None,
     k: int | None = None,
     iou_threshold: float | None = None,
-) -> dict[str, Any]:
-    """Flag, then YAML config, then built-in default."""
+) -> _Settings:
+    """Flag, then YAML config, then built-in default (the config was range-checked on load and
+    click checks the flags against the same ranges)."""
+    from btxrd.runtime.atomic import protect
     from btxrd.runtime.config import load_config
     from btxrd.runtime.paths import shipped
 
     config = load_config(config_path)
-    section, paths = config["gradcam"], config["paths"]
-    k = k if k is not None else section["k"]
-    if not _K_RANGE[0] <= k <= _K_RANGE[1]:
-        raise ConfigError(f"gradcam.k is {k}; galleries show 3 to 5 examples per row")
-    threshold = iou_threshold if iou_threshold is not None else section["iou_threshold"]
-    if not 0.0 < threshold < 1.0:
-        raise ConfigError(f"gradcam.iou_threshold is {threshold}; it must lie between 0 and 1")
-    return {
-        "checkpoint": checkpoint or shipped(paths["checkpoint"]),
-        "method": check_method(method or section["method"]),
-        "out": out or Path(section["out"]),
-        "data": data or shipped(paths["data"]),
-        "k": k,
-        "iou_threshold": threshold,
-        "alpha": section["alpha"],
-    }
+    section, paths = GradcamSettings(**config["gradcam"]), config["paths"]
+    gradcam = GradcamSettings(
+        method=check_method(method or section.method),
+        out=section.out,
+        k=k if k is not None else section.k,
+        iou_threshold=iou_threshold if iou_threshold is not None else section.iou_threshold,
+        alpha=section.alpha,
+    )
+    resolved = _Settings(
+        checkpoint=checkpoint or shipped(paths["checkpoint"]),
+        data=data or shipped(paths["data"]),
+        out=out or Path(section.out),
+        gradcam=gradcam,
+    )
+    protect([resolved.checkpoint], "checkpoint")  # no figure or report may replace it
+    return resolved
 
 
 def _load_explainer(path: Path):
@@ -381,22 +419,14 @@ def _load_explainer(path: Path):
             f"{path}: checkpoint not found; pass --checkpoint, or train the demo model with "
             "`make demo-model`"
         )
-    from btxrd.explain.model import load_explainer
-
     try:
-        return load_explainer(path)
-    except (ImportError, ValueError) as exc:  # unknown architecture, timm not installed
-        raise ModelError(f"{path}: {exc}") from None
-
-
-def _prepare_out(folder: Path) -> Path:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"{folder}: cannot create the output folder ({exc.strerror}); choose --out"
+        from btxrd.explain.model import load_explainer
+    except ImportError as exc:
+        raise ModelError(
+            f"{path}: btxrd-explain needs PyTorch and pytorch-grad-cam ({exc.name} is missing); "
+            "install them with pip install 'btxrd[explain]'"
         ) from None
-    return folder
+    return load_explainer(path)
 
 
 def _intended_use(explainer) -> str:
