@@ -1,13 +1,14 @@
 """Training recipes (``configs/demo-*.yaml``): read, merge onto their ``base:``, validate.
 
-``RECIPE`` below is the one place that says which keys a recipe has and of what type, as
-nanoGPT's config keeps its defaults in one place: a typo or a wrong type is a ``ConfigError``
-naming the file and the key (``training.lr``), never a value that training silently ignores.
+``RECIPE`` below is the one place that says which keys a recipe has, of what type and, where
+training cannot run outside them, within which bounds, as nanoGPT's config keeps its defaults in
+one place: a typo or a wrong type is a ``ConfigError`` naming the file and the key
+(``training.lr``), never a value that training silently ignores or trips over later.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,10 @@ class Key:
     choices: tuple[str, ...] = ()
     length: int = 0  # for lists
     keys: Mapping[str, Key] | None = None  # for sections
+    # Bounds (of each item, for lists) where training could not run outside them.
+    low: float | None = None
+    high: float | None = None
+    total: float | None = None  # a list's items must add up to this
 
 
 def _section(optional: bool = False, **keys: Key) -> Key:
@@ -50,17 +55,17 @@ RECIPE = _section(
             proportions=Key("list", optional=True, length=3),
         ),
         split_seed=_INT,
-        split_fractions=Key("list", length=3),
+        split_fractions=Key("list", length=3, low=0, total=1),
     ),
     model=_section(
         arch=_STR,  # and one that btxrd.export.archs knows
-        image_size=_INT,
+        image_size=Key("int", low=8, high=4096),  # the model contract's range
         init_checkpoint=Key("str", optional=True, nullable=True),  # fine-tune from it
     ),
     training=_section(
         seed=_INT,
-        epochs=_INT,
-        batch_size=_INT,
+        epochs=Key("int", low=1),
+        batch_size=Key("int", low=1),
         lr=_NUMBER,
         weight_decay=_NUMBER,
         warmup_epochs=_NUMBER,
@@ -72,12 +77,12 @@ RECIPE = _section(
         lesion_pos_weight=_NUMBER,
         clip_grad_norm=_NUMBER,
         ema_decay=_NUMBER,
-        threads=_INT,
+        threads=Key("int", low=1),
         max_minutes=Key("number", optional=True, nullable=True),
     ),
     augment=_section(
-        hflip=_NUMBER,
-        vflip=_NUMBER,
+        hflip=Key("number", low=0, high=1),  # probabilities
+        vflip=Key("number", low=0, high=1),
         degrees=_NUMBER,
         scale=Key("list", length=2),
         translate=_NUMBER,
@@ -176,6 +181,10 @@ def _validate(value: Any, spec: Key, where: tuple[str, ...], layers: list[_Layer
             and all(_is_number(v) for v in value)
         ):
             raise fault(f"expected a list of {spec.length} numbers, got {_shown(value)}")
+        for item in value:
+            _check_bounds(item, spec, fault)
+        if spec.total is not None and abs(sum(value) - spec.total) > 1e-6:
+            raise fault(f"must add up to {spec.total:g}, got {_shown(value)}")
         return
     ok = {
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -189,6 +198,18 @@ def _validate(value: Any, spec: Key, where: tuple[str, ...], layers: list[_Layer
         )
     if spec.choices and value not in spec.choices:
         raise fault(f"expected one of {', '.join(spec.choices)}, got {_shown(value)}")
+    if spec.kind != "str":
+        _check_bounds(value, spec, fault)
+
+
+def _check_bounds(value: float, spec: Key, fault: Callable[[str], ConfigError]) -> None:
+    if (spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high):
+        low = "" if spec.low is None else f"{spec.low:g}"
+        high = "" if spec.high is None else f"{spec.high:g}"
+        bounds = (
+            f"{low} to {high}" if low and high else f"at least {low}" if low else f"at most {high}"
+        )
+        raise fault(f"must be {bounds}, got {value!r}")
 
 
 def _check_arch(recipe: dict[str, Any], layers: list[_Layer]) -> None:
