@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,7 @@ _INSTALL = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
 # What pydicom (and zlib, for the deflated syntax) raise on malformed datasets and pixel data.
 _DICOM_ERRORS = (
     zlib.error,
+    struct.error,
     ValueError,
     TypeError,
     AttributeError,

@@ -91,3 +91,49 @@ def rewrite(path: Path, **changes) -> Path:
             setattr(ds, keyword, value)
     ds.save_as(path)
     return path
+
+
+def write_deflated_zeros(
+    path: Path, rows: int, columns: int, *, frames: int = 1, bits: int = 16, **attrs
+) -> Path:
+    """A deflated DICOM whose pixel data are zeros, streamed through zlib without ever being
+    held in memory: 10630 x 10630 16-bit pixels (226 MB) make a file of about 220 KB."""
+    import io
+    import zlib
+
+    from pydicom.filereader import read_dataset, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    write_dicom(path, None, syntax=DeflatedExplicitVRLittleEndian)
+    with path.open("rb") as handle:  # the meta group stays; the deflated dataset is rebuilt
+        read_preamble(handle, False)
+        read_dataset(handle, False, True, stop_when=lambda tag, vr, length: tag.group != 2)
+        start = handle.tell()
+        header = zlib.decompress(handle.read(), -zlib.MAX_WBITS)
+    extra = Dataset()
+    extra.Rows, extra.Columns = rows, columns
+    extra.SamplesPerPixel = 1
+    extra.PhotometricInterpretation = "MONOCHROME2"
+    extra.BitsAllocated = extra.BitsStored = bits
+    extra.HighBit = bits - 1
+    extra.PixelRepresentation = 0
+    if frames > 1:
+        extra.NumberOfFrames = frames
+    for key, value in attrs.items():
+        setattr(extra, key, value)
+    buffer = io.BytesIO()
+    extra.save_as(buffer, implicit_vr=False, little_endian=True)
+    size = rows * columns * frames * bits // 8
+    element = (0x7FE0).to_bytes(2, "little") + (0x0010).to_bytes(2, "little") + b"OW\0\0"
+    element += size.to_bytes(4, "little")
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    with path.open("r+b") as handle:
+        handle.seek(start)
+        handle.truncate()
+        # Elements must ascend: the file's own (group 0008) first, then the image module.
+        handle.write(deflate.compress(header + buffer.getvalue() + element))
+        zeros = bytes(1 << 20)
+        for offset in range(0, size, len(zeros)):
+            handle.write(deflate.compress(zeros[: min(len(zeros), size - offset)]))
+        handle.write(deflate.flush())
+    return path

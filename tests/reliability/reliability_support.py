@@ -46,3 +46,14 @@ def assert_one_clear_line(stderr: str, *needles: str) -> str:
 def records_of(jsonl: Path) -> list[dict]:
     """Every line of a JSONL output must be a complete record."""
     return [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
+
+
+def peak_rss_kib(*args: object) -> int:
+    """Peak resident memory (KiB) of a fresh ``btxrd-run`` process given ``args``."""
+    code = (
+        "import resource, sys; from btxrd.runtime.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+    )
+    done = run_process(*args, code=code)
+    return int(done.stderr.decode().strip().splitlines()[-1])

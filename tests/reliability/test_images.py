@@ -107,14 +107,24 @@ def broken_symlink(path: Path) -> None:
 def dicom_compressed(path: Path) -> None:
     pytest.importorskip("pydicom")
     from dicom_files import ramp, write_dicom
-    from pydicom.uid import JPEG2000Lossless
+    from pydicom.uid import JPEGLSLossless
 
     try:
-        import openjpeg  # noqa: F401
+        import jpeg_ls  # noqa: F401
 
-        pytest.skip("a JPEG 2000 decoder is installed here")
+        pytest.skip("a JPEG-LS decoder is installed here")
     except ImportError:
-        write_dicom(path, ramp(), syntax=JPEG2000Lossless)
+        write_dicom(path, ramp(), syntax=JPEGLSLossless)
+
+
+def dicom_compressed_damaged(path: Path) -> None:
+    """JPEG 2000 syntax, but the stream is not JPEG 2000: Pillow's decoder (through pydicom)
+    is there and fails."""
+    pytest.importorskip("pydicom")
+    from dicom_files import ramp, write_dicom
+    from pydicom.uid import JPEG2000Lossless
+
+    write_dicom(path, ramp(), syntax=JPEG2000Lossless)
 
 
 def dicom_report(path: Path) -> None:
@@ -122,6 +132,61 @@ def dicom_report(path: Path) -> None:
     from dicom_files import COMPREHENSIVE_SR, write_dicom
 
     write_dicom(path, None, sop_class=COMPREHENSIVE_SR)
+
+
+def other_format(fmt: str) -> Callable[[Path], None]:
+    """A real file of a format outside the allowlist, under the name the case gives it."""
+
+    def make(path: Path) -> None:
+        image = Image.fromarray(np.dstack([_noise()] * 3))
+        try:
+            image.convert("P" if fmt == "BLP" else "RGB").save(path, format=fmt)
+        except (OSError, KeyError, ValueError) as exc:
+            pytest.skip(f"Pillow cannot write {fmt} here ({exc})")
+
+    return make
+
+
+def dds_header(path: Path) -> None:
+    """The campaign's 232-byte DDS header named b.png (an internal error before)."""
+    header = struct.pack("<4sIIII", b"DDS ", 124, 0x1007, 64, 64) + b"\0" * 56
+    header += struct.pack("<II4sIIIII", 32, 0x4, b"DX10", 0, 0, 0, 0, 0) + b"\0" * 20
+    header += struct.pack("<IIIII", 999, 3, 0, 1, 0)
+    path.write_bytes(header + b"\0" * (232 - len(header)))
+
+
+def blank(kind: str) -> Callable[[Path], None]:
+    def make(path: Path) -> None:
+        if kind == "black":
+            Image.new("L", (160, 200), 0).save(path)
+        elif kind == "white":
+            Image.new("RGB", (160, 200), (255, 255, 255)).save(path)
+        elif kind == "transparent":
+            colour = np.dstack([_noise()] * 3)
+            Image.fromarray(np.dstack([colour, np.zeros_like(_noise())])).save(path)
+        else:
+            Image.fromarray(np.full((200, 160), 0.37, np.float32)).save(path)
+
+    return make
+
+
+def dicom_malformed(**changes) -> Callable[[Path], None]:
+    def make(path: Path) -> None:
+        pytest.importorskip("pydicom")
+        from dicom_files import ramp, rewrite, write_dicom
+
+        rewrite(write_dicom(path, ramp()), **changes)
+
+    return make
+
+
+def dicom_deflated_bomb(path: Path) -> None:
+    """The campaign's 220 KB of deflated zeros declaring 10630 x 10630 16-bit pixels: refused
+    from the header (it used to inflate and decode to 2.8 GB before the refusal)."""
+    pytest.importorskip("pydicom")
+    from dicom_files import write_deflated_zeros
+
+    write_deflated_zeros(path, 10630, 10630)
 
 
 BAD = [
@@ -138,8 +203,29 @@ BAD = [
     ("float-tiff-nan", "nan.tif", float_tiff(np.nan), "NaN or infinity"),
     ("float-tiff-inf", "inf.tif", float_tiff(np.inf), "NaN or infinity"),
     ("broken-symlink", "link.png", broken_symlink, "broken symbolic link"),
-    ("dicom-compressed", "j2k.dcm", dicom_compressed, "pip install pylibjpeg"),
+    ("dicom-compressed", "jls.dcm", dicom_compressed, "no decoder installed; install one with"),
+    ("dicom-compressed-damaged", "j2k.dcm", dicom_compressed_damaged, "could not be decoded"),
     ("dicom-structured-report", "report.dcm", dicom_report, "has no image"),
+    # Formats outside the allowlist, named .png: refused by their real format, never parsed.
+    ("eps-as-png", "scan.png", other_format("EPS"), "is an EPS file, not a radiograph format"),
+    ("dds-header-as-png", "b.png", dds_header, "is a DDS file, not a radiograph format"),
+    ("blp-as-png", "scan.png", other_format("BLP"), "is a BLP file, not a radiograph format"),
+    ("avif-as-png", "scan.png", other_format("AVIF"), "is an AVIF file, not a radiograph format"),
+    ("gif-as-png", "scan.png", other_format("GIF"), "is a GIF file, not a radiograph format"),
+    # Images with no content.
+    ("all-black", "black.png", blank("black"), "the image is blank (every pixel is 0)"),
+    ("all-white", "white.jpg", blank("white"), "blank (every pixel is (255, 255, 255))"),
+    ("transparent", "clear.png", blank("transparent"), "blank (every pixel is (0, 0, 0))"),
+    ("constant-float", "flat.tif", blank("float"), "blank (every pixel is 0.37)"),
+    # Malformed uncompressed DICOM: never told to install a JPEG decoder.
+    ("dicom-pixels-short", "short.dcm", dicom_malformed(PixelData=b"\0" * 100), "malformed"),
+    ("dicom-bits-12", "b12.dcm", dicom_malformed(BitsAllocated=12), "malformed DICOM header"),
+    ("dicom-stored-20", "s20.dcm", dicom_malformed(BitsStored=20), "malformed DICOM pixel"),
+    ("dicom-representation-5", "r5.dcm", dicom_malformed(PixelRepresentation=5), "malformed"),
+    ("dicom-samples-2", "spp2.dcm", dicom_malformed(SamplesPerPixel=2), "malformed DICOM"),
+    ("dicom-frames-1000", "f.dcm", dicom_malformed(NumberOfFrames=1000), "malformed DICOM"),
+    ("dicom-rows-missing", "norows.dcm", dicom_malformed(Rows=None), "Rows is missing"),
+    ("dicom-deflated-bomb", "deflated.dcm", dicom_deflated_bomb, "refused before decoding"),
 ]
 
 
@@ -159,6 +245,8 @@ def test_bad_image_gets_an_error_record_and_the_batch_goes_on(
     assert [r["path"] for r in records] == [str(p) for p in inputs]
     assert records[1]["prediction"] is None and records[1]["scores"] == {}
     assert cause in records[1]["error"]
+    if "malformed" in cause:  # never sent to install a decoder it does not need
+        assert "install" not in records[1]["error"]
     for good in (records[0], records[2]):
         assert good["error"] is None and good["prediction"] is not None
 
