@@ -49,11 +49,20 @@ def records_of(jsonl: Path) -> list[dict]:
 
 
 def peak_rss_kib(*args: object) -> int:
-    """Peak resident memory (KiB) of a fresh ``btxrd-run`` process given ``args``."""
+    """Peak resident memory (KiB) of a fresh ``btxrd-run`` process given ``args``.
+
+    ``VmHWM`` counts this process image only; ``ru_maxrss`` would also count the test runner's
+    memory at the fork that started it (Linux carries it across exec), which can hide the case.
+    """
     code = (
         "import resource, sys; from btxrd.runtime.cli import main\n"
         "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+        "try:\n"
+        "    lines = open('/proc/self/status').read().splitlines()\n"
+        "    peak = next(int(l.split()[1]) for l in lines if l.startswith('VmHWM:'))\n"
+        "except (OSError, StopIteration):\n"
+        "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(peak, file=sys.stderr)"
     )
     done = run_process(*args, code=code)
     return int(done.stderr.decode().strip().splitlines()[-1])

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from reliability_support import (
     assert_one_clear_line,
+    peak_rss_kib,
     records_of,
     run_cli,
     run_process,
@@ -260,13 +261,7 @@ def test_decompression_bomb_is_refused_with_flat_memory(tiny_onnx, tmp_path):
     bomb(big)
 
     def peak_kib(image: Path) -> int:
-        code = (
-            "import resource, sys; from btxrd.runtime.cli import main\n"
-            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
-        )
-        done = run_process("--model", tiny_onnx, "--quiet", image, code=code)
-        return int(done.stderr.decode().strip().splitlines()[-1])
+        return peak_rss_kib("--model", tiny_onnx, "--quiet", image)
 
     assert peak_kib(big) < peak_kib(small) + 20_000  # within 20 MB of a normal run
 
