@@ -48,6 +48,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise ModelError(f"{path}: checkpoint is empty (0 bytes)")
     if not zipfile.is_zipfile(path):
         raise ModelError(f"{path}: not a torch checkpoint (torch.save writes zip archives)")
+    _check_stored_sizes(path)
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -65,6 +66,36 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if not isinstance(raw, dict) or "model_state_dict" not in raw:
         raise ModelError(f"{path}: not a btxrd checkpoint: no 'model_state_dict' key")
     return _parse(raw, path, hashlib.sha256(data).hexdigest())
+
+
+# torch.save stores tensors uncompressed; weights deflate by a few percent at most. The largest
+# network btxrd exports is far below this; a zip that expands beyond it is refused unread.
+MAX_CHECKPOINT_BYTES = 4 * 1024**3
+MAX_COMPRESSION_RATIO = 20
+
+
+def _check_stored_sizes(path: Path) -> None:
+    """Refuse a checkpoint whose zip entries would expand past ``MAX_CHECKPOINT_BYTES``, or
+    compress like no weights do (a zip bomb), from the archive's directory alone."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable torch checkpoint ({exc})") from None
+    total = sum(entry.file_size for entry in entries)
+    if total > MAX_CHECKPOINT_BYTES:
+        raise ModelError(
+            f"{path}: its tensors would take {total / 1024**3:.1f} GiB, more than the "
+            f"{MAX_CHECKPOINT_BYTES / 1024**3:.0f} GiB btxrd loads; refused before loading"
+        )
+    for entry in entries:
+        ratio = entry.file_size / max(entry.compress_size, 1)
+        if entry.file_size > 1024**2 and ratio > MAX_COMPRESSION_RATIO:
+            raise ModelError(
+                f"{path}: entry {entry.filename!r} expands {ratio:,.0f} times "
+                f"({entry.file_size / 1024**2:,.0f} MiB); trained weights do not compress like "
+                "that, so it is refused before loading (a zip bomb?)"
+            )
 
 
 def save_checkpoint(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from btxrd.runtime.atomic import write_bytes, write_text
+from btxrd.runtime.atomic import destination, protect, write_bytes, write_text
 from btxrd.runtime.cliutil import (
     CONTEXT_SETTINGS,
     debug_option,
@@ -89,6 +89,10 @@ def _export(
 
     started = time.perf_counter()
     prepare_output_dir(out_path.parent)
+    # The ONNX file and its parity report must never replace the checkpoint they come from.
+    protect([checkpoint_path], "checkpoint")
+    for written in (out_path, out_path.with_suffix(".parity.json")):
+        destination(written)
     checkpoint = load_checkpoint(checkpoint_path)
     sources = _parity_sources(parity_dir or default_samples_dir())
     model, arch = build_model(checkpoint)

@@ -187,10 +187,40 @@ def _other_arch(path: Path, marker: Path, make_model) -> None:
     )
 
 
+def _zip_bomb(path: Path, marker: Path, make_model) -> None:
+    """A real checkpoint with one tensor file swapped for 256 MiB of zeros, deflated to 256 KB."""
+    import zipfile
+
+    _good(path, marker, make_model)
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, data in entries:
+            if info.filename.endswith("/data/0"):
+                archive.writestr(info.filename, bytes(256 * 1024**2), zipfile.ZIP_DEFLATED)
+            else:
+                archive.writestr(info, data)
+
+
+def _good(path: Path, marker: Path, make_model) -> None:
+    save_checkpoint(
+        path, make_model("resnet18"), arch="resnet18", class_names=CLASSES, image_size=64
+    )
+
+
+def _std_infinite(path: Path, marker: Path, make_model) -> None:
+    _good(path, marker, make_model)
+    raw = torch.load(path, weights_only=True)
+    raw["normalization"] = {"mean": [0.5, 0.5, 0.5], "std": [float("inf")] * 3}
+    torch.save(raw, path)
+
+
 @pytest.mark.parametrize(
     ("make", "cause"),
     [
         (None, "not found"),
+        (_zip_bomb, "refused before loading"),
+        (_std_infinite, "finite"),
         (lambda p, m, f: p.write_bytes(b""), "empty"),
         (lambda p, m, f: p.write_bytes(b"not a zip or pickle"), "not a torch checkpoint"),
         (_truncated, "not a torch checkpoint"),
@@ -201,6 +231,8 @@ def _other_arch(path: Path, marker: Path, make_model) -> None:
     ],
     ids=[
         "missing",
+        "zip-bomb",
+        "std-infinite",
         "empty",
         "not-a-checkpoint",
         "truncated",
@@ -224,3 +256,40 @@ def test_btxrd_export_refuses_bad_checkpoints(tmp_path: Path, make_model, make, 
     (line,) = [line for line in result.stderr.splitlines() if "error" in line]
     assert str(path) in line and cause in line
     assert not out.exists() and not marker.exists()
+
+
+@pytest.mark.parametrize("spelling", ["same", "other-spelling", "hard-link"])
+def test_btxrd_export_never_writes_over_its_checkpoint(tmp_path: Path, make_model, spelling):
+    import os
+
+    from click.testing import CliRunner
+
+    from btxrd.export.cli import main as export_main
+
+    checkpoint = tmp_path / "v.pt"
+    _good(checkpoint, tmp_path / "unused", make_model)
+    before = checkpoint.read_bytes()
+    out = {
+        "same": checkpoint,
+        "other-spelling": tmp_path / "." / "v.pt",
+        "hard-link": tmp_path / "v-link.pt",
+    }[spelling]
+    if spelling == "hard-link":
+        os.link(checkpoint, out)
+    result = CliRunner().invoke(export_main, ["--checkpoint", str(checkpoint), "--out", str(out)])
+    assert result.exit_code == 3, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "error" in line]
+    assert "checkpoint" in line and "destroy" in line
+    assert checkpoint.read_bytes() == before
+
+
+def test_a_checkpoint_larger_than_the_limit_is_refused_unread(
+    tmp_path: Path, make_model, monkeypatch
+):
+    from btxrd.export import checkpoint as checkpoint_module
+
+    path = tmp_path / "big.pt"
+    _good(path, tmp_path / "unused", make_model)
+    monkeypatch.setattr(checkpoint_module, "MAX_CHECKPOINT_BYTES", 1024)  # a 1 KiB limit
+    with pytest.raises(ModelError, match="more than"):
+        checkpoint_module.load_checkpoint(path)
