@@ -237,10 +237,16 @@ def _unidentified(path: Path, head: bytes) -> str:
     known = next((f for f in Image.ID if f not in PILLOW_FORMATS and _accepts(f, head)), None)
     if known is not None:
         return (
-            f"{path}: is a {known} file, not a radiograph format btxrd reads "
+            f"{path}: is {_article(known)} {known} file, not a radiograph format btxrd reads "
             f"({FORMAT_NAMES}); convert it"
         )
     return f"{path}: not an image file btxrd reads ({FORMAT_NAMES}); check the file type"
+
+
+def _article(name: str) -> str:
+    # Format names are read letter by letter ("an EPS", "a DDS"), except the few that are words.
+    spoken_vowel = name[0] in "AEFHILMNORSX" and name not in ("FITS", "SPIDER", "SUN")
+    return "an" if spoken_vowel else "a"
 
 
 def _accepts(fmt: str, head: bytes) -> bool:
@@ -443,7 +449,9 @@ def _to_8bit(image: Image.Image, path: Path, layout: _SampleLayout | None = None
     mode = image.mode
     if layout.view is not None or mode in _DEEP_MODES:
         eight = _range_to_uint8(_PillowRows(image, layout.view), path)
-        return Image.fromarray(255 - eight if layout.invert else eight)
+        if layout.invert:
+            np.subtract(255, eight, out=eight)
+        return Image.fromarray(eight)
     if mode in ("L", "RGB"):
         return image
     if mode == "1":
@@ -482,10 +490,11 @@ class _PillowRows:
         return band.view(self.view) if self.view is not None else band
 
 
-Rows = np.ndarray | _PillowRows
+# What the band helpers read: an array, or a deep Pillow image read band by band.
+RowSource = np.ndarray | _PillowRows
 
 
-def row_bands(values: Rows) -> Iterator[slice]:
+def row_bands(values: RowSource) -> Iterator[slice]:
     """Slices of rows of about ``_BAND_PIXELS`` pixels each."""
     height = values.shape[0]
     per_row = max(1, int(np.prod(values.shape[1:])))
@@ -494,7 +503,7 @@ def row_bands(values: Rows) -> Iterator[slice]:
         yield slice(start, min(height, start + step))
 
 
-def value_range(values: Rows, path: Path | str) -> tuple[float, float]:
+def value_range(values: RowSource, path: Path | str) -> tuple[float, float]:
     """Minimum and maximum, refusing NaN or infinity (min and max carry either through)."""
     low, high = np.inf, -np.inf
     for rows in row_bands(values):
@@ -506,7 +515,7 @@ def value_range(values: Rows, path: Path | str) -> tuple[float, float]:
     return low, high
 
 
-def map_to_uint8(values: Rows, transform: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def map_to_uint8(values: RowSource, transform: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """``rint(clip(transform(v), 0, 255))`` as uint8, computed in float64 band by band."""
     out = np.empty(values.shape, dtype=np.uint8)
     for rows in row_bands(values):
@@ -517,7 +526,7 @@ def map_to_uint8(values: Rows, transform: Callable[[np.ndarray], np.ndarray]) ->
     return out
 
 
-def _range_to_uint8(values: Rows, path: Path | str) -> np.ndarray:
+def _range_to_uint8(values: RowSource, path: Path | str) -> np.ndarray:
     low, high = value_range(values, path)
     if high <= low:
         raise InputError(blank_message(path, f"{low:g}"))
