@@ -6,10 +6,11 @@ with ``json.loads`` (never ``eval``), so class names and the preprocessing survi
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from btxrd.runtime.errors import ModelError
@@ -21,6 +22,9 @@ METADATA_PREFIX = "btxrd."
 INPUT_NAME = "image"
 LOGITS_NAME = "logits"
 CAM_NAME = "cam"
+# Present exactly when the file carries ``trust`` metadata (see ``Trust``):
+PROBABILITIES_NAME = "probabilities"  # N x C, softmax(logits / temperature)
+OOD_SCORE_NAME = "ood_score"  # N, higher = more unlike the training data
 
 # Metadata keys (each stored as METADATA_PREFIX + key, each value JSON).
 KEY_SCHEMA = "schema_version"
@@ -30,6 +34,7 @@ KEY_ARCH = "arch"
 KEY_PROVENANCE = "provenance"
 KEY_INTENDED_USE = "intended_use"
 KEY_REFERENCE = "reference_scores"
+KEY_TRUST = "trust"  # optional: calibration and the out-of-distribution gate (``Trust``)
 REQUIRED_KEYS = (KEY_SCHEMA, KEY_CLASSES, KEY_PREPROCESS, KEY_ARCH)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -140,6 +145,215 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+CALIBRATION_METHODS = ("temperature",)
+# Out-of-distribution scores export can put in the graph (``btxrd.export.trust``): class-
+# conditional Mahalanobis distance on the pooled features (Lee et al. 2018), 1 - max softmax
+# probability (Hendrycks & Gimpel 2017), energy -logsumexp(logits) (Liu et al. 2020), and the
+# negated feature norm. Each is oriented so that higher means more unlike the training data.
+OOD_METHODS = ("mahalanobis", "msp", "energy", "feature_norm")
+OOD_DIRECTION = "higher_is_ood"
+CALIBRATION_METRICS = ("nll", "brier", "ece")
+
+
+@dataclass(frozen=True)
+class FittedOn:
+    """The data a trust figure was fitted or set on: the dataset folder's name (never its path),
+    the split file's name and sha256 (None when the split was made at export), which part of
+    it, and how many images."""
+
+    data: str
+    split: str
+    num_images: int
+    split_file: str | None = None
+    split_sha256: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> FittedOn:
+        values = _object(data, where, required=("data", "split", "num_images"))
+        values = _only(values, cls, where)
+        fitted = cls(**values)
+        for name in ("data", "split"):
+            if not isinstance(getattr(fitted, name), str):
+                raise ModelError(f"trust {where}.{name} must be a string")
+        for name in ("split_file", "split_sha256"):
+            if getattr(fitted, name) is not None and not isinstance(getattr(fitted, name), str):
+                raise ModelError(f"trust {where}.{name} must be a string or null")
+        if not _is_int(fitted.num_images) or fitted.num_images < 1:
+            raise ModelError(f"trust {where}.num_images must be a whole number >= 1")
+        return fitted
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Temperature scaling (Guo et al. 2017): ``probabilities = softmax(logits / temperature)``.
+
+    ``metrics`` holds ``split``, ``num_images``, ``ece_bins`` and ``before`` / ``after``, each
+    with ``nll``, ``brier`` and ``ece``, measured on data the fit did not see."""
+
+    temperature: float
+    fitted_on: FittedOn
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    method: str = "temperature"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "temperature": self.temperature,
+            "fitted_on": self.fitted_on.to_json(),
+            "metrics": copy.deepcopy(dict(self.metrics)),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Calibration:
+        values = _object(data, "calibration", required=("method", "temperature", "fitted_on"))
+        values = _only(values, cls, "calibration")
+        method = values["method"]
+        if method not in CALIBRATION_METHODS:
+            raise ModelError(
+                f"trust calibration method {method!r} is not one of {CALIBRATION_METHODS}; "
+                "upgrade btxrd"
+            )
+        temperature = _finite(values["temperature"], "calibration.temperature")
+        if not TEMPERATURE_RANGE[0] <= temperature <= TEMPERATURE_RANGE[1]:
+            raise ModelError(
+                f"trust calibration.temperature {temperature:g} must be within "
+                f"[{TEMPERATURE_RANGE[0]:g}, {TEMPERATURE_RANGE[1]:g}] (and > 0)"
+            )
+        metrics = values.get("metrics") or {}
+        _check_calibration_metrics(metrics)
+        return cls(
+            temperature=temperature,
+            fitted_on=FittedOn.from_json(values["fitted_on"], "calibration.fitted_on"),
+            metrics=metrics,
+            method=method,
+        )
+
+
+@dataclass(frozen=True)
+class OodGate:
+    """The out-of-distribution gate: an input whose ``ood_score`` output is above
+    ``threshold`` is unlike the data the model was fitted on. The threshold keeps
+    ``retention`` of the in-distribution images of ``threshold_set_on``.
+
+    ``details`` records how the score was built (feature, covariance, components)."""
+
+    method: str
+    threshold: float
+    retention: float
+    fitted_on: FittedOn
+    threshold_set_on: FittedOn
+    direction: str = OOD_DIRECTION
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def is_out_of_distribution(self, score: float) -> bool:
+        """True when ``score`` is above the threshold (or not a finite number)."""
+        return not math.isfinite(score) or score > self.threshold
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "direction": self.direction,
+            "threshold": self.threshold,
+            "retention": self.retention,
+            "fitted_on": self.fitted_on.to_json(),
+            "threshold_set_on": self.threshold_set_on.to_json(),
+            "details": copy.deepcopy(dict(self.details)),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> OodGate:
+        required = ("method", "direction", "threshold", "retention", "fitted_on")
+        values = _object(data, "ood", required=(*required, "threshold_set_on"))
+        values = _only(values, cls, "ood")
+        if values["method"] not in OOD_METHODS:
+            raise ModelError(
+                f"trust ood method {values['method']!r} is not one of {OOD_METHODS}; upgrade btxrd"
+            )
+        if values["direction"] != OOD_DIRECTION:
+            raise ModelError(
+                f"trust ood direction {values['direction']!r} is not {OOD_DIRECTION!r}"
+            )
+        retention = _finite(values["retention"], "ood.retention")
+        if not 0.0 < retention <= 1.0:
+            raise ModelError(f"trust ood.retention {retention:g} must be within (0, 1]")
+        details = values.get("details") or {}
+        if not isinstance(details, dict):
+            raise ModelError("trust ood.details must be a JSON object")
+        return cls(
+            method=values["method"],
+            threshold=_finite(values["threshold"], "ood.threshold"),
+            retention=retention,
+            fitted_on=FittedOn.from_json(values["fitted_on"], "ood.fitted_on"),
+            threshold_set_on=FittedOn.from_json(values["threshold_set_on"], "ood.threshold_set_on"),
+            direction=values["direction"],
+            details=details,
+        )
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What export fitted so that a score can be trusted: the calibration behind the
+    ``probabilities`` output and the gate on the ``ood_score`` output (metadata key
+    ``btxrd.trust``). A file that carries it has both outputs; one without it has neither."""
+
+    calibration: Calibration
+    ood: OodGate
+
+    def to_json(self) -> dict[str, Any]:
+        return {"calibration": self.calibration.to_json(), "ood": self.ood.to_json()}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Trust:
+        values = _object(data, "trust", required=("calibration", "ood"))
+        values = _only(values, cls, "trust")
+        return cls(
+            calibration=Calibration.from_json(values["calibration"]),
+            ood=OodGate.from_json(values["ood"]),
+        )
+
+
+TEMPERATURE_RANGE = (1e-3, 1e3)
+
+
+def _object(data: Any, where: str, required: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ModelError(f"trust {where} must be a JSON object")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ModelError(f"trust {where} lacks {', '.join(missing)}; export the model again")
+    return dict(data)
+
+
+def _only(values: dict[str, Any], cls: type, where: str) -> dict[str, Any]:
+    unknown = sorted(set(values) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ModelError(f"trust {where} has unknown keys {unknown}; upgrade btxrd")
+    return values
+
+
+def _finite(value: Any, where: str) -> float:
+    if not _is_number(value) or not math.isfinite(value):
+        raise ModelError(f"trust {where} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_calibration_metrics(metrics: Any) -> None:
+    if not isinstance(metrics, dict):
+        raise ModelError("trust calibration.metrics must be a JSON object")
+    for part in ("before", "after"):
+        if part not in metrics:
+            continue
+        values = metrics[part]
+        if not isinstance(values, dict):
+            raise ModelError(f"trust calibration.metrics.{part} must be a JSON object")
+        for name in CALIBRATION_METRICS:
+            if name in values and _finite(values[name], f"calibration.metrics.{part}.{name}") < 0:
+                raise ModelError(f"trust calibration.metrics.{part}.{name} must be >= 0")
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
     """Everything an exported model says about itself."""
@@ -152,6 +366,8 @@ class ModelMetadata:
     intended_use: str = DEFAULT_INTENDED_USE
     # Probabilities export measured on named sample images, for ``btxrd-run --selftest``.
     reference_scores: Mapping[str, Any] = field(default_factory=dict)
+    # Calibration and the out-of-distribution gate; None for a file exported without them.
+    trust: Trust | None = None
 
     def to_metadata_props(self) -> dict[str, str]:
         values: dict[str, Any] = {
@@ -163,6 +379,8 @@ class ModelMetadata:
             KEY_INTENDED_USE: self.intended_use,
             KEY_REFERENCE: dict(self.reference_scores),
         }
+        if self.trust is not None:
+            values[KEY_TRUST] = self.trust.to_json()
         return {METADATA_PREFIX + k: json.dumps(v, sort_keys=True) for k, v in values.items()}
 
     @classmethod
@@ -212,6 +430,12 @@ class ModelMetadata:
                     f"{source}: metadata {key!r} must be a JSON {_JSON_NAMES[kind]}, got "
                     f"{type(parsed[key]).__name__}; export the model again"
                 )
+        trust = None
+        if parsed.get(KEY_TRUST) is not None:
+            try:
+                trust = Trust.from_json(parsed[KEY_TRUST])
+            except ModelError as exc:
+                raise ModelError(f"{source}: {exc}") from None
         return cls(
             class_names=tuple(names),
             preprocessing=prep,
@@ -220,6 +444,7 @@ class ModelMetadata:
             provenance=parsed.get(KEY_PROVENANCE) or {},
             intended_use=parsed.get(KEY_INTENDED_USE) or DEFAULT_INTENDED_USE,
             reference_scores=parsed.get(KEY_REFERENCE) or {},
+            trust=trust,
         )
 
 
@@ -230,5 +455,6 @@ _VALUE_TYPES: dict[str, type] = {
     KEY_PROVENANCE: dict,
     KEY_INTENDED_USE: str,
     KEY_REFERENCE: dict,
+    KEY_TRUST: dict,
 }
 _JSON_NAMES: dict[type, str] = {str: "string", dict: "object"}
