@@ -27,8 +27,8 @@ from btxrd.export.data.dataset import (
     split_dataset,
     write_split,
 )
-from btxrd.runtime.errors import InputError
 from btxrd.export.data.labelme import AnnotationError
+from btxrd.runtime.errors import InputError
 
 
 def _row(image_id: str, label: str, center: int = 1) -> dict[str, object]:
