@@ -23,19 +23,18 @@ from btxrd.explain.evaluate import Evaluation, Log, silent
 from btxrd.explain.lesions import score_against_mask
 from btxrd.explain.run import ExplainRun
 from btxrd.explain.scores import (
-    DEFAULT_IOU_THRESHOLD,
     THRESHOLDS,
     AttentionScores,
     summarise,
 )
+from btxrd.explain.selection import DEFAULT_PANELS
 from btxrd.export.data.dataset import Sample
 from btxrd.export.data.masks import LesionMask
 from btxrd.runtime.atomic import write_text
-from btxrd.runtime.settings import OVERLAY_ALPHA
+from btxrd.runtime.settings import GradcamSettings
 
 REPORT_SCHEMA_VERSION = 1
 NON_TUMOUR = "Normal"
-DEFAULT_PANELS = 5
 _MEDIAN_FIELDS = ("iou", "iou_best", "energy_in_lesion", "lesion_fraction")
 # Yes/no scores: their mean is a rate, they have no useful median.
 _SCORE_FIELDS = (*_MEDIAN_FIELDS, "pointing_hit", "pointing_reachable")
@@ -92,14 +91,13 @@ def tumour_true_positives(evaluation: Evaluation) -> list[int]:
 def run_annotations(
     run: ExplainRun,
     out: Path,
+    settings: GradcamSettings,
     *,
-    method: str = "gradcam",
-    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-    alpha: float = OVERLAY_ALPHA,
     panels: int = DEFAULT_PANELS,
     log: Log = silent,
 ) -> AnnotationResult:
     """Score attention against annotations; write the report and the comparison figure."""
+    method, alpha, iou_threshold = settings.method, settings.alpha, settings.iou_threshold
     evaluation = run.evaluation
     candidates = tumour_true_positives(evaluation)
     annotated = [i for i in candidates if evaluation.samples[i].annotation_path is not None]

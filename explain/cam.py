@@ -24,6 +24,7 @@ from torch import nn
 
 from btxrd.explain.methods import GRADIENT_FREE, METHODS, check_method
 from btxrd.runtime.errors import ModelError
+from btxrd.runtime.settings import GradcamSettings
 
 CAM_BATCH = 8
 _FLAT = 1e-6
@@ -47,7 +48,7 @@ def compute_cams(
     target_layer: nn.Module,
     inputs: np.ndarray | torch.Tensor,
     targets: Sequence[int],
-    method: str = "gradcam",
+    method: str = GradcamSettings.method,
     *,
     freeze: bool = True,
     batch_size: int = CAM_BATCH,

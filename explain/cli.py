@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from btxrd.explain.methods import METHODS, check_method
+from btxrd.explain.selection import DEFAULT_PANELS
 from btxrd.runtime.cliutil import (
     CONTEXT_SETTINGS,
     EXIT_INPUT,
@@ -114,7 +115,7 @@ _k_option = click.option(
 _panels_option = click.option(
     "--panels",
     type=click.IntRange(1, 20),
-    default=5,
+    default=DEFAULT_PANELS,
     show_default=True,
     help="Best and worst cases shown in annotation_comparison.png.",
 )
@@ -230,7 +231,7 @@ class DatasetOptions:
     quiet: bool
     debug: bool
     k: int | None = None
-    panels: int = 5
+    panels: int = DEFAULT_PANELS
 
 
 @dataclass(frozen=True)
@@ -321,30 +322,21 @@ def _dataset_command(command: str, options: DatasetOptions) -> int:
     run = ExplainRun(explainer, evaluate(explainer, samples, subset, log=say))
     evaluation = run.evaluation
     gradcam = settings.gradcam
-    common = {"method": gradcam.method, "alpha": gradcam.alpha, "log": say}
-    thr = gradcam.iou_threshold
     summary: dict[str, Any] = {"out": str(folder), "images": len(evaluation.samples)}
     if command == "gallery":
         from btxrd.explain.gallery import run_gallery
 
-        gallery = run_gallery(run, folder, k=gradcam.k, iou_threshold=thr, **common)
+        gallery = run_gallery(run, folder, gradcam, log=say)
         summary |= _gallery_summary(gallery)
     elif command == "annotations":
         from btxrd.explain.annotations import run_annotations
 
-        annotations = run_annotations(run, folder, iou_threshold=thr, panels=panels, **common)
+        annotations = run_annotations(run, folder, gradcam, panels=panels, log=say)
         summary |= _annotation_summary(annotations)
     else:
         from btxrd.explain.report import run_report
 
-        result = run_report(
-            run,
-            folder,
-            k=gradcam.k,
-            iou_threshold=thr,
-            panels=panels,
-            **common,
-        )
+        result = run_report(run, folder, gradcam, panels=panels, log=say)
         gallery_part = _gallery_summary(result.gallery)
         annotation_part = _annotation_summary(result.annotations)
         files = {*gallery_part["files"], *annotation_part["files"], str(result.path)}

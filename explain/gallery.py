@@ -21,11 +21,10 @@ from btxrd.explain import render
 from btxrd.explain.evaluate import Evaluation, Log, silent
 from btxrd.explain.lesions import score_against_mask
 from btxrd.explain.run import ExplainRun
-from btxrd.explain.scores import DEFAULT_IOU_THRESHOLD
 from btxrd.explain.selection import KINDS, cell_title, select_examples
 from btxrd.export.data.metrics import classification_metrics
 from btxrd.runtime.atomic import write_text
-from btxrd.runtime.settings import OVERLAY_ALPHA
+from btxrd.runtime.settings import GradcamSettings
 
 METRICS_SCHEMA_VERSION = 1
 
@@ -57,14 +56,14 @@ def gallery_metrics(run: ExplainRun) -> dict[str, Any]:
 def run_gallery(
     run: ExplainRun,
     out: Path,
+    settings: GradcamSettings,
     *,
-    k: int = 3,
-    method: str = "gradcam",
-    alpha: float = OVERLAY_ALPHA,
-    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
     log: Log = silent,
 ) -> GalleryResult:
-    """Write ``gallery_{class}.png`` for every class and ``metrics.json`` into ``out``."""
+    """Write ``gallery_{class}.png`` for every class and ``metrics.json`` into ``out``
+    (``settings.k`` examples per row, CAMs by ``settings.method``)."""
+    k, method, alpha = settings.k, settings.method, settings.alpha
+    iou_threshold = settings.iou_threshold
     evaluation = run.evaluation
     names = evaluation.class_names
     selections = [

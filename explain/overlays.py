@@ -15,7 +15,7 @@ from btxrd.explain.model import Explainer, load_input, predict_probabilities
 from btxrd.runtime.errors import InputError
 from btxrd.runtime.inputs import output_names
 from btxrd.runtime.overlay import overlay
-from btxrd.runtime.settings import OVERLAY_ALPHA
+from btxrd.runtime.settings import GradcamSettings
 
 OVERLAY_SUFFIX = "_gradcam.png"
 _CHUNK = 16
@@ -26,9 +26,9 @@ def explain_images(
     paths: Sequence[Path],
     out: Path,
     *,
-    method: str = "gradcam",
+    method: str = GradcamSettings.method,
     class_name: str | None = None,
-    alpha: float = OVERLAY_ALPHA,
+    alpha: float = GradcamSettings.alpha,
 ) -> Iterator[dict[str, Any]]:
     """One record per input, in input order (the predecessor's ``image_name``, ``prediction``,
     ``confidence``, ``scores``; plus ``cam_class`` and ``overlay``, or ``error``)."""

@@ -17,10 +17,10 @@ from btxrd.explain.annotations import AnnotationResult, run_annotations
 from btxrd.explain.evaluate import Log, silent
 from btxrd.explain.gallery import GalleryResult, run_gallery
 from btxrd.explain.run import ExplainRun
-from btxrd.explain.scores import DEFAULT_IOU_THRESHOLD
+from btxrd.explain.selection import DEFAULT_PANELS
 from btxrd.runtime.atomic import write_text
 from btxrd.runtime.contract import intended_use_for
-from btxrd.runtime.settings import OVERLAY_ALPHA
+from btxrd.runtime.settings import GradcamSettings
 
 NOT_FOR_CLINICAL_USE = (
     "Research tool, not for clinical use. Not a medical device; nothing here is a diagnosis or a "
@@ -51,33 +51,14 @@ class ReportResult:
 def run_report(
     run: ExplainRun,
     out: Path,
+    settings: GradcamSettings,
     *,
-    k: int = 3,
-    method: str = "gradcam",
-    alpha: float = OVERLAY_ALPHA,
-    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-    panels: int = 5,
+    panels: int = DEFAULT_PANELS,
     log: Log = silent,
 ) -> ReportResult:
     """Galleries, metrics, annotation scores and ``report.html``, all in ``out``."""
-    gallery = run_gallery(
-        run,
-        out,
-        k=k,
-        method=method,
-        alpha=alpha,
-        iou_threshold=iou_threshold,
-        log=log,
-    )
-    annotations = run_annotations(
-        run,
-        out,
-        method=method,
-        iou_threshold=iou_threshold,
-        alpha=alpha,
-        panels=panels,
-        log=log,
-    )
+    gallery = run_gallery(run, out, settings, log=log)
+    annotations = run_annotations(run, out, settings, panels=panels, log=log)
     path = out / "report.html"
     write_text(path, build_html(run, gallery, annotations))
     return ReportResult(path, gallery, annotations)

@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from btxrd.runtime.overlay import resize_cam
+from btxrd.runtime.settings import GradcamSettings
 
 THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
-DEFAULT_IOU_THRESHOLD = 0.5
+DEFAULT_IOU_THRESHOLD: float = GradcamSettings.iou_threshold
 _TIE = 1e-6
 
 

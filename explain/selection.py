@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 KINDS = ("TP", "FP", "FN")
+# Best and worst cases shown in annotation_comparison.png.
+DEFAULT_PANELS = 5
 
 
 @dataclass(frozen=True)
