@@ -20,7 +20,7 @@ from PIL import Image
 
 from btxrd.runtime.errors import BtxrdError, InputError
 from btxrd.runtime.imageio import DecodedImage, DecodeLimits, decode_pil, load_image
-from btxrd.runtime.model import ModelInfo, OnnxModel
+from btxrd.runtime.model import ModelInfo, ModelOutputs, OnnxModel
 from btxrd.runtime.postprocess import finite_rows, softmax
 from btxrd.runtime.preprocess import preprocess
 from btxrd.runtime.settings import InferenceSettings
@@ -48,8 +48,38 @@ class _Prepared:
 
 
 @dataclass(frozen=True)
+class OodVerdict:
+    """The out-of-distribution gate's word on one input."""
+
+    score: float
+    threshold: float
+    method: str
+    in_distribution: bool
+    gate_on: bool  # False with --no-ood-gate: the input is classified whatever the verdict
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "score": round(self.score, 6) if np.isfinite(self.score) else None,
+            "threshold": self.threshold,
+            "method": self.method,
+            "in_distribution": self.in_distribution,
+            "gate": "on" if self.gate_on else "off",
+        }
+
+    def describe(self) -> str:
+        score = f"{self.score:.4g}" if np.isfinite(self.score) else "not a number"
+        return (
+            f"unlike the images this model was trained on (OOD score {score} > "
+            f"{self.threshold:.4g})"
+        )
+
+
+@dataclass(frozen=True)
 class Prediction:
-    """One input's result. Exactly one of (``prediction``, ``error``) is set."""
+    """One input's result. Exactly one of (``prediction``, ``error``) is set.
+
+    An input the out-of-distribution gate refuses has ``error`` set and ``refused`` True; its
+    ``scores`` and ``ood`` verdict stay in the record for audit."""
 
     image_name: str
     path: str | None
@@ -59,6 +89,10 @@ class Prediction:
     error: str | None = None
     notes: tuple[str, ...] = ()
     timings_ms: Mapping[str, float] = field(default_factory=dict)
+    ood: OodVerdict | None = None  # None: the model has no gate, or the input was not scored
+    refused: bool = False
+    # Uncalibrated softmax of the logits (what --selftest compares); not part of the record.
+    softmax: Mapping[str, float] = field(default_factory=dict, repr=False, compare=False)
     # Per-class maps (C, h, w) when asked for with ``with_cam``; not part of the record.
     cam: np.ndarray | None = field(default=None, repr=False, compare=False)
     image: Image.Image | None = field(default=None, repr=False, compare=False)
@@ -78,6 +112,7 @@ class Prediction:
             # Messages quote file names, which may hold bytes that are not UTF-8.
             "error": None if self.error is None else text_of(self.error),
             "notes": [text_of(note) for note in self.notes],
+            "ood": None if self.ood is None else self.ood.to_json(),
             "timings_ms": dict(self.timings_ms),
         }
 
@@ -93,8 +128,11 @@ class Classifier:
         batch_size: int | None = None,
         limits: DecodeLimits | None = None,
         decode_workers: int | None = None,
+        ood_gate: bool = True,
     ) -> None:
         self.model_path = Path(model_path)
+        # With a gate in the model, an out-of-distribution input is refused unless this is off.
+        self.ood_gate = ood_gate
         self.threads = threads
         self.batch_size = max(1, batch_size or _DEFAULTS.batch_size)
         self.decode_workers = decode_workers or os.cpu_count() or 1
@@ -110,9 +148,10 @@ class Classifier:
         return self._model.info.class_names
 
     def predict(self, source: ImageSource, *, with_cam: bool = False) -> Prediction:
-        """Classify one image; raises ``InputError`` if it cannot be read."""
+        """Classify one image; raises ``InputError`` if it cannot be read. An image the
+        out-of-distribution gate refuses comes back with ``refused`` set and no class."""
         result = next(self._infer([self._prepare(source)], with_cam=with_cam))
-        if result.error is not None:
+        if result.error is not None and not result.refused:
             raise InputError(result.error)
         return result
 
@@ -162,23 +201,22 @@ class Classifier:
 
     def _infer(self, batch: list[_Prepared], with_cam: bool) -> Iterator[Prediction]:
         arrays = [item.array for item in batch if item.array is not None]
-        logits = np.empty((0, len(self.class_names)), dtype=np.float32)
-        cams = None
+        outputs = None
         infer_ms = 0.0
         if arrays:
             start = time.perf_counter()
             try:
-                logits, cams = self._model.run(np.stack(arrays), with_cam=with_cam)
+                outputs = self._model.run(np.stack(arrays), with_cam=with_cam)
             except Exception:  # per-input fence: find the input that fails, score the rest
                 yield from self._infer_one_by_one(batch, with_cam)
                 return
             infer_ms = _ms(start) / len(arrays)
         row = 0
         for item in batch:
-            if item.array is None:
+            if item.array is None or outputs is None:
                 yield self._failure(item.source, item.error or "unknown error", item.decode_ms)
                 continue
-            yield self._success(item, logits[row], cams, row, infer_ms)
+            yield self._success(item, outputs, row, infer_ms)
             row += 1
 
     def _infer_one_by_one(self, batch: list[_Prepared], with_cam: bool) -> Iterator[Prediction]:
@@ -188,12 +226,12 @@ class Classifier:
                 continue
             start = time.perf_counter()
             try:
-                logits, cams = self._model.run(item.array[None], with_cam=with_cam)
+                outputs = self._model.run(item.array[None], with_cam=with_cam)
             except Exception as exc:
                 message = unexpected(item.source, "scoring", exc)
                 yield self._failure(item.source, message, item.decode_ms)
                 continue
-            yield self._success(item, logits[0], cams, 0, _ms(start))
+            yield self._success(item, outputs, 0, _ms(start))
 
     def _decode(self, source: ImageSource) -> DecodedImage:
         if isinstance(source, (str, Path)):
@@ -208,28 +246,64 @@ class Classifier:
             return decode_pil(image, _name(source), self.limits)
         raise InputError(f"cannot classify an object of type {type(source).__name__}")
 
-    def _success(self, item: _Prepared, logits, cams, row: int, infer_ms: float) -> Prediction:
+    def _success(
+        self, item: _Prepared, outputs: ModelOutputs, row: int, infer_ms: float
+    ) -> Prediction:
         names = self.class_names
         source, image = item.source, item.image
         timings = {"decode_preprocess": round(item.decode_ms, 3), "inference": round(infer_ms, 3)}
-        if not finite_rows(logits[None])[0]:
+        logits = outputs.logits[row]
+        calibrated = None if outputs.probabilities is None else outputs.probabilities[row]
+        if not finite_rows(logits[None])[0] or (
+            calibrated is not None and not finite_rows(calibrated[None])[0]
+        ):
             message = (
                 f"{_path(source) or _name(source)}: the model produced NaN or infinite scores "
                 "for this image; no class is given (check the model with btxrd-run --selftest)"
             )
             return self._failure(source, message, item.decode_ms)
-        probs = softmax(logits)
+        raw = softmax(logits)
+        # The calibrated probabilities (softmax(logits / T)) when the model has them: the same
+        # argmax as the raw softmax, and confidences that mean what they say.
+        probs = raw if calibrated is None else np.asarray(calibrated, dtype=np.float64)
+        verdict = self._verdict(outputs, row)
         best = int(np.argmax(probs))
+        refused = verdict is not None and verdict.gate_on and not verdict.in_distribution
+        notes = item.notes
+        if verdict is not None and not verdict.in_distribution and not verdict.gate_on:
+            notes = (*notes, f"{verdict.describe()}; classified anyway (--no-ood-gate)")
+        cams = outputs.cam
         return Prediction(
             image_name=_name(source),
             path=_path(source),
-            prediction=names[best],
-            confidence=float(probs[best]),
+            prediction=None if refused else names[best],
+            confidence=None if refused else float(probs[best]),
             scores={n: float(p) for n, p in zip(names, probs, strict=True)},
-            notes=item.notes,
+            error=(
+                f"{_path(source) or _name(source)}: {verdict.describe()}; not classified"
+                if refused and verdict is not None
+                else None
+            ),
+            notes=notes,
             timings_ms=timings,
-            cam=None if cams is None else cams[row],
-            image=image.image if cams is not None and image is not None else None,
+            ood=verdict,
+            refused=refused,
+            softmax={n: float(p) for n, p in zip(names, raw, strict=True)},
+            cam=None if cams is None or refused else cams[row],
+            image=image.image if cams is not None and image is not None and not refused else None,
+        )
+
+    def _verdict(self, outputs: ModelOutputs, row: int) -> OodVerdict | None:
+        trust = self.info.trust
+        if trust is None or outputs.ood_score is None:
+            return None
+        score = float(outputs.ood_score[row])
+        return OodVerdict(
+            score=score,
+            threshold=trust.ood.threshold,
+            method=trust.ood.method,
+            in_distribution=not trust.ood.is_out_of_distribution(score),
+            gate_on=self.ood_gate,
         )
 
     def failure(self, source: ImageSource, error: str) -> Prediction:
@@ -255,6 +329,7 @@ class Classifier:
             "batch_size": self.batch_size,
             "limits": self.limits,
             "decode_workers": self.decode_workers,
+            "ood_gate": self.ood_gate,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -264,6 +339,7 @@ class Classifier:
             batch_size=state["batch_size"],
             limits=state["limits"],
             decode_workers=state["decode_workers"],
+            ood_gate=state.get("ood_gate", True),
         )
 
 

@@ -45,6 +45,7 @@ class RunOptions:
     cam_dir: Path | None = None
     cam_class: str | None = None
     quiet: bool = False
+    no_ood_gate: bool = False
     info: bool = False
     selftest: bool = False
     debug: bool = False
@@ -104,6 +105,11 @@ def _parse(options: dict) -> RunOptions:
     help="Folder for --cam overlays (default: config cam.out, results/cam).",
 )
 @click.option("--cam-class", help="Class to explain (default: the predicted class).")
+@click.option(
+    "--no-ood-gate",
+    is_flag=True,
+    help="Classify images the model's out-of-distribution gate would refuse (each record says so).",
+)
 @click.option("--info", is_flag=True, help="Print what the model file says about itself and exit.")
 @click.option(
     "--selftest", is_flag=True, help="Check this machine reproduces the model's reference scores."
@@ -149,6 +155,7 @@ def _run(options: RunOptions) -> int:
         threads=options.threads or inference.threads,
         batch_size=options.batch_size or inference.batch_size,
         limits=inference.limits,
+        ood_gate=not options.no_ood_gate,
     )
     if options.info:
         return _print_info(classifier)
@@ -179,6 +186,13 @@ def _run(options: RunOptions) -> int:
     failures = [classifier.failure(path, message) for path, message in problems]
     if not options.quiet:
         _notice(classifier.info.metadata.intended_use)
+        if classifier.info.trust is None:
+            _notice(
+                "note: this model has no out-of-distribution gate; it gives a class to any "
+                "image, radiograph or not (btxrd-run --info)"
+            )
+        elif options.no_ood_gate:
+            _notice("note: --no-ood-gate: images unlike the training data are classified anyway")
         if sink.recorded:
             _notice(
                 f"resuming: {len(paths) - len(todo)} of {len(paths)} inputs already in "
@@ -243,7 +257,8 @@ def _classify(
         return EXIT_INTERRUPTED
     for p in predictions:
         if p.error:
-            click.echo(f"btxrd-run: error: {for_terminal(p.error)}", err=True)
+            kind = "not classified" if p.refused else "error"
+            click.echo(f"btxrd-run: {kind}: {for_terminal(p.error)}", err=True)
     if not quiet and summary["classified"]:
         _notice(
             f"speed: {summary['mean_decode_preprocess_ms']:.1f} ms decode+preprocess, "
@@ -339,11 +354,25 @@ def _print_info(classifier) -> int:
         "path": str(info.path),
         "has_cam": info.has_cam,
         "preprocessing": meta.preprocessing.to_json(),
+        "trust": _trust_summary(meta.trust),
         "provenance": dict(meta.provenance),
         "intended_use": meta.intended_use,
     }
     click.echo(json.dumps(document, indent=2))
     return EXIT_OK
+
+
+def _trust_summary(trust) -> dict:
+    """What --info says about calibration and the gate, absent ones included."""
+    if trust is None:
+        return {
+            "calibration": "absent: scores are the raw softmax",
+            "ood_gate": "absent: every image gets a class, radiograph or not",
+        }
+    return {
+        "calibration": trust.calibration.to_json(),
+        "ood_gate": trust.ood.to_json(),
+    }
 
 
 def _selftest(classifier) -> int:

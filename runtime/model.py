@@ -6,11 +6,20 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from btxrd.runtime.contract import CAM_NAME, INPUT_NAME, LOGITS_NAME, ModelMetadata
+from btxrd.runtime.contract import (
+    CAM_NAME,
+    INPUT_NAME,
+    LOGITS_NAME,
+    OOD_SCORE_NAME,
+    PROBABILITIES_NAME,
+    ModelMetadata,
+    Trust,
+)
 from btxrd.runtime.errors import ModelError
 from btxrd.runtime.imageio import LFS_POINTER_PREFIX
 from btxrd.runtime.onnxheader import HeaderError, OnnxHeader, read_header
@@ -29,6 +38,11 @@ class ModelInfo:
     def class_names(self) -> tuple[str, ...]:
         return self.metadata.class_names
 
+    @property
+    def trust(self) -> Trust | None:
+        """Calibration and the out-of-distribution gate, or None (exported without them)."""
+        return self.metadata.trust
+
     def identity(self) -> dict[str, object]:
         return {
             "file": self.path.name,
@@ -37,6 +51,17 @@ class ModelInfo:
             "class_names": list(self.class_names),
             "schema_version": self.metadata.schema_version,
         }
+
+
+@dataclass(frozen=True)
+class ModelOutputs:
+    """One batch through the graph: raw ``logits`` (N, C); with trust metadata, the calibrated
+    ``probabilities`` (N, C) and the ``ood_score`` (N,); with ``with_cam``, ``cam`` (N, C, h, w)."""
+
+    logits: np.ndarray
+    probabilities: np.ndarray | None = None
+    ood_score: np.ndarray | None = None
+    cam: np.ndarray | None = None
 
 
 class OnnxModel:
@@ -59,19 +84,33 @@ class OnnxModel:
         )
         self.fixed_batch = _check_signature(self.session, metadata, self.path)
 
-    def run(
-        self, batch: np.ndarray, with_cam: bool = False
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Logits (N, C) and, when asked and available, class activation maps (N, C, h, w)."""
-        names = [LOGITS_NAME, CAM_NAME] if with_cam and self.info.has_cam else [LOGITS_NAME]
+    def run(self, batch: np.ndarray, with_cam: bool = False) -> ModelOutputs:
+        """Every output the caller needs for ``batch`` (N, 3, H, W)."""
         if self.fixed_batch is not None and len(batch) != self.fixed_batch:
             # A model exported with a static batch size takes exactly that many images a call.
             parts = [self.run(part, with_cam) for part in _chunks(batch, self.fixed_batch)]
-            logits = np.concatenate([part_logits for part_logits, _ in parts])[: len(batch)]
-            maps = [part_cams for _, part_cams in parts if part_cams is not None]
-            return logits, (np.concatenate(maps)[: len(batch)] if maps else None)
-        outputs = self.session.run(names, {INPUT_NAME: batch})
-        return outputs[0], (outputs[1] if len(outputs) > 1 else None)
+            return _joined(parts, len(batch))
+        names = [LOGITS_NAME]
+        if self.info.trust is not None:
+            names += [PROBABILITIES_NAME, OOD_SCORE_NAME]
+        if with_cam and self.info.has_cam:
+            names.append(CAM_NAME)
+        values = dict(zip(names, self.session.run(names, {INPUT_NAME: batch}), strict=True))
+        return ModelOutputs(
+            logits=values[LOGITS_NAME],
+            probabilities=values.get(PROBABILITIES_NAME),
+            ood_score=None if OOD_SCORE_NAME not in values else values[OOD_SCORE_NAME].reshape(-1),
+            cam=values.get(CAM_NAME),
+        )
+
+
+def _joined(parts: list[ModelOutputs], rows: int) -> ModelOutputs:
+    """The outputs of consecutive parts as one batch of ``rows`` (the padding dropped)."""
+    joined: dict[str, Any] = {}
+    for name in ("logits", "probabilities", "ood_score", "cam"):
+        values = [getattr(part, name) for part in parts]
+        joined[name] = None if values[0] is None else np.concatenate(values)[:rows]
+    return ModelOutputs(**joined)
 
 
 def _chunks(batch: np.ndarray, size: int) -> list[np.ndarray]:
@@ -188,6 +227,21 @@ def _check_signature(session: ort.InferenceSession, meta: ModelMetadata, path: P
             f"{path}: output {CAM_NAME!r} is a {len(cam.shape)}-d {cam.type}; expected "
             "N x C x h x w floating-point maps"
         )
+    if meta.trust is not None:
+        # The metadata promises a calibrated, gated model: its two outputs must be there.
+        wanted = {PROBABILITIES_NAME: (2,), OOD_SCORE_NAME: (1, 2)}
+        for name, ranks in wanted.items():
+            output = outputs.get(name)
+            if (
+                output is None
+                or output.type not in _FLOAT_TENSORS
+                or len(output.shape) not in ranks
+            ):
+                found = "missing" if output is None else f"a {len(output.shape)}-d {output.type}"
+                raise ModelError(
+                    f"{path}: its trust metadata needs a floating-point output {name!r}, which is "
+                    f"{found}; export the model again with btxrd-export"
+                )
     batch = shape[0]
     return batch if isinstance(batch, int) and batch > 0 else None
 

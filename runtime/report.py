@@ -161,9 +161,22 @@ class CsvSink(Sink):
         names = list(self.info.class_names)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["image_name", "path", "prediction", "confidence", *names, "error"])
+        writer.writerow(
+            [
+                "image_name",
+                "path",
+                "prediction",
+                "confidence",
+                *names,
+                "ood_score",
+                "in_distribution",
+                "error",
+            ]
+        )
         for r in self.records:
             scores = [_fmt(r["scores"].get(n)) for n in names]
+            ood = r.get("ood") or {}
+            verdict = ood.get("in_distribution")
             writer.writerow(
                 [
                     _cell(r["image_name"]),
@@ -171,6 +184,8 @@ class CsvSink(Sink):
                     _cell(r["prediction"] or ""),
                     _fmt(r["confidence"]),
                     *scores,
+                    _fmt(ood.get("score")),
+                    "" if verdict is None else str(verdict).lower(),
                     _cell(r["error"] or ""),
                 ]
             )
@@ -192,6 +207,12 @@ class HumanSink(Sink):
             click.echo(f"{'image':<28} {'prediction':<12}{'conf':>6}{cols}")
             self._header_done = True
         name = _shorten(for_terminal(prediction.image_name), 28)
+        if prediction.refused and prediction.ood is not None:
+            click.echo(
+                f"{name:<28} {'NOT CLASSIFIED':<18} unlike the training images "
+                f"(OOD score {prediction.ood.score:.4g} > {prediction.ood.threshold:.4g})"
+            )
+            return
         if prediction.error is not None:
             click.echo(f"{name:<28} {'ERROR':<12} {for_terminal(prediction.error)}")
             return
@@ -201,7 +222,11 @@ class HumanSink(Sink):
     def close(self, summary: dict[str, Any]) -> None:
         if len(self.records) > 1:
             counts = ", ".join(f"{n} {summary['per_class'].get(n, 0)}" for n in self._names)
-            failed = f", {summary['failed']} failed" if summary["failed"] else ""
+            refused = summary["refused_out_of_distribution"]
+            failed = summary["failed"] - refused
+            failed = (f", {failed} failed" if failed else "") + (
+                f", {refused} not classified (unlike the training images)" if refused else ""
+            )
             click.echo(f"\n{summary['classified']} classified: {counts}{failed}")
 
 
@@ -236,6 +261,7 @@ def summarise(predictions: list[Prediction], wall_seconds: float) -> dict[str, A
         "inputs": len(predictions),
         "classified": len(ok),
         "failed": len(predictions) - len(ok),
+        "refused_out_of_distribution": sum(p.refused for p in predictions),
         "per_class": dict(per_class),
         "mean_decode_preprocess_ms": round(sum(decode) / len(ok), 2) if ok else None,
         "mean_inference_ms": round(sum(infer) / len(ok), 2) if ok else None,

@@ -46,6 +46,7 @@ def check_reference_scores(classifier: Classifier) -> SelftestReport:
     )
     if not stored:
         return SelftestReport(False, ("the model stores no reference scores; re-export it",))
+    kind = classifier.info.metadata.reference_scores.get("kind", "softmax")
     images = selftest_images()
     lines, passed = [], True
     for name, expected in stored.items():
@@ -54,7 +55,9 @@ def check_reference_scores(classifier: Classifier) -> SelftestReport:
             passed = False
             continue
         got = classifier.predict(images[name])
-        values = np.array([got.scores[c] for c in classifier.class_names])
+        # Export stores the raw softmax, or the calibrated probabilities when it says so.
+        scores = got.scores if kind == "calibrated" else got.softmax
+        values = np.array([scores[c] for c in classifier.class_names])
         diff = float(np.abs(values - np.asarray(expected)).max())
         ok = diff <= tolerance
         passed &= ok

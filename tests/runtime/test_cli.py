@@ -145,7 +145,10 @@ def test_csv_table(tiny_onnx, images, bad_image):
     result = run("--model", tiny_onnx, "--csv", *inputs)
     assert result.exit_code == 1
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert list(rows[0]) == ["image_name", "path", "prediction", "confidence", *CLASSES, "error"]
+    assert list(rows[0]) == [
+        *("image_name", "path", "prediction", "confidence", *CLASSES),
+        *("ood_score", "in_distribution", "error"),
+    ]
     assert [r["path"] for r in rows] == [str(p) for p in inputs]
     for row in rows[:-1]:
         assert row["prediction"] in CLASSES and row["error"] == ""

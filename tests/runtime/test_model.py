@@ -42,20 +42,22 @@ def test_tiny_model_loads_with_its_identity(tiny_onnx):
 @pytest.mark.parametrize("n", [1, 2, 5])
 def test_any_batch_size_runs(tiny_onnx, n):
     model = OnnxModel(tiny_onnx, threads=1)
-    logits, cams = model.run(_batch(n), with_cam=True)
+    outputs = model.run(_batch(n), with_cam=True)
+    logits, cams = outputs.logits, outputs.cam
     assert logits.shape == (n, 3)
     assert cams is not None and cams.shape[:2] == (n, 3)
     assert (cams >= 0).all()  # Grad-CAM maps are ReLU'd
-    logits_only, none = model.run(_batch(n))
-    assert none is None
+    plain = model.run(_batch(n))
+    logits_only = plain.logits
+    assert plain.cam is None and plain.probabilities is None and plain.ood_score is None
     np.testing.assert_allclose(logits_only, logits, rtol=0, atol=1e-5)
 
 
 def test_rows_do_not_depend_on_the_rest_of_the_batch(tiny_onnx):
     model = OnnxModel(tiny_onnx)
     batch = _batch(5, seed=1)
-    together, _ = model.run(batch)
-    alone = np.concatenate([model.run(batch[i : i + 1])[0] for i in range(5)])
+    together = model.run(batch).logits
+    alone = np.concatenate([model.run(batch[i : i + 1]).logits for i in range(5)])
     np.testing.assert_allclose(together, alone, rtol=0, atol=1e-4)
 
 
@@ -64,7 +66,7 @@ def test_outputs_match_the_pytorch_model(tiny_onnx, tiny_torch_model):
     batch = _batch(3, seed=2)
     with torch.no_grad():
         reference = tiny_torch_model.model(torch.from_numpy(batch)).numpy()
-    logits, _ = OnnxModel(tiny_onnx).run(batch)
+    logits = OnnxModel(tiny_onnx).run(batch).logits
     np.testing.assert_allclose(logits, reference, rtol=1e-4, atol=1e-3)
     # the fixture is meant to be decisive: scores are far from uniform
     assert np.ptp(logits, axis=1).min() > 1.0
