@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -19,6 +20,7 @@ from btxrd.runtime.cliutil import (
     prepare_output_dir,
     run_cli,
 )
+from btxrd.runtime.contract import OOD_METHODS
 from btxrd.runtime.errors import ConfigError, ModelError
 from btxrd.runtime.inputs import collect_folder
 from btxrd.runtime.paths import default_samples_dir
@@ -51,6 +53,33 @@ _NOT_PARITY_SOURCES = (".dcm", ".dicom")
 @click.option(
     "--intended-use", help="Intended-use text stored in the model (default: research only)."
 )
+@click.option(
+    "--calibration-data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="BTXRD-layout folder to fit calibration and the out-of-distribution gate on "
+    "(without it the model has neither).",
+)
+@click.option(
+    "--split",
+    "split_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Split file (train/val/test image ids) of --calibration-data; default: the stratified "
+    "seed-0 split training makes.",
+)
+@click.option(
+    "--ood-method",
+    type=click.Choice(OOD_METHODS),
+    default="mahalanobis",
+    show_default=True,
+    help="Out-of-distribution score put into the model (models/README.md says why the default).",
+)
+@click.option(
+    "--ood-retention",
+    type=click.FloatRange(0.5, 1.0),
+    default=0.99,
+    show_default=True,
+    help="Share of the validation images the gate's threshold keeps.",
+)
 @click.option("--opset", default=18, show_default=True, type=click.IntRange(17, 23))
 @debug_option
 @documents_exit_codes
@@ -59,20 +88,41 @@ def main(
     out_path: Path,
     parity_images: Path | None,
     intended_use: str | None,
+    calibration_data: Path | None,
+    split_file: Path | None,
+    ood_method: str,
+    ood_retention: float,
     opset: int,
     debug: bool,
 ) -> None:
     """Export CHECKPOINT to one ONNX file that carries its class names, preprocessing contract
     and provenance, then prove on real image files that its scores match PyTorch.
 
+    With --calibration-data the file also carries trust, fitted on that folder: temperature
+    scaling (outputs `probabilities`, fitted on the val split) and an out-of-distribution score
+    (output `ood_score`, statistics from the train split, threshold set on the val split).
+
     Here exit code 1 means no model is written because parity failed (ONNX and PyTorch
-    disagree) or a --parity-images file cannot be read.
+    disagree) or a --parity-images or --calibration-data file cannot be read.
 
     \b
     Example:
-        btxrd-export --checkpoint models/btxrd-demo.pt --out models/btxrd-demo.onnx
+        btxrd-export --checkpoint models/btxrd-demo.pt --out models/btxrd-demo.onnx \\
+            --calibration-data data/synthetic --split models/btxrd-demo.split.json
     """
-    run_cli(lambda: _export(checkpoint_path, out_path, parity_images, intended_use, opset), debug)
+    options = _TrustOptions(calibration_data, split_file, ood_method, ood_retention)
+    run_cli(
+        lambda: _export(checkpoint_path, out_path, parity_images, intended_use, opset, options),
+        debug,
+    )
+
+
+@dataclass(frozen=True)
+class _TrustOptions:
+    data: Path | None
+    split_file: Path | None
+    method: str
+    retention: float
 
 
 def _export(
@@ -81,13 +131,26 @@ def _export(
     parity_dir: Path | None,
     intended_use: str | None,
     opset: int,
+    trust_options: _TrustOptions,
 ) -> int:
     # Heavy imports here, so `--help` stays fast.
     from btxrd.export.checkpoint import build_model, load_checkpoint
-    from btxrd.export.onnx_export import build_metadata, export_model_proto, finalise
-    from btxrd.export.parity import check_parity, reference_probabilities, write_parity_images
+    from btxrd.export.onnx_export import (
+        TrustHead,
+        build_metadata,
+        export_model_proto,
+        finalise,
+    )
+    from btxrd.export.parity import (
+        TrustReference,
+        check_parity,
+        reference_probabilities,
+        write_parity_images,
+    )
 
     started = time.perf_counter()
+    if trust_options.split_file is not None and trust_options.data is None:
+        raise ConfigError("--split names the split of --calibration-data; pass that folder too")
     prepare_output_dir(out_path.parent)
     # The ONNX file and its parity report must never replace the checkpoint they come from.
     protect([checkpoint_path], "checkpoint")
@@ -97,22 +160,32 @@ def _export(
     sources = _parity_sources(parity_dir or default_samples_dir())
     model, arch = build_model(checkpoint)
     prep = checkpoint.preprocessing
+    fitted = _fit_trust(model, arch, checkpoint, opset, trust_options)
     selftest = selftest_images()
-    probs = reference_probabilities(model, [im.convert("RGB") for im in selftest.values()], prep)
+    selftest_rgb = [im.convert("RGB") for im in selftest.values()]
+    probs = reference_probabilities(model, selftest_rgb, prep)
     reference = {
         "tolerance": SELFTEST_TOLERANCE,
         "images": {
             name: [float(v) for v in row] for name, row in zip(selftest, probs, strict=True)
         },
     }
-    metadata = build_metadata(checkpoint, arch, reference, intended_use)
-    data = finalise(export_model_proto(model, arch, prep.image_size, opset), metadata)
+    head = reference_trust = None
+    if fitted is not None:
+        head = TrustHead(fitted.temperature, fitted.scorer)
+        reference_trust = TrustReference(arch, fitted.temperature, fitted.scorer)
+        reference.update(
+            _trust_reference_scores(model, selftest, selftest_rgb, prep, reference_trust)
+        )
+    trust = fitted.trust if fitted is not None else None
+    metadata = build_metadata(checkpoint, arch, reference, intended_use, trust)
+    data = finalise(export_model_proto(model, arch, prep.image_size, opset, trust=head), metadata)
     report_path = out_path.with_suffix(".parity.json")
     with tempfile.TemporaryDirectory(prefix="btxrd-parity-") as tmp:
         candidate = Path(tmp) / out_path.name
         candidate.write_bytes(data)
         cases = write_parity_images(sources, Path(tmp) / "images")
-        report = check_parity(model, candidate, cases, prep)
+        report = check_parity(model, candidate, cases, prep, reference_trust)
     report.update(
         model=out_path.name,
         checkpoint=str(checkpoint_path),
@@ -132,10 +205,66 @@ def _export(
     click.echo(
         f"wrote {out_path} ({len(data) / 1e6:.1f} MB, {arch.name}, classes "
         f"{', '.join(checkpoint.class_names)}); parity on {report['num_images']} images: "
-        f"max |dp| {report['max_abs_diff']:.2e}, top-1 agreement {report['top1_agreement']:.0%}; "
-        f"report {report_path} ({report['export_seconds']} s)"
+        f"max |dp| {report['max_abs_diff']:.2e}, top-1 agreement {report['top1_agreement']:.0%}"
+        f"{_trust_summary(trust, report)}; report {report_path} ({report['export_seconds']} s)"
     )
     return 0
+
+
+def _fit_trust(model, arch, checkpoint, opset: int, options: _TrustOptions):
+    """Fit calibration and the gate on --calibration-data, or say (once) that there are none."""
+    if options.data is None:
+        click.echo(
+            "btxrd-export: note: no --calibration-data, so this model has no calibration and no "
+            "out-of-distribution gate (outputs logits and cam only; probabilities are raw "
+            "softmax). Pass --calibration-data DIR [--split FILE] to fit them.",
+            err=True,
+        )
+        return None
+    from btxrd.export.onnx_export import probe_bytes
+    from btxrd.export.trust.fit import Probe, fit_trust, log_to_stderr, score_parts, split_parts
+
+    names = checkpoint.class_names
+    parts, source = split_parts(options.data, options.split_file, names)
+    log_to_stderr(f"fitting trust on {options.data} ({sum(map(len, parts.values()))} images)")
+    probe = Probe(
+        probe_bytes(model, arch, checkpoint.preprocessing.image_size, opset),
+        checkpoint.preprocessing,
+    )
+    scored = score_parts(probe, parts, names, log_to_stderr)
+    return fit_trust(scored, source, len(names), method=options.method, retention=options.retention)
+
+
+def _trust_reference_scores(model, selftest, images, prep, trust) -> dict:
+    """The trust outputs on the self-test images, computed by PyTorch and numpy, so a runtime
+    can check them as it checks the probabilities."""
+    from btxrd.export.parity import OOD_RELATIVE_TOLERANCE, reference_outputs
+    from btxrd.export.trust.calibration import softmax
+
+    logits, features = reference_outputs(model, trust.arch, images, prep)
+    calibrated = softmax(logits, trust.temperature)
+    ood = trust.scorer.score(features, logits)
+    return {
+        "calibrated_probabilities": {
+            name: [float(v) for v in row] for name, row in zip(selftest, calibrated, strict=True)
+        },
+        "ood_scores": {name: float(v) for name, v in zip(selftest, ood, strict=True)},
+        "ood_relative_tolerance": OOD_RELATIVE_TOLERANCE,
+    }
+
+
+def _trust_summary(trust, report: dict) -> str:
+    if trust is None:
+        return ""
+    before = trust.calibration.metrics["before"]["ece"]
+    after = trust.calibration.metrics["after"]["ece"]
+    return (
+        f"; temperature {trust.calibration.temperature:.3f} (test ECE {before:.3f} -> "
+        f"{after:.3f}), gate {trust.ood.method} at {trust.ood.threshold:.4g} keeping "
+        f"{trust.ood.retention:.0%} of val; trust outputs: max |dp| "
+        f"{report['calibrated_max_abs_diff']:.2e}, ood_score max relative difference "
+        f"{report['ood_max_relative_diff']:.2e}"
+    )
 
 
 def _parity_sources(folder: Path) -> list[Path]:

@@ -1,9 +1,13 @@
 """Checkpoint -> one self-describing ONNX file.
 
 The graph has one input (``image``, dynamic batch) and two outputs: ``logits`` and ``cam``, the
-per-class Grad-CAM maps. For a global-average-pool + linear head, Grad-CAM on the last feature map
-is ReLU(sum_k W[c, k] * A_k) up to a positive scale, since d logit_c / d A_k = W[c, k] / (h * w);
-so the maps are one einsum in the graph and the runtime needs no gradients. The ReLU comes after
+per-class Grad-CAM maps; a model exported with trust (``btxrd.export.trust``) also has
+``probabilities`` (softmax(logits / T)) and ``ood_score``, computed in the graph from the same
+pooled features the head sees.
+
+For a global-average-pool + linear head, Grad-CAM on the last feature map is
+ReLU(sum_k W[c, k] * A_k) up to a positive scale, since d logit_c / d A_k = W[c, k] / (h * w); so
+the maps are one einsum in the graph and the runtime needs no gradients. The ReLU comes after
 the weighted sum: SiLU features can be negative.
 """
 
@@ -22,39 +26,108 @@ from torch import nn
 
 from btxrd.export.archs import Arch
 from btxrd.export.checkpoint import Checkpoint
+from btxrd.export.trust.ood import OodScorer
 from btxrd.runtime.contract import (
     CAM_NAME,
     INPUT_NAME,
     LOGITS_NAME,
+    OOD_SCORE_NAME,
+    PROBABILITIES_NAME,
     ModelMetadata,
+    Trust,
     intended_use_for,
 )
 from btxrd.runtime.errors import ModelError
 
 DEFAULT_OPSET = 18
+# Output of the probe graph export fits trust with; never in a shipped file.
+FEATURES_NAME = "features"
+
+
+class TrustHead(nn.Module):
+    """Calibrated probabilities and the out-of-distribution score, as graph operations.
+
+    The Mahalanobis statistics are folded into one whitening projection P (inverse square root of
+    the shared covariance, in its subspace): z = (f - centre) P, and the score is the distance
+    from z to the nearest class centre in z-space.
+    """
+
+    def __init__(self, temperature: float, scorer: OodScorer) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.method = scorer.method
+        self.register_buffer("temperature", torch.tensor(temperature, dtype=torch.float32))
+        if scorer.mahalanobis is not None:
+            centre, projection, class_centres = scorer.mahalanobis.whitening()
+            for name, value in (
+                ("centre", centre),
+                ("projection", projection),
+                ("class_centres", class_centres),
+            ):
+                self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32))
+
+    def forward(
+        self, pooled: torch.Tensor, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        probabilities = torch.softmax(logits / self.temperature, dim=1)
+        if self.method == "mahalanobis":
+            z = (pooled - self.centre) @ self.projection
+            squared = ((z[:, None, :] - self.class_centres[None]) ** 2).sum(dim=2)
+            score = squared.min(dim=1).values.sqrt()
+        elif self.method == "msp":
+            score = 1.0 - torch.softmax(logits, dim=1).max(dim=1).values
+        elif self.method == "energy":
+            score = -torch.logsumexp(logits, dim=1)
+        else:  # feature_norm
+            score = -torch.linalg.vector_norm(pooled, dim=1)
+        return probabilities, score
 
 
 class CamModel(nn.Module):
-    """The classifier, re-wired to also return its class activation maps."""
+    """The classifier, re-wired to also return its class activation maps, and with ``trust``
+    its calibrated probabilities and out-of-distribution score. ``probe`` returns the logits and
+    pooled features instead (what export fits trust on)."""
 
-    def __init__(self, model: nn.Module, arch: Arch) -> None:
+    def __init__(
+        self, model: nn.Module, arch: Arch, trust: TrustHead | None = None, probe: bool = False
+    ) -> None:
         super().__init__()
         self.model = model
         self._features = arch.features
         self.head = arch.head(model)
+        self.trust = trust
+        self.probe = probe
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         fmap = self._features(self.model, image)
-        logits = self.head(fmap.mean(dim=(2, 3)))
+        pooled = fmap.mean(dim=(2, 3))
+        logits = self.head(pooled)
+        if self.probe:
+            return logits, pooled
         cam = torch.relu(torch.einsum("nkhw,ck->nchw", fmap, self.head.weight))
-        return logits, cam
+        if self.trust is None:
+            return logits, cam
+        return (logits, cam, *self.trust(pooled, logits))
+
+
+def output_names(trust: bool, probe: bool = False) -> list[str]:
+    """The graph's outputs, in order."""
+    if probe:
+        return [LOGITS_NAME, FEATURES_NAME]
+    return [LOGITS_NAME, CAM_NAME, *((PROBABILITIES_NAME, OOD_SCORE_NAME) if trust else ())]
 
 
 def export_model_proto(
-    model: nn.Module, arch: Arch, image_size: tuple[int, int], opset: int = DEFAULT_OPSET
+    model: nn.Module,
+    arch: Arch,
+    image_size: tuple[int, int],
+    opset: int = DEFAULT_OPSET,
+    trust: TrustHead | None = None,
+    probe: bool = False,
 ) -> onnx.ModelProto:
     """Trace ``model`` (eval mode) to ONNX with a dynamic batch axis."""
-    wrapper = CamModel(model.eval(), arch).eval()
+    wrapper = CamModel(model.eval(), arch, trust, probe).eval()
     dummy = torch.zeros(2, 3, *image_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with _quiet_exporter(), torch.no_grad():
@@ -62,13 +135,22 @@ def export_model_proto(
             wrapper,
             (dummy,),
             input_names=[INPUT_NAME],
-            output_names=[LOGITS_NAME, CAM_NAME],
+            output_names=output_names(trust is not None, probe),
             opset_version=opset,
             dynamo=True,
             external_data=False,
             dynamic_shapes={"image": {0: batch}},
         )
     return program.model_proto
+
+
+def probe_bytes(
+    model: nn.Module, arch: Arch, image_size: tuple[int, int], opset: int = DEFAULT_OPSET
+) -> bytes:
+    """The probe graph (outputs ``logits`` and pooled ``features``), ready for onnxruntime."""
+    proto = export_model_proto(model, arch, image_size, opset, probe=True)
+    _clamp_ir_version(proto)
+    return proto.SerializeToString()
 
 
 def finalise(proto: onnx.ModelProto, metadata: ModelMetadata) -> bytes:
@@ -103,7 +185,11 @@ def _clamp_ir_version(proto: onnx.ModelProto) -> None:
 
 
 def build_metadata(
-    checkpoint: Checkpoint, arch: Arch, reference_scores: dict, intended_use: str | None
+    checkpoint: Checkpoint,
+    arch: Arch,
+    reference_scores: dict,
+    intended_use: str | None,
+    trust: Trust | None = None,
 ) -> ModelMetadata:
     training = checkpoint.extra.get("training") if isinstance(checkpoint.extra, dict) else None
     is_demo = bool(isinstance(training, dict) and training.get("demo"))
@@ -123,6 +209,7 @@ def build_metadata(
         },
         intended_use=intended_use or intended_use_for(is_demo),
         reference_scores=reference_scores,
+        trust=trust,
     )
 
 

@@ -1,9 +1,15 @@
 """Prove on real image files that the ONNX file scores exactly like the PyTorch checkpoint.
 
 Reference side: the PyTorch model on torchvision's transforms, with its own decoding written
-here independently of the runtime. Candidate side: the exported file through the runtime's
-``Classifier`` (its decoding and preprocessing). Any probability apart by more than the tolerance,
-or any different top-1, fails the export.
+here independently of the runtime. Candidate side: the exported file opened by the runtime's
+loader (``OnnxModel``, its contract checks) and run on the runtime's decoding, preprocessing and
+softmax. (Not through ``Classifier``: its scores pass the file's gate and calibration, which are
+checked here output by output.) Any probability apart by more than the tolerance, or any
+different top-1, fails the export.
+
+A file with trust has two more outputs, checked the same way: ``probabilities`` against numpy's
+softmax(logits / T) of the PyTorch logits, and ``ood_score`` against the numpy score
+(``btxrd.export.trust.ood``) of PyTorch's pooled features with the fitted statistics.
 """
 
 from __future__ import annotations
@@ -18,11 +24,27 @@ from PIL import Image, ImageOps
 from torch import nn
 from torchvision import transforms
 
-from btxrd.runtime.classifier import Classifier
-from btxrd.runtime.contract import Preprocessing
-from btxrd.runtime.errors import InputError
+from btxrd.export.archs import Arch
+from btxrd.export.trust.calibration import softmax
+from btxrd.export.trust.ood import OodScorer
+from btxrd.runtime.contract import (
+    INPUT_NAME,
+    LOGITS_NAME,
+    OOD_SCORE_NAME,
+    PROBABILITIES_NAME,
+    Preprocessing,
+)
+from btxrd.runtime.errors import BtxrdError, InputError
+from btxrd.runtime.imageio import load_image
+from btxrd.runtime.model import OnnxModel
+from btxrd.runtime.postprocess import softmax as runtime_softmax
+from btxrd.runtime.preprocess import preprocess
 
 PARITY_TOLERANCE = 1e-4
+# ood_score: |onnx - reference| <= OOD_RELATIVE_TOLERANCE * max(1, |reference|). A Mahalanobis
+# distance is a sum over 1,280 whitened float32 features, so it is held to a relative bound; the
+# floor of 1 keeps scores near zero (msp, energy) from demanding more than float32 gives.
+OOD_RELATIVE_TOLERANCE = 1e-3
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -105,53 +127,115 @@ def reference_transform(prep: Preprocessing) -> transforms.Compose:
     )
 
 
+def _reference_batch(images: list[Image.Image], prep: Preprocessing) -> torch.Tensor:
+    transform = reference_transform(prep)
+    return torch.stack([transform(image) for image in images])
+
+
 @torch.inference_mode()
 def reference_probabilities(
     model: nn.Module, images: list[Image.Image], prep: Preprocessing
 ) -> np.ndarray:
-    transform = reference_transform(prep)
-    batch = torch.stack([transform(image) for image in images])
-    return torch.softmax(model.eval()(batch).double(), dim=1).numpy()
+    return torch.softmax(model.eval()(_reference_batch(images, prep)).double(), dim=1).numpy()
+
+
+@torch.inference_mode()
+def reference_outputs(
+    model: nn.Module, arch: Arch, images: list[Image.Image], prep: Preprocessing
+) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's logits (the model's own forward) and pooled features (global average of the
+    architecture's last feature map), float64."""
+    batch = _reference_batch(images, prep)
+    model = model.eval()
+    logits = model(batch).double().numpy()
+    features = arch.features(model, batch).mean(dim=(2, 3)).double().numpy()
+    return logits, features
+
+
+@dataclass(frozen=True, eq=False)
+class TrustReference:
+    """What the trust outputs are checked against: the architecture (for its features), the
+    temperature and the fitted scorer."""
+
+    arch: Arch
+    temperature: float
+    scorer: OodScorer
 
 
 def check_parity(
-    model: nn.Module, onnx_path: Path, cases: list[ParityCase], prep: Preprocessing
+    model: nn.Module,
+    onnx_path: Path,
+    cases: list[ParityCase],
+    prep: Preprocessing,
+    trust: TrustReference | None = None,
 ) -> dict[str, Any]:
     """Compare every case; the report says per image how far apart the two sides are."""
-    expected = reference_probabilities(model, [reference_image(c.path) for c in cases], prep)
-    classifier = Classifier(onnx_path, batch_size=len(cases))
-    names = classifier.class_names
+    images = [reference_image(c.path) for c in cases]
+    expected = reference_probabilities(model, images, prep)
+    onnx_model = OnnxModel(onnx_path)  # the runtime's loader: its contract checks apply
+    names = onnx_model.info.class_names
+    session = onnx_model.session
+    want_probs = want_ood = None
+    if trust is not None:
+        logits, features = reference_outputs(model, trust.arch, images, prep)
+        want_probs = softmax(logits, trust.temperature)
+        want_ood = trust.scorer.score(features, logits)
     rows = []
-    for case, ref, got in zip(
-        cases, expected, classifier.predict_many([c.path for c in cases]), strict=True
-    ):
-        if got.error is not None:
-            rows.append({"image": case.path.name, "kind": case.kind, "error": got.error})
+    for i, (case, ref) in enumerate(zip(cases, expected, strict=True)):
+        try:
+            array = preprocess(load_image(case.path), prep)[None]
+        except BtxrdError as exc:
+            rows.append({"image": case.path.name, "kind": case.kind, "error": str(exc)})
             continue
-        onnx_probs = np.array([got.scores[n] for n in names])
-        rows.append(
-            {
-                "image": case.path.name,
-                "kind": case.kind,
-                "max_abs_diff": float(np.abs(onnx_probs - ref).max()),
-                "top1_torch": names[int(ref.argmax())],
-                "top1_onnx": got.prediction,
-                "torch_probabilities": [float(v) for v in ref],
-                "onnx_probabilities": [float(v) for v in onnx_probs],
-            }
-        )
+        wanted = [LOGITS_NAME, *((PROBABILITIES_NAME, OOD_SCORE_NAME) if trust else ())]
+        outputs = session.run(wanted, {INPUT_NAME: array})
+        onnx_probs = runtime_softmax(outputs[0][0])
+        row = {
+            "image": case.path.name,
+            "kind": case.kind,
+            "max_abs_diff": float(np.abs(onnx_probs - ref).max()),
+            "top1_torch": names[int(ref.argmax())],
+            "top1_onnx": names[int(onnx_probs.argmax())],
+            "torch_probabilities": [float(v) for v in ref],
+            "onnx_probabilities": [float(v) for v in onnx_probs],
+        }
+        if want_probs is not None and want_ood is not None:
+            probs, ood = outputs[1][0], float(outputs[2][0])
+            row.update(
+                calibrated_max_abs_diff=float(np.abs(probs - want_probs[i]).max()),
+                ood_score_torch=float(want_ood[i]),
+                ood_score_onnx=ood,
+                ood_relative_diff=float(abs(ood - want_ood[i]) / max(1.0, abs(want_ood[i]))),
+            )
+        rows.append(row)
     diffs = [r["max_abs_diff"] for r in rows if "max_abs_diff" in r]
-    failures = [
-        r["image"]
-        for r in rows
-        if "error" in r or r["max_abs_diff"] > PARITY_TOLERANCE or r["top1_torch"] != r["top1_onnx"]
-    ]
-    return {
+    failures = [r["image"] for r in rows if _failed(r)]
+    report = {
         "tolerance": PARITY_TOLERANCE,
         "num_images": len(rows),
         "max_abs_diff": max(diffs) if diffs else None,
         "top1_agreement": sum(r.get("top1_torch") == r.get("top1_onnx") for r in rows) / len(rows),
         "passed": not failures,
         "failures": failures,
-        "images": rows,
     }
+    if trust is not None:
+        calibrated = [r["calibrated_max_abs_diff"] for r in rows if "calibrated_max_abs_diff" in r]
+        ood_diffs = [r["ood_relative_diff"] for r in rows if "ood_relative_diff" in r]
+        report.update(
+            ood_relative_tolerance=OOD_RELATIVE_TOLERANCE,
+            calibrated_max_abs_diff=max(calibrated) if calibrated else None,
+            ood_max_relative_diff=max(ood_diffs) if ood_diffs else None,
+            temperature=trust.temperature,
+            ood_method=trust.scorer.method,
+        )
+    return {**report, "images": rows}
+
+
+def _failed(row: dict[str, Any]) -> bool:
+    return (
+        "error" in row
+        or row["max_abs_diff"] > PARITY_TOLERANCE
+        or row["top1_torch"] != row["top1_onnx"]
+        or row.get("calibrated_max_abs_diff", 0.0) > PARITY_TOLERANCE
+        or row.get("ood_relative_diff", 0.0) > OOD_RELATIVE_TOLERANCE
+    )
