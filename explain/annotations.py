@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from btxrd.explain import render
@@ -31,6 +32,7 @@ from btxrd.explain.selection import DEFAULT_PANELS
 from btxrd.export.data.dataset import Sample
 from btxrd.export.data.masks import LesionMask
 from btxrd.runtime.atomic import write_text
+from btxrd.runtime.metrics import bootstrap_interval
 from btxrd.runtime.settings import GradcamSettings
 
 REPORT_SCHEMA_VERSION = 1
@@ -176,8 +178,24 @@ def build_report(
         "per_image": [s.to_json() for s in scores],
         "warnings": list(warnings),
     }
+    report["intervals"] = _intervals(scored)
     report["summary"] = _summary(report, identity["target_layer"])
     return report
+
+
+def _intervals(scored: Sequence[AttentionScores]) -> dict[str, Any]:
+    """Bootstrap 95 % intervals (images resampled) of the headline attention figures."""
+    hits = np.array([s.pointing_hit for s in scored], dtype=np.float64)
+    iou = np.array([s.iou for s in scored], dtype=np.float64)
+    best = np.array([s.iou_best for s in scored], dtype=np.float64)
+    n = len(scored)
+    return {
+        "level": 0.95,
+        "method": "percentile bootstrap over images",
+        "pointing_hit_rate": bootstrap_interval(lambda rows: float(hits[rows].mean()), n),
+        "mean_iou": bootstrap_interval(lambda rows: float(iou[rows].mean()), n),
+        "median_iou_best": bootstrap_interval(lambda rows: float(np.median(best[rows])), n),
+    }
 
 
 def _score(run: ExplainRun, index: int, result: CamResult, iou_threshold: float) -> ImageScore:

@@ -22,8 +22,12 @@ from btxrd.explain.evaluate import Evaluation, Log, silent
 from btxrd.explain.lesions import score_against_mask
 from btxrd.explain.run import ExplainRun
 from btxrd.explain.selection import KINDS, cell_title, select_examples
-from btxrd.export.data.metrics import classification_metrics
 from btxrd.runtime.atomic import write_text
+from btxrd.runtime.metrics import (
+    classification_metrics,
+    expected_calibration_error,
+    metric_intervals,
+)
 from btxrd.runtime.settings import GradcamSettings
 
 METRICS_SCHEMA_VERSION = 1
@@ -38,11 +42,13 @@ class GalleryResult:
 
 
 def gallery_metrics(run: ExplainRun) -> dict[str, Any]:
-    """Accuracy, per-class precision/recall/AUC and the confusion matrix, with provenance."""
+    """Accuracy, per-class precision/recall/AUC and the confusion matrix, with bootstrap 95 %
+    intervals, the ECE, and provenance."""
     evaluation = run.evaluation
-    metrics = classification_metrics(
-        evaluation.y_true, evaluation.probabilities, evaluation.class_names
-    )
+    y_true, probabilities = evaluation.y_true, evaluation.probabilities
+    metrics = classification_metrics(y_true, probabilities, evaluation.class_names)
+    metrics["ece"] = expected_calibration_error(y_true, probabilities)
+    metrics["intervals"] = metric_intervals(y_true, probabilities, evaluation.class_names)
     return {
         "schema_version": METRICS_SCHEMA_VERSION,
         "model": run.model_identity,

@@ -34,7 +34,7 @@ from btxrd.export.data.dataset import (
 )
 from btxrd.export.data.labelme import read_annotation
 from btxrd.export.data.masks import rasterise_lesions
-from btxrd.export.data.metrics import classification_metrics
+from btxrd.runtime.metrics import classification_metrics
 from btxrd.export.recipe import load_recipe
 from btxrd.runtime.atomic import write_text
 from btxrd.runtime.cliutil import (

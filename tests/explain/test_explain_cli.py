@@ -144,6 +144,23 @@ def test_metrics_json(report_run) -> None:
                 assert warning in report_run.stderr
 
 
+def test_figures_carry_bootstrap_intervals(report_run) -> None:
+    metrics = json.loads((report_run.out / "metrics.json").read_text())
+    intervals = metrics["intervals"]
+    low, high = intervals["accuracy"]
+    assert low <= metrics["accuracy"] <= high and low < high  # 24 images: a wide interval
+    for name in CLASSES:
+        low, high = intervals["recall"][name]
+        assert 0.0 <= low <= metrics["recall"][name] <= high <= 1.0
+    assert 0.0 <= metrics["ece"] <= 1.0 and len(intervals["ece"]) == 2
+    report = json.loads((report_run.out / "annotation_report.json").read_text())
+    low, high = report["intervals"]["pointing_hit_rate"]
+    assert low <= report["pointing_hit_rate"] <= high
+    page = (report_run.out / "report.html").read_text()
+    assert f"[{intervals['accuracy'][0]:.3f}, {intervals['accuracy'][1]:.3f}]" in page
+    assert "bootstrap intervals" in page
+
+
 def test_annotation_report_json(report_run) -> None:
     report = json.loads((report_run.out / "annotation_report.json").read_text())
     for key in ("per_image", "mean_iou", "num_images", "iou_threshold", "summary"):
