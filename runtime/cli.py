@@ -45,6 +45,8 @@ class RunOptions:
     cam_dir: Path | None = None
     cam_class: str | None = None
     quiet: bool = False
+    labels: Path | None = None
+    metrics_out: Path | None = None
     no_ood_gate: bool = False
     info: bool = False
     selftest: bool = False
@@ -105,6 +107,17 @@ def _parse(options: dict) -> RunOptions:
     help="Folder for --cam overlays (default: config cam.out, results/cam).",
 )
 @click.option("--cam-class", help="Class to explain (default: the predicted class).")
+@click.option(
+    "--labels",
+    type=click.Path(path_type=Path),
+    help="CSV of image,label: also report accuracy, per-class recall/precision, macro AUC "
+    "(95 % bootstrap intervals), ECE and the confusion matrix.",
+)
+@click.option(
+    "--metrics-out",
+    type=click.Path(path_type=Path),
+    help="With --labels: write those figures to this JSON file.",
+)
 @click.option(
     "--no-ood-gate",
     is_flag=True,
@@ -169,6 +182,13 @@ def _run(options: RunOptions) -> int:
     if cam_class is not None and cam_class not in classifier.class_names:
         raise ConfigError(f"--cam-class {cam_class!r} is not one of {list(classifier.class_names)}")
 
+    labels = None
+    if options.labels is not None:
+        from btxrd.runtime.validation import read_labels
+
+        labels = read_labels(options.labels, classifier.class_names)
+    if options.metrics_out is not None:
+        check_output_file(options.metrics_out)
     paths, problems = _inputs(
         options.images,
         options.folder,
@@ -203,6 +223,9 @@ def _run(options: RunOptions) -> int:
         todo,
         sink,
         failures=failures,
+        labels=labels,
+        metrics_out=options.metrics_out,
+        human=fmt == HUMAN,
         cam_out=cam_out,
         cam_class=cam_class,
         folder=options.folder,
@@ -217,6 +240,9 @@ def _classify(
     sink,
     *,
     failures: list,
+    labels: dict[str, str] | None,
+    metrics_out: Path | None,
+    human: bool,
     cam_out: Path | None,
     cam_class: str | None,
     folder: Path | None,
@@ -247,6 +273,10 @@ def _classify(
         interrupted = True
     summary = summarise(predictions, time.perf_counter() - started)
     summary["interrupted"] = interrupted
+    if labels is not None:
+        summary["validation"] = _validation(
+            classifier, predictions, labels, metrics_out, to_stdout=human
+        )
     sink.close(summary)
     if interrupted:
         click.echo(
@@ -318,6 +348,8 @@ def _check_usage(options: RunOptions) -> str:
         raise click.UsageError("--resume works with --jsonl --output FILE")
     if options.cam_class and not options.cam:
         raise click.UsageError("--cam-class needs --cam")
+    if options.metrics_out and not options.labels:
+        raise click.UsageError("--metrics-out needs --labels")
     return fmt or HUMAN
 
 
@@ -360,6 +392,20 @@ def _print_info(classifier) -> int:
     }
     click.echo(json.dumps(document, indent=2))
     return EXIT_OK
+
+
+def _validation(classifier, predictions, labels, metrics_out: Path | None, to_stdout: bool):
+    """Score this run's records against the labels; print the figures (on stdout with the
+    table, else on stderr, so machine-readable stdout stays one format) and write them."""
+    from btxrd.runtime.atomic import write_text
+    from btxrd.runtime.validation import describe, validate
+
+    figures = validate((p.to_record() for p in predictions), labels, classifier.class_names)
+    for line in describe(figures):
+        click.echo(line, err=not to_stdout)
+    if metrics_out is not None:
+        write_text(metrics_out, json.dumps(figures, indent=2) + "\n")
+    return figures
 
 
 def _trust_summary(trust) -> dict:
