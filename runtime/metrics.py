@@ -125,11 +125,12 @@ def metric_intervals(
         "accuracy": interval(lambda m: m["accuracy"]),
         "macro_auc": interval(lambda m: m["macro_auc"]),
     }
+    def per_class(key: str, name: str) -> list[float] | None:
+        # A resample without the class has no recall (or AUC) for it: that resample is skipped.
+        return interval(lambda m: m[key][name] if m["support"][name] else None)
+
     for key in ("precision", "recall", "auc"):
-        intervals[key] = {
-            name: interval(lambda m, k=key, n=name: m[k][n] if m["support"][n] else None)
-            for name in class_names
-        }
+        intervals[key] = {name: per_class(key, name) for name in class_names}
     intervals["ece"] = bootstrap_interval(
         lambda rows: expected_calibration_error(y_true[rows], probabilities[rows]),
         len(y_true),
