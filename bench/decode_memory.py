@@ -12,6 +12,9 @@ baseline" is what the case itself costs beyond the imports.
   then refused as blank).
 - ``png-16bit-9900``: a 9900 x 9900 16-bit PNG of a few MB (under the limit; decoded).
 - ``png-bomb-header``: a PNG header claiming 40000 x 40000 pixels (refused from the header).
+- ``checkpoint-zip-bomb``: a real torch checkpoint whose one tensor entry is 2 GiB of zeros
+  deflated to about 2 MB, loaded with ``btxrd.export.checkpoint.load_checkpoint`` (its baseline
+  is the same checkpoint before the swap, so torch's own imports are not counted).
 
 "Before" runs the code of another commit through a git worktree and a ``PYTHONPATH`` shim (a
 ``btxrd`` folder without ``__init__.py`` whose ``runtime``, ``export`` and ``explain`` link into
@@ -60,14 +63,26 @@ def peak_kib():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 small = sys.argv[2]
-load_image(small)
-base = peak_kib()
-start = time.perf_counter()
-try:
-    decoded = load_image(sys.argv[1])
-    outcome = "decoded %d x %d" % decoded.image.size
-except InputError as exc:
-    outcome = "refused: " + str(exc).split(": ", 1)[1][:70]
+if sys.argv[1].endswith(".pt"):
+    from btxrd.export.checkpoint import load_checkpoint
+    from btxrd.runtime.errors import BtxrdError
+    load_checkpoint(small)
+    base = peak_kib()
+    start = time.perf_counter()
+    try:
+        load_checkpoint(sys.argv[1])
+        outcome = "loaded"
+    except BtxrdError as exc:
+        outcome = "refused: " + str(exc).split(": ", 1)[1][:70]
+else:
+    load_image(small)
+    base = peak_kib()
+    start = time.perf_counter()
+    try:
+        decoded = load_image(sys.argv[1])
+        outcome = "decoded %d x %d" % decoded.image.size
+    except InputError as exc:
+        outcome = "refused: " + str(exc).split(": ", 1)[1][:70]
 seconds = time.perf_counter() - start
 print(json.dumps({"peak_kib": peak_kib(), "base_kib": base, "seconds": seconds,
                   "outcome": outcome, "code": imageio.__file__}))
@@ -106,11 +121,45 @@ def _deflated(rows: int) -> Callable[[Path], None]:
     return make
 
 
+def small_checkpoint(path: Path) -> None:
+    """A btxrd checkpoint of one tiny tensor (torch imported here only: the bench's own venv)."""
+    import torch
+
+    torch.save(
+        {
+            "model_state_dict": {"w": torch.zeros(4)},
+            "class_names": ["Normal", "Benign", "Malignant"],
+            "config": {"arch": "resnet18", "image_size": 64},
+        },
+        path,
+    )
+
+
+def _checkpoint_bomb(path: Path) -> None:
+    import zipfile
+
+    small = path.with_name("small.pt")
+    small_checkpoint(small)
+    with zipfile.ZipFile(small) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, data in entries:
+            if not info.filename.endswith("/data/0"):
+                archive.writestr(info, data)
+                continue
+            swapped = zipfile.ZipInfo(info.filename)
+            swapped.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(swapped, "w", force_zip64=True) as handle:
+                for _ in range(2048):  # 2 GiB of zeros, streamed
+                    handle.write(bytes(1024**2))
+
+
 CASES: dict[str, tuple[str, Callable[[Path], None]]] = {
     "deflated-dicom-bomb": ("bomb.dcm", _deflated(10630)),
     "deflated-dicom-9900": ("deflated.dcm", _deflated(9900)),
     "png-16bit-9900": ("big16.png", _png_16bit),
     "png-bomb-header": ("bomb.png", _png_bomb),
+    "checkpoint-zip-bomb": ("bomb.pt", _checkpoint_bomb),
 }
 
 
@@ -181,10 +230,11 @@ def main(before: str | None, only: tuple[str, ...], out: Path) -> None:
                 path = work / filename
                 click.echo(f"decode-memory: {name} ...", err=True)
                 make(path)
+                baseline = work / "small.pt" if path.suffix == ".pt" else small
                 results[name] = {"file_kb": round(path.stat().st_size / 1024, 1)}
                 if shim:
-                    results[name]["before"] = _measure(path, small, shim)
-                results[name]["after"] = _measure(path, small, None)
+                    results[name]["before"] = _measure(path, baseline, shim)
+                results[name]["after"] = _measure(path, baseline, None)
                 path.unlink()
         finally:
             if tree is not None:
