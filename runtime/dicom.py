@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image
 
 from btxrd.runtime.errors import InputError
-from btxrd.runtime.imageio import blank_message, check_size, map_to_uint8, value_range
+from btxrd.runtime.imageio import check_size
+from btxrd.runtime.pixels import blank_message, map_to_uint8, value_range
 from btxrd.runtime.settings import DecodeLimits
 
 if TYPE_CHECKING:

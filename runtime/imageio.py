@@ -18,7 +18,7 @@ import os
 import struct
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,16 @@ import numpy as np
 from PIL import Image, ImageFile, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
 from btxrd.runtime.errors import InputError
+from btxrd.runtime.pixels import (
+    BLANK_STD,
+    PillowRows,
+    range_to_uint8,
+    refuse_blank,
+    scale_to_uint8,
+)
 from btxrd.runtime.settings import DecodeLimits
+
+__all__ = ["BLANK_STD", "DecodeLimits", "DecodedImage", "load_image", "scale_to_uint8"]
 
 # Truncated files must fail, never yield partially grey images.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -60,16 +69,6 @@ _TRANSPOSE = {
 }
 _DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
-
-# Blank: below one grey level of spread in every channel, an image shows nothing a reader (or
-# the model) could classify. Radiographs are nowhere near it: the synthetic phantoms and the
-# shipped samples in models/samples have standard deviations of 30 to 70 grey levels
-# (tests/runtime/test_imageio.py::test_real_radiographs_are_far_from_blank measures them).
-BLANK_STD = 1.0
-
-# Deep data is mapped to 8 bits in bands of about this many pixels: float64 temporaries of
-# about a MB instead of 8 bytes a pixel for the whole image (2.9 GB for a 9900 x 9900 PNG).
-_BAND_PIXELS = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -432,7 +431,7 @@ def _load_wide(
         colour = (high[..., :3].astype(np.uint16) << 8) | low[..., :3]
         alpha = high[..., 3] if high.shape[-1] == 4 else None
     del high, low
-    eight = _range_to_uint8(colour, path)
+    eight = range_to_uint8(colour, path)
     if alpha is None:
         return Image.fromarray(eight)
     if eight.ndim == 2:
@@ -448,7 +447,7 @@ def _to_8bit(image: Image.Image, path: Path, layout: _SampleLayout | None = None
     layout = layout or _SampleLayout()
     mode = image.mode
     if layout.view is not None or mode in _DEEP_MODES:
-        eight = _range_to_uint8(_PillowRows(image, layout.view), path)
+        eight = range_to_uint8(PillowRows(image, layout.view), path)
         if layout.invert:
             np.subtract(255, eight, out=eight)
         return Image.fromarray(eight)
@@ -467,95 +466,6 @@ def _to_8bit(image: Image.Image, path: Path, layout: _SampleLayout | None = None
     if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
         return image.convert("RGB")
     raise InputError(f"{path}: unsupported image mode {mode!r}; convert it to PNG or JPEG")
-
-
-def scale_to_uint8(values: np.ndarray, path: Path | str = "<image>") -> np.ndarray:
-    """Map 16-bit or float data onto 0..255 by its real range (never clip like convert("L"))."""
-    values = np.asarray(values)
-    if values.ndim != 2:
-        raise InputError(f"{path}: expected a single-channel image, got shape {values.shape}")
-    return _range_to_uint8(values, path)
-
-
-class _PillowRows:
-    """A deep Pillow image read as numpy bands of rows (``crop``), never copied whole."""
-
-    def __init__(self, image: Image.Image, view: type[np.integer] | None) -> None:
-        self.image = image
-        self.view = view
-        self.shape = (image.height, image.width)
-
-    def __getitem__(self, rows: slice) -> np.ndarray:
-        band = np.asarray(self.image.crop((0, rows.start, self.image.width, rows.stop)))
-        return band.view(self.view) if self.view is not None else band
-
-
-# What the band helpers read: an array, or a deep Pillow image read band by band.
-RowSource = np.ndarray | _PillowRows
-
-
-def row_bands(values: RowSource) -> Iterator[slice]:
-    """Slices of rows of about ``_BAND_PIXELS`` pixels each."""
-    height = values.shape[0]
-    per_row = max(1, int(np.prod(values.shape[1:])))
-    step = max(1, _BAND_PIXELS // per_row)
-    for start in range(0, height, step):
-        yield slice(start, min(height, start + step))
-
-
-def value_range(values: RowSource, path: Path | str) -> tuple[float, float]:
-    """Minimum and maximum, refusing NaN or infinity (min and max carry either through)."""
-    low, high = np.inf, -np.inf
-    for rows in row_bands(values):
-        band = values[rows]
-        if band.size:
-            low, high = min(low, float(band.min())), max(high, float(band.max()))
-    if not (np.isfinite(low) and np.isfinite(high)):
-        raise InputError(f"{path}: pixel data contains NaN or infinity; the file is not usable")
-    return low, high
-
-
-def map_to_uint8(values: RowSource, transform: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """``rint(clip(transform(v), 0, 255))`` as uint8, computed in float64 band by band."""
-    out = np.empty(values.shape, dtype=np.uint8)
-    for rows in row_bands(values):
-        mapped = transform(values[rows].astype(np.float64))
-        np.clip(mapped, 0.0, 255.0, out=mapped)
-        np.rint(mapped, out=mapped)
-        out[rows] = mapped
-    return out
-
-
-def _range_to_uint8(values: RowSource, path: Path | str) -> np.ndarray:
-    low, high = value_range(values, path)
-    if high <= low:
-        raise InputError(blank_message(path, f"{low:g}"))
-    factor = 255.0 / (high - low)
-    return map_to_uint8(values, lambda v: (v - low) * factor)
-
-
-def blank_message(path: Path | str, value: str, detail: str = "") -> str:
-    every = f"nearly every pixel is {value}{detail}" if detail else f"every pixel is {value}"
-    return f"{path}: the image is blank ({every}); nothing to classify"
-
-
-def refuse_blank(image: Image.Image, path: Path | str) -> None:
-    """Refuse an 8-bit image whose every channel varies by less than ``BLANK_STD`` grey levels.
-
-    Pillow's histogram does the counting, so no copy of the image is made.
-    """
-    counts = np.asarray(image.histogram(), dtype=np.float64).reshape(-1, 256)
-    levels = np.arange(256, dtype=np.float64)
-    total = counts.sum(axis=1)
-    mean = counts @ levels / total
-    std = np.sqrt(np.maximum(counts @ levels**2 / total - mean**2, 0.0))
-    if (std >= BLANK_STD).any():
-        return
-    commonest = [int(c.argmax()) for c in counts]
-    value = str(commonest[0]) if len(commonest) == 1 else str(tuple(commonest))
-    constant = all(np.count_nonzero(c) == 1 for c in counts)
-    detail = "" if constant else f"; standard deviation {std.max():.2g} grey levels"
-    raise InputError(blank_message(path, value, detail))
 
 
 def _flatten_onto_black(image: Image.Image) -> Image.Image:

@@ -171,11 +171,13 @@ def test_deflated_dicom_bomb_is_refused_with_flat_memory(tiny_onnx, small_png, t
     """220 KB declaring 10630 x 10630 16-bit pixels: refused from the header, never inflated
     (the campaign measured 2.8 GB before its refusal)."""
     pytest.importorskip("pydicom")
-    from dicom_files import write_deflated_zeros
+    from dicom_files import ramp, write_deflated_zeros, write_dicom
 
     bomb = write_deflated_zeros(tmp_path / "bomb.dcm", 10630, 10630)
     assert bomb.stat().st_size < 300_000
-    base = peak_rss_kib("--model", tiny_onnx, "--quiet", small_png)
+    # The baseline decodes a small DICOM, so pydicom's own imports count on both sides.
+    small_dicom = write_dicom(tmp_path / "small.dcm", ramp(200, 160))
+    base = peak_rss_kib("--model", tiny_onnx, "--quiet", small_dicom)
     assert peak_rss_kib("--model", tiny_onnx, "--quiet", bomb) < base + 20_000
 
 
