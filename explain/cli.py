@@ -23,6 +23,7 @@ from btxrd.runtime.cliutil import (
     prepare_output_dir,
     run_cli,
     setting_range,
+    version_option,
 )
 from btxrd.runtime.errors import ConfigError, ModelError
 from btxrd.runtime.settings import GradcamSettings
@@ -37,12 +38,21 @@ class _DefaultGroup(click.Group):
     not a subcommand name (or --help) starts the default command."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+        known = {*self.commands, *ctx.help_option_names, "--version"}
+        if args and args[0] not in known:
             args = [DEFAULT_COMMAND, *args]
         return super().parse_args(ctx, args)
 
 
+def _default_checkpoint() -> Path:
+    from btxrd.runtime.config import load_config
+    from btxrd.runtime.paths import shipped
+
+    return shipped(load_config()["paths"]["checkpoint"])
+
+
 @click.group(name=PROGRAM, cls=_DefaultGroup, context_settings=CONTEXT_SETTINGS)
+@version_option(("torch", "grad-cam"), _default_checkpoint, "checkpoint")
 @documents_exit_codes
 def main() -> None:
     """Explain a bone-radiograph classifier with Grad-CAM, using its PyTorch checkpoint.

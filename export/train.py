@@ -34,7 +34,6 @@ from btxrd.export.data.dataset import (
 )
 from btxrd.export.data.labelme import read_annotation
 from btxrd.export.data.masks import rasterise_lesions
-from btxrd.runtime.metrics import classification_metrics
 from btxrd.export.recipe import load_recipe
 from btxrd.runtime.atomic import write_text
 from btxrd.runtime.cliutil import (
@@ -47,6 +46,7 @@ from btxrd.runtime.cliutil import (
 from btxrd.runtime.contract import Preprocessing
 from btxrd.runtime.errors import ModelError
 from btxrd.runtime.imageio import load_image
+from btxrd.runtime.metrics import classification_metrics
 from btxrd.runtime.preprocess import resize_for_model
 
 

@@ -22,9 +22,11 @@ from btxrd.runtime.cliutil import (
     prepare_output_dir,
     run_cli,
     setting_range,
+    version_lines,
 )
 from btxrd.runtime.errors import ConfigError, InputError, ModelError
 from btxrd.runtime.report import HUMAN, WRITERS, format_for_suffix
+from btxrd.runtime.text import plural
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class RunOptions:
     no_ood_gate: bool = False
     info: bool = False
     selftest: bool = False
+    version: bool = False
     debug: bool = False
 
 
@@ -127,6 +130,11 @@ def _parse(options: dict) -> RunOptions:
 @click.option(
     "--selftest", is_flag=True, help="Check this machine reproduces the model's reference scores."
 )
+@click.option(
+    "--version",
+    is_flag=True,
+    help="Show btxrd's and onnxruntime's versions and the model file with its sha256, then exit.",
+)
 @common_options
 @documents_exit_codes
 def main(**options) -> None:
@@ -153,6 +161,12 @@ def _run(options: RunOptions) -> int:
     from btxrd.runtime.paths import default_model_path
     from btxrd.runtime.settings import CamSettings, InferenceSettings
 
+    if options.version:
+        config = load_config(options.config_path)
+        model = options.model_path or default_model_path(config["paths"]["model"])
+        for line in version_lines(("onnxruntime",), model):
+            click.echo(line)
+        return EXIT_OK
     fmt = _check_usage(options)
     config = load_config(options.config_path)
     inference = InferenceSettings(**config["inference"])
@@ -273,6 +287,10 @@ def _classify(
         interrupted = True
     summary = summarise(predictions, time.perf_counter() - started)
     summary["interrupted"] = interrupted
+    if cam_out is not None:
+        summary["overlays"] = sum(
+            1 for p in predictions if any(n.startswith("cam: ") for n in p.notes)
+        )
     if labels is not None:
         summary["validation"] = _validation(
             classifier, predictions, labels, metrics_out, to_stdout=human
@@ -293,8 +311,11 @@ def _classify(
         _notice(
             f"speed: {summary['mean_decode_preprocess_ms']:.1f} ms decode+preprocess, "
             f"{summary['mean_inference_ms']:.1f} ms inference per image "
-            f"({len(predictions)} images in {summary['wall_seconds']:.2f} s)"
+            f"({plural(summary['classified'], 'image')} classified in "
+            f"{summary['wall_seconds']:.2f} s)"
         )
+    if not quiet:
+        _say_what_was_written(sink, summary, cam_out, metrics_out)
     return EXIT_INPUT if summary["failed"] else EXIT_OK
 
 
@@ -327,6 +348,17 @@ def _write_cam(classifier, prediction, path: Path, cam_class: str | None, alpha:
     return replace(
         prediction, notes=(*prediction.notes, f"cam: {path} ({target})"), cam=None, image=None
     )
+
+
+def _say_what_was_written(sink, summary, cam_out: Path | None, metrics_out: Path | None) -> None:
+    """One stderr line per output file or folder, so nothing is written without a word."""
+    if sink.output is not None:
+        _notice(f"wrote {plural(summary['inputs'], 'record')} to {sink.output}")
+    if cam_out is not None:
+        overlays = summary.get("overlays", 0)
+        _notice(f"wrote {plural(overlays, 'overlay')} to {cam_out}/ ({{stem}}_cam.png)")
+    if metrics_out is not None:
+        _notice(f"wrote the validation figures to {metrics_out}")
 
 
 def _check_usage(options: RunOptions) -> str:
@@ -362,7 +394,7 @@ def _inputs(
     if folder is None:
         return list(images), []
     if not folder.is_dir():
-        raise InputError(f"{folder}: no such folder")
+        raise click.UsageError(f"--dir {folder}: no such folder")
     listing = walk_folder(folder, recursive=recursive, exclude=exclude)
     if not listing.paths and not listing.problems:
         hint = "" if recursive else " (add --recursive to look in sub-folders)"
@@ -371,10 +403,28 @@ def _inputs(
 
 
 def _progress(stream: Iterator, total: int, quiet: bool) -> Iterator:
+    """tqdm's bar (count, rate, ETA) on stderr, only on a terminal; the table's rows go through
+    ``tqdm.write`` meanwhile (``report.HumanSink``), so a row never lands on the bar's line."""
     if quiet or total < 2 or not sys.stderr.isatty():
         yield from stream
         return
-    with click.progressbar(stream, length=total, label="classifying", file=sys.stderr) as bar:
+    import shutil
+
+    from tqdm import tqdm
+
+    # A terminal that reports no size (a fresh pseudo-terminal, some CI consoles) makes tqdm
+    # hide the bar (zero rows to draw it on); shutil gives 100 x 20 there instead.
+    size = shutil.get_terminal_size((100, 20))
+    with tqdm(
+        stream,
+        total=total,
+        desc="classifying",
+        unit="image",
+        file=sys.stderr,
+        leave=False,
+        ncols=size.columns,
+        nrows=size.lines,
+    ) as bar:
         yield from bar
 
 

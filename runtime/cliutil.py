@@ -43,6 +43,53 @@ quiet_option = click.option(
 )
 
 
+def version_lines(
+    packages: tuple[str, ...], model: Path | None = None, model_kind: str = "model"
+) -> list[str]:
+    """What ``--version`` prints: btxrd's version, the libraries that compute the scores, and
+    the model file with its sha256 (the same identity every result records)."""
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    lines = []
+    for package in ("btxrd", *packages):
+        try:
+            lines.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            lines.append(f"{package} (not installed)")
+    if model is not None:
+        try:
+            digest = hashlib.sha256(model.read_bytes()).hexdigest()
+            lines.append(f"{model_kind} {model} (sha256 {digest})")
+        except OSError as exc:
+            lines.append(f"{model_kind} {model} ({exc.strerror or exc})")
+    return lines
+
+
+def version_option(
+    packages: tuple[str, ...],
+    default_model: Callable[[], Path | None] = lambda: None,
+    model_kind: str = "model",
+):
+    """``--version`` for commands whose model is not a flag of the same parse (it reports the
+    default one: config, then built-in)."""
+
+    def show(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value and not ctx.resilient_parsing:
+            for line in version_lines(packages, default_model(), model_kind):
+                click.echo(line)
+            ctx.exit(EXIT_OK)
+
+    return click.option(
+        "--version",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=show,
+        help=f"Show btxrd's and its libraries' versions and the default {model_kind}, then exit.",
+    )
+
+
 def documents_exit_codes(function: F) -> F:
     """Append the exit-code table to a command's help (apply below ``@click.command``)."""
     function.__doc__ = f"{inspect.cleandoc(function.__doc__ or '')}\n\n{EXIT_CODES_HELP}"

@@ -125,6 +125,7 @@ def metric_intervals(
         "accuracy": interval(lambda m: m["accuracy"]),
         "macro_auc": interval(lambda m: m["macro_auc"]),
     }
+
     def per_class(key: str, name: str) -> list[float] | None:
         # A resample without the class has no recall (or AUC) for it: that resample is skipped.
         return interval(lambda m: m[key][name] if m["support"][name] else None)

@@ -192,6 +192,17 @@ class CsvSink(Sink):
         self._write_output(buffer.getvalue())
 
 
+def _row(line: str) -> None:
+    """A table row on stdout. With a progress bar on the same terminal, tqdm clears the bar,
+    prints the row and redraws the bar below it, so the two never share a line."""
+    if sys.stderr.isatty() and sys.stdout.isatty():
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stdout)
+    else:
+        click.echo(line)
+
+
 class HumanSink(Sink):
     """A compact table on stdout, one row per image as it is classified."""
 
@@ -204,20 +215,20 @@ class HumanSink(Sink):
         super().add(prediction)
         if not self._header_done:
             cols = "".join(f"{n[:10]:>11}" for n in self._names)
-            click.echo(f"{'image':<28} {'prediction':<12}{'conf':>6}{cols}")
+            _row(f"{'image':<28} {'prediction':<12}{'conf':>6}{cols}")
             self._header_done = True
         name = _shorten(for_terminal(prediction.image_name), 28)
         if prediction.refused and prediction.ood is not None:
-            click.echo(
+            _row(
                 f"{name:<28} {'NOT CLASSIFIED':<18} unlike the training images "
                 f"(OOD score {prediction.ood.score:.4g} > {prediction.ood.threshold:.4g})"
             )
             return
         if prediction.error is not None:
-            click.echo(f"{name:<28} {'ERROR':<12} {for_terminal(prediction.error)}")
+            _row(f"{name:<28} {'ERROR':<12} {for_terminal(prediction.error)}")
             return
         probs = "".join(f"{prediction.scores[n]:>11.4f}" for n in self._names)
-        click.echo(f"{name:<28} {prediction.prediction:<12}{prediction.confidence:>6.3f}{probs}")
+        _row(f"{name:<28} {prediction.prediction:<12}{prediction.confidence:>6.3f}{probs}")
 
     def close(self, summary: dict[str, Any]) -> None:
         if len(self.records) > 1:
@@ -227,7 +238,7 @@ class HumanSink(Sink):
             failed = (f", {failed} failed" if failed else "") + (
                 f", {refused} not classified (unlike the training images)" if refused else ""
             )
-            click.echo(f"\n{summary['classified']} classified: {counts}{failed}")
+            _row(f"\n{summary['classified']} classified: {counts}{failed}")
 
 
 # The output formats, by the name of their command-line flag (``--json`` ...); "human" is the

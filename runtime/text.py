@@ -19,3 +19,8 @@ def for_terminal(text: str) -> str:
     return "".join(
         ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
     )
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 image``, ``2 images``, ``1,000 images`` (nouns that take an s)."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"

@@ -19,7 +19,7 @@ import numpy as np
 
 from btxrd.export.data.labelme import Annotation, AnnotationError, Lesion, read_annotation
 from btxrd.runtime.atomic import write_text
-from btxrd.runtime.errors import InputError
+from btxrd.runtime.errors import ConfigError, InputError
 
 __all__ = [
     "BTXRD_CLASSES",
@@ -197,7 +197,8 @@ def _to_int(value: object, column: str, image_id: str, root: Path) -> int:
 def _find_root(root: Path) -> Path:
     """Accept the folder holding dataset.xlsx or its parent (a BTXRD_ROOT/BTXRD nesting)."""
     if not root.is_dir():
-        raise DatasetError(f"{root}: no such folder; pass the folder that holds dataset.xlsx.")
+        # A folder named on the command line or in a recipe that is not there: a usage error.
+        raise ConfigError(f"{root}: no such folder; pass the folder that holds dataset.xlsx.")
     if _find_sheet(root) is not None or _find_dir(root, "images") is not None:
         return root
     nested = [p for p in sorted(root.iterdir()) if p.is_dir() and _find_sheet(p) is not None]

@@ -151,9 +151,10 @@ def test_export_missing_checkpoint_is_exit_3(tmp_path: Path) -> None:
     _assert_one_line(result, 3, str(missing), "checkpoint not found")
 
 
-def test_missing_dataset_is_exit_1_as_documented(tmp_path: Path) -> None:
-    """Training and sample selection read a dataset; one that cannot be read is an input
-    failure (1), which their help spells out."""
+def test_missing_dataset_folder_is_a_usage_error(tmp_path: Path) -> None:
+    """Training and sample selection read a dataset; a folder that is not there is a usage
+    error (2), as a missing --dir is for btxrd-run; one that cannot be read is an input failure
+    (1), which their help spells out."""
     missing = tmp_path / "no-data"
     recipe = _recipe(tmp_path, data={"root": str(missing)}, output=_outputs(tmp_path / "out"))
     cases = {
@@ -161,7 +162,7 @@ def test_missing_dataset_is_exit_1_as_documented(tmp_path: Path) -> None:
         "samples": ["--data", str(missing), "--out", str(tmp_path / "samples")],
     }
     for command, args in cases.items():
-        _assert_one_line(_invoke(command, args), 1, str(missing), "no such folder")
+        _assert_one_line(_invoke(command, args), 2, str(missing), "no such folder")
         assert "exit code 1 means the dataset" in " ".join(_invoke(command, ["-h"]).stdout.split())
 
 

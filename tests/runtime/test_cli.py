@@ -239,9 +239,9 @@ def test_empty_folder_exits_1_with_a_message(tiny_onnx, tmp_path):
     assert str(empty) in line and "no image files found" in line and "--recursive" in line
 
 
-def test_missing_folder_exits_1(tiny_onnx, tmp_path):
+def test_missing_folder_is_a_usage_error(tiny_onnx, tmp_path):
     result = run("--model", tiny_onnx, "--dir", tmp_path / "nowhere")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "no such folder" in result.stderr
     assert result.stdout == ""
 
@@ -611,7 +611,8 @@ def _stderr_through_a_terminal(*args: object) -> tuple[int, str, str]:
 def test_progress_bar_on_a_terminal_and_never_in_the_results(tiny_onnx, images):
     code, stdout, terminal = _stderr_through_a_terminal("--model", tiny_onnx, "--jsonl", *images)
     assert code == 0
-    assert "classifying" in terminal and "100%" in terminal
+    assert "classifying" in terminal and f"/{len(images)} [" in terminal  # count of total
+    assert "image/s" in terminal  # tqdm's rate
     assert len(stdout.splitlines()) == len(images)  # stdout holds the records only
     quiet_code, _, quiet_terminal = _stderr_through_a_terminal(
         "--model", tiny_onnx, "--jsonl", "--quiet", *images
@@ -633,3 +634,61 @@ def test_output_format_follows_the_file_suffix(tiny_onnx, phantom_images, tmp_pa
         assert json.loads(text.splitlines()[0])["path"] == str(image)
     else:
         assert text.splitlines()[1].split(",")[1] == str(image)
+
+
+def _both_through_one_terminal(*args: object) -> tuple[int, str]:
+    """Run btxrd-run with stdout and stderr on one pseudo-terminal, as in an interactive shell."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "btxrd.runtime.cli", *map(str, args)],
+        stdout=terminal,
+        stderr=terminal,
+        env=env,
+    )
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    process.wait(timeout=60)
+    os.close(controller)
+    return process.returncode, b"".join(chunks).decode(errors="replace")
+
+
+def test_bar_and_table_never_share_a_line_on_a_terminal(tiny_onnx, images):
+    code, screen = _both_through_one_terminal("--model", tiny_onnx, "--batch-size", 1, *images)
+    assert code == 0
+    assert "classifying" in screen  # the bar was drawn
+    # What a reader sees on each line is what follows its last carriage return.
+    visible = [line.split("\r")[-1] for line in screen.replace("\r\n", "\n").split("\n")]
+    rows = [line for line in visible if line.startswith(tuple(p.name for p in images))]
+    assert len(rows) == len(images)  # every row on a line of its own
+    for line in visible:
+        assert not ("classifying" in line and any(p.name in line for p in images)), line
+
+
+def test_each_output_is_announced_on_stderr(tiny_onnx, images, tmp_path):
+    out, cams = tmp_path / "results.jsonl", tmp_path / "cams"
+    result = run("--model", tiny_onnx, "-o", out, "--cam", "--cam-dir", cams, *images)
+    assert result.exit_code == 0, result.stderr
+    assert f"wrote {len(images)} records to {out}" in result.stderr
+    assert f"wrote {len(images)} overlays to {cams}/" in result.stderr
+    one = run("--model", tiny_onnx, "-o", tmp_path / "one.json", images[0])
+    assert "wrote 1 record to" in one.stderr and "(1 image classified in" in one.stderr
+
+
+def test_version_names_the_model_and_its_sha256(tiny_onnx):
+    result = run("--model", tiny_onnx, "--version")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("btxrd ") and lines[1].startswith("onnxruntime ")
+    digest = hashlib.sha256(tiny_onnx.read_bytes()).hexdigest()
+    assert lines[2] == f"model {tiny_onnx} (sha256 {digest})"
