@@ -1,5 +1,6 @@
 """Single images: predict without gradients, compute the CAM of the predicted class (or a chosen
-one) and write ``{stem}_gradcam.png``, the overlay at the image's own size (RGB PNG, Pillow)."""
+one) and write ``{stem}_gradcam.png``: the overlay at the image's own size, with its caption and colour
+scale below (``btxrd.runtime.overlay.explained_overlay``) and the facts as PNG text metadata."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import numpy as np
 
 from btxrd.explain import render
 from btxrd.explain.cam import compute_cams
+from btxrd.explain.methods import METHODS
 from btxrd.explain.model import Explainer, load_input, predict_probabilities
+from btxrd.runtime.contract import intended_use_for
 from btxrd.runtime.errors import InputError
 from btxrd.runtime.inputs import output_names
-from btxrd.runtime.overlay import overlay
+from btxrd.runtime.overlay import caption_for, explained_overlay
 from btxrd.runtime.settings import GradcamSettings
 
 OVERLAY_SUFFIX = "_gradcam.png"
@@ -58,7 +61,19 @@ def explain_images(
                     )
                     continue
                 image = loaded[i][0].image
-                path = render.save_png(overlay(image, result.cam, alpha), out / names[i])
+                target_name = record["cam_class"]
+                probability = record["scores"][target_name]
+                caption = caption_for(target_name, probability, METHODS[method])
+                picture = explained_overlay(image, result.cam, caption, alpha=alpha)
+                metadata = {
+                    "image": str(paths[i]),
+                    "class": target_name,
+                    "probability": f"{probability:.6f}",
+                    "method": method,
+                    "checkpoint_sha256": explainer.checkpoint.sha256,
+                    "intended_use": intended_use_for(explainer.demo),
+                }
+                path = render.save_png(picture, out / names[i], metadata)
                 record["overlay"] = str(path)
         yield from records.values()
 

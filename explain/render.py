@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from btxrd.runtime.atomic import write_bytes
-from btxrd.runtime.overlay import jet, overlay, resize_cam
+from btxrd.runtime.overlay import jet, overlay, png_info, resize_cam
 
 CELL = 240
 BACKGROUND = (28, 28, 30)
@@ -174,10 +174,11 @@ class Png:
         return "data:image/png;base64," + base64.b64encode(self.data).decode("ascii")
 
 
-def encode_png(image: Image.Image) -> Png:
-    """``image`` as RGB PNG bytes."""
+def encode_png(image: Image.Image, metadata: Mapping[str, str] | None = None) -> Png:
+    """``image`` as RGB PNG bytes, with ``metadata`` as ``btxrd.*`` text chunks."""
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG", optimize=True)
+    info = png_info(metadata) if metadata else None
+    image.convert("RGB").save(buffer, format="PNG", optimize=True, pnginfo=info)
     return Png(buffer.getvalue(), image.width, image.height)
 
 
@@ -187,9 +188,11 @@ def write_png(png: Png, path: str | Path) -> Path:
     return Path(path)
 
 
-def save_png(image: Image.Image, path: str | Path) -> Path:
+def save_png(
+    image: Image.Image, path: str | Path, metadata: Mapping[str, str] | None = None
+) -> Path:
     """Encode ``image`` and write it (for a figure that is not embedded anywhere else)."""
-    return write_png(encode_png(image), path)
+    return write_png(encode_png(image, metadata), path)
 
 
 def _resized_mask(mask: np.ndarray, size: tuple[int, int]) -> Image.Image:

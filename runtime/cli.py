@@ -46,6 +46,7 @@ class RunOptions:
     cam: bool = False
     cam_dir: Path | None = None
     cam_class: str | None = None
+    cam_with_original: bool = False
     quiet: bool = False
     labels: Path | None = None
     metrics_out: Path | None = None
@@ -110,6 +111,9 @@ def _parse(options: dict) -> RunOptions:
     help="Folder for --cam overlays (default: config cam.out, results/cam).",
 )
 @click.option("--cam-class", help="Class to explain (default: the predicted class).")
+@click.option(
+    "--cam-with-original", is_flag=True, help="Put the radiograph beside its overlay in each file."
+)
 @click.option(
     "--labels",
     type=click.Path(path_type=Path),
@@ -240,6 +244,7 @@ def _run(options: RunOptions) -> int:
         labels=labels,
         metrics_out=options.metrics_out,
         human=fmt == HUMAN,
+        with_original=options.cam_with_original,
         cam_out=cam_out,
         cam_class=cam_class,
         folder=options.folder,
@@ -257,6 +262,7 @@ def _classify(
     labels: dict[str, str] | None,
     metrics_out: Path | None,
     human: bool,
+    with_original: bool,
     cam_out: Path | None,
     cam_class: str | None,
     folder: Path | None,
@@ -279,7 +285,7 @@ def _classify(
         for i, prediction in enumerate(_progress(stream, len(paths), quiet)):
             if cam_out is not None and prediction.ok:
                 prediction = _write_cam(
-                    classifier, prediction, cam_out / cam_names[i], cam_class, alpha
+                    classifier, prediction, cam_out / cam_names[i], cam_class, alpha, with_original
                 )
             predictions.append(prediction)
             sink.add(prediction)
@@ -319,14 +325,21 @@ def _classify(
     return EXIT_INPUT if summary["failed"] else EXIT_OK
 
 
-def _write_cam(classifier, prediction, path: Path, cam_class: str | None, alpha: float):
+def _write_cam(
+    classifier,
+    prediction,
+    path: Path,
+    cam_class: str | None,
+    alpha: float,
+    with_original: bool = False,
+):
     """Write one overlay. Fenced: whatever fails here (a name too long for the file system, a
     full disk, an overlay that would replace an input) becomes this input's error record."""
     from dataclasses import replace
 
     from btxrd.runtime.atomic import atomic_open
     from btxrd.runtime.errors import BtxrdError
-    from btxrd.runtime.overlay import normalise_cam, overlay
+    from btxrd.runtime.overlay import caption_for, explained_overlay, normalise_cam, png_info
 
     target = cam_class or prediction.prediction
     index = classifier.class_names.index(target)
@@ -335,8 +348,30 @@ def _write_cam(classifier, prediction, path: Path, cam_class: str | None, alpha:
         note = f"CAM for {target} is flat (no positive evidence); no overlay written"
         return replace(prediction, notes=(*prediction.notes, note), cam=None, image=None)
     try:
+        probability = prediction.scores[target]
+        picture = explained_overlay(
+            prediction.image,
+            cam01,
+            [
+                f"{prediction.image_name}: {caption_for(target, probability)[0]}",
+                *caption_for(target, probability)[1:],
+            ],
+            alpha=alpha,
+            with_original=with_original,
+        )
+        info = classifier.info
+        metadata = png_info(
+            {
+                "image": prediction.path or prediction.image_name,
+                "class": target,
+                "probability": f"{probability:.6f}",
+                "prediction": prediction.prediction,
+                "model_sha256": info.sha256,
+                "intended_use": info.metadata.intended_use,
+            }
+        )
         with atomic_open(path, "wb") as handle:
-            overlay(prediction.image, cam01, alpha).save(handle, format="PNG")
+            picture.save(handle, format="PNG", pnginfo=metadata)
     except (OSError, BtxrdError, ValueError) as exc:
         cause = getattr(exc, "strerror", None) or str(exc)
         message = (
@@ -378,8 +413,8 @@ def _check_usage(options: RunOptions) -> str:
             )
     if options.resume and not (options.output and fmt == "jsonl"):
         raise click.UsageError("--resume works with --jsonl --output FILE")
-    if options.cam_class and not options.cam:
-        raise click.UsageError("--cam-class needs --cam")
+    if (options.cam_class or options.cam_with_original) and not options.cam:
+        raise click.UsageError("--cam-class and --cam-with-original need --cam")
     if options.metrics_out and not options.labels:
         raise click.UsageError("--metrics-out needs --labels")
     return fmt or HUMAN

@@ -1,11 +1,28 @@
-"""Heatmap overlays with Pillow and numpy only (no cv2 in the runtime)."""
+"""Heatmap overlays that explain themselves, with Pillow and numpy only (no cv2 in the runtime).
+
+The JET colours (as OpenCV's, so maps look like pytorch-grad-cam's) are blended with a weight
+that grows with the attention: where the map is near zero the radiograph shows untinted, so the
+film stays readable instead of turning blue. ``explained_overlay`` adds what a reader needs to read
+it: the class explained and its probability, a colour scale, and what a map of a class without a
+lesion means; ``png_info`` carries the same facts as PNG text metadata.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import lru_cache
+
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from btxrd.runtime.settings import OVERLAY_ALPHA
+
+# The class whose map shows no lesion: its attention is the evidence for "nothing there".
+NO_LESION_CLASS = "Normal"
+_SCALE_HEIGHT = 12
+_PAD = 6
+_BACKGROUND = (24, 24, 26)
+_TEXT = (236, 236, 236)
 
 
 def normalise_cam(cam: np.ndarray) -> np.ndarray | None:
@@ -36,8 +53,95 @@ def jet(values: np.ndarray) -> np.ndarray:
 
 
 def overlay(image: Image.Image, cam01: np.ndarray, alpha: float = OVERLAY_ALPHA) -> Image.Image:
-    """Blend a [0, 1] map (any size) over ``image`` at the image's own size, RGB."""
+    """Blend a [0, 1] map (any size) over ``image`` at the image's own size, RGB. The opacity
+    is ``alpha`` where attention is highest and falls to zero with it."""
     base = np.asarray(image.convert("RGB"), dtype=np.float32)
-    heat = jet(resize_cam(cam01, image.size)).astype(np.float32)
-    blended = (1.0 - alpha) * base + alpha * heat
+    attention = np.clip(resize_cam(cam01, image.size), 0.0, 1.0)[..., None]
+    heat = jet(attention[..., 0]).astype(np.float32)
+    weight = alpha * attention
+    blended = (1.0 - weight) * base + weight * heat
     return Image.fromarray(np.rint(blended).clip(0, 255).astype(np.uint8))
+
+
+def caption_for(class_name: str, probability: float | None, method: str = "Grad-CAM") -> list[str]:
+    """What an overlay of ``class_name`` shows, in words."""
+    score = "" if probability is None else f" (probability {probability:.3f})"
+    lines = [f"{method} of {class_name}{score}: where the evidence for {class_name} is"]
+    if class_name == NO_LESION_CLASS:
+        lines.append(
+            f"A {NO_LESION_CLASS} map marks the film the model read as healthy; it does not "
+            "point at a lesion."
+        )
+    return lines
+
+
+def explained_overlay(
+    image: Image.Image,
+    cam01: np.ndarray,
+    caption: list[str],
+    *,
+    alpha: float = OVERLAY_ALPHA,
+    with_original: bool = False,
+) -> Image.Image:
+    """The overlay (beside the original when asked), the caption and a colour scale below."""
+    view = overlay(image, cam01, alpha)
+    if with_original:
+        pair = Image.new("RGB", (view.width * 2 + _PAD, view.height), _BACKGROUND)
+        pair.paste(image.convert("RGB"), (0, 0))
+        pair.paste(view, (view.width + _PAD, 0))
+        view = pair
+    text_size = max(12, min(24, view.width // 60))
+    font = _font(text_size)
+    lines = [
+        wrapped
+        for line in [*caption, "Attention scale (opacity grows with it):"]
+        for wrapped in _wrap(line, font, view.width - 2 * _PAD)
+    ]
+    band = _PAD + len(lines) * (text_size + 4) + _SCALE_HEIGHT + text_size + 2 * _PAD
+    page = Image.new("RGB", (view.width, view.height + band), _BACKGROUND)
+    page.paste(view, (0, 0))
+    draw = ImageDraw.Draw(page)
+    y = view.height + _PAD
+    for line in lines:
+        draw.text((_PAD, y), line, fill=_TEXT, font=font)
+        y += text_size + 4
+    scale_width = max(60, min(view.width - 2 * _PAD, 480))
+    ramp = np.linspace(0.0, 1.0, scale_width)
+    strip = jet(np.tile(ramp, (_SCALE_HEIGHT, 1)))
+    page.paste(Image.fromarray(strip), (_PAD, y))
+    y += _SCALE_HEIGHT + 2
+    draw.text((_PAD, y), "low", fill=_TEXT, font=font)
+    high = "high"
+    draw.text(
+        (_PAD + scale_width - draw.textlength(high, font=font), y), high, fill=_TEXT, font=font
+    )
+    return page
+
+
+def png_info(fields: Mapping[str, str]) -> PngImagePlugin.PngInfo:
+    """PNG text chunks (``btxrd.<key>``) that travel with an overlay file."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in fields.items():
+        info.add_itxt(f"btxrd.{key}", str(value))
+    return info
+
+
+def _wrap(text: str, font, width: int) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width`` pixels (a word longer than
+    the line stays whole)."""
+    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
+    lines: list[str] = []
+    current = ""
+    for word in text.split(" "):
+        candidate = f"{current} {word}".strip()
+        if current and measure.textlength(candidate, font=font) > width:
+            lines.append(current)
+            current = word
+        else:
+            current = candidate
+    return [*lines, current]
+
+
+@lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)

@@ -52,7 +52,9 @@ def test_images_default_command_writes_overlays(synth_data, tiny_checkpoint, tmp
         if line.endswith(str(overlay)):
             with Image.open(overlay) as png:
                 assert png.mode == "RGB" and png.format == "PNG"
-                assert png.size == load_image(image).image.size
+                width, height = load_image(image).image.size
+                assert png.width == width and png.height > height  # caption band below
+                assert png.text["btxrd.class"] in CLASSES and "btxrd.checkpoint_sha256" in png.text
             written += 1
         else:  # a degenerate CAM: reported, never saved
             assert line.endswith("  -") and not overlay.exists()

@@ -261,9 +261,7 @@ def test_missing_folder_is_a_usage_error(tiny_onnx, tmp_path):
         pytest.param(
             ["a.png", "--json", "--resume"], "--jsonl --output", id="resume-without-jsonl-output"
         ),
-        pytest.param(
-            ["a.png", "--cam-class", "Benign"], "--cam-class needs --cam", id="cam-class-no-cam"
-        ),
+        pytest.param(["a.png", "--cam-class", "Benign"], "need --cam", id="cam-class-no-cam"),
     ],
 )
 def test_usage_errors_exit_2(tmp_path, args, message):
@@ -375,15 +373,23 @@ def test_selftest_fails_when_the_model_does_not_reproduce_its_reference(tiny_mod
 
 
 def test_cam_writes_rgb_overlays_at_the_original_size(tiny_onnx, images, tmp_path):
+    """The overlay at the radiograph's own size, its caption and colour scale below it, and
+    the facts as PNG text."""
     cams = tmp_path / "cams"
     result = run("--model", tiny_onnx, "--cam", "--cam-dir", cams, "--jsonl", *images)
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in cams.iterdir()) == sorted(f"{p.stem}_cam.png" for p in images)
+    records = {Path(r["path"]).stem: r for r in map(json.loads, result.stdout.splitlines())}
     for path in images:
         with Image.open(path) as original, Image.open(cams / f"{path.stem}_cam.png") as overlay:
             assert overlay.mode == "RGB"
-            assert overlay.size == original.size
-            assert np.asarray(overlay).std() > 0
+            assert overlay.width == original.width and overlay.height > original.height
+            assert np.asarray(overlay)[: original.height].std() > 0
+            record = records[path.stem]
+            assert overlay.text["btxrd.class"] == record["prediction"]
+            assert float(overlay.text["btxrd.probability"]) == pytest.approx(record["confidence"])
+            assert overlay.text["btxrd.model_sha256"] == record["model_sha256"]
+            assert "not for clinical use" in overlay.text["btxrd.intended_use"].lower()
     notes = [json.loads(line)["notes"] for line in result.stdout.splitlines()]
     assert all(any(n.startswith("cam: ") for n in record) for record in notes)
 
@@ -399,11 +405,11 @@ def test_cam_same_stem_in_two_sub_folders_gives_two_overlays(tiny_onnx, tmp_path
     assert result.exit_code == 0, result.stderr
     written = sorted(cams.iterdir())
     assert len(written) == 2
-    sizes = set()
+    sources = set()
     for path in written:
         with Image.open(path) as overlay:
-            sizes.add(overlay.size)
-    assert sizes == {(64, 64), (64, 80)}  # (width, height) of each original
+            sources.add(overlay.text["btxrd.image"])
+    assert sources == {str(root / "left" / "knee.png"), str(root / "right" / "knee.png")}
 
 
 def test_cam_same_stem_given_as_files_gives_two_overlays(tiny_onnx, tmp_path, make_phantom):

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from btxrd.runtime.overlay import jet, normalise_cam, overlay
+from btxrd.runtime.overlay import (
+    caption_for,
+    explained_overlay,
+    jet,
+    normalise_cam,
+    overlay,
+    png_info,
+)
 
 
 @pytest.mark.torch  # cv2 comes with the [explain] extras
@@ -43,8 +50,37 @@ def test_overlay_is_rgb_at_the_image_size(mode):
     assert result.mode == "RGB"
     assert result.size == (90, 60)
     pixels = np.asarray(result).astype(int)
-    assert pixels[0, 0, 0] > pixels[-1, -1, 0]  # hot corner is redder
-    assert pixels[-1, -1, 2] > pixels[0, 0, 2]  # cold corner is bluer
+    assert tuple(pixels[-1, -1]) == (128, 128, 128)  # no attention: the film untinted
+    assert pixels[0, 0, 1] < 100 and pixels[0, 0, 2] < 100  # the hot corner tinted dark red
+
+
+def test_low_attention_leaves_the_film_readable():
+    """The opacity follows the attention: a weak map barely tints, a strong one does."""
+    image = Image.new("L", (64, 64), 200)
+    weak = overlay(image, np.full((4, 4), 0.1, np.float32), alpha=0.45)
+    strong = overlay(image, np.full((4, 4), 1.0, np.float32), alpha=0.45)
+    change = {
+        name: np.abs(np.asarray(view).astype(int) - 200).max()
+        for name, view in (("weak", weak), ("strong", strong))
+    }
+    assert change["weak"] <= 12 < 50 <= change["strong"]
+
+
+@pytest.mark.parametrize("class_name", ["Malignant", "Normal"])
+def test_an_explained_overlay_carries_caption_scale_and_metadata(class_name, tmp_path):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 160), np.uint8))
+    cam = np.random.default_rng(1).random((7, 7)).astype(np.float32)
+    caption = caption_for(class_name, 0.93)
+    picture = explained_overlay(image, cam, caption, with_original=True)
+    assert picture.width == 2 * 160 + 6 and picture.height > 120  # original, overlay, band below
+    np.testing.assert_array_equal(np.asarray(picture)[:120, :160, 0], np.asarray(image))
+    assert "0.930" in caption[0] and class_name in caption[0]
+    assert ("does not point at a lesion" in " ".join(caption)) == (class_name == "Normal")
+    path = tmp_path / "o.png"
+    picture.save(path, pnginfo=png_info({"class": class_name, "model_sha256": "ab" * 32}))
+    with Image.open(path) as reread:
+        assert reread.text["btxrd.class"] == class_name
+        assert reread.text["btxrd.model_sha256"] == "ab" * 32
 
 
 def test_overlay_alpha_zero_is_the_image():
