@@ -69,7 +69,7 @@ _NOT_PARITY_SOURCES = (".dcm", ".dicom")
 @click.option(
     "--ood-method",
     type=click.Choice(OOD_METHODS),
-    default="mahalanobis",
+    default="mahalanobis_multilayer",
     show_default=True,
     help="Out-of-distribution score put into the model (models/README.md says why the default).",
 )
@@ -222,7 +222,9 @@ def _fit_trust(model, arch, checkpoint, opset: int, options: _TrustOptions):
         )
         return None
     from btxrd.export.onnx_export import probe_bytes
+    from btxrd.export.trust.calibration import TEMPERATURE_BOUNDS
     from btxrd.export.trust.fit import Probe, fit_trust, log_to_stderr, score_parts, split_parts
+    from btxrd.export.trust.taps import tap_widths
 
     names = checkpoint.class_names
     parts, source = split_parts(options.data, options.split_file, names)
@@ -232,7 +234,17 @@ def _fit_trust(model, arch, checkpoint, opset: int, options: _TrustOptions):
         checkpoint.preprocessing,
     )
     scored = score_parts(probe, parts, names, log_to_stderr)
-    return fit_trust(scored, source, len(names), method=options.method, retention=options.retention)
+    widths = tap_widths(model, arch, checkpoint.preprocessing.image_size)
+    fitted = fit_trust(
+        scored, source, len(names), widths, method=options.method, retention=options.retention
+    )
+    low, high = TEMPERATURE_BOUNDS
+    if not low * 1.001 < fitted.temperature < high / 1.001:
+        log_to_stderr(
+            f"note: the fitted temperature {fitted.temperature:.3g} lies at the end of the "
+            "search range: the model's scores say little about these labels"
+        )
+    return fitted
 
 
 def _trust_reference_scores(model, selftest, images, prep, trust) -> dict:

@@ -19,6 +19,7 @@ import io
 import logging
 import warnings
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
@@ -26,7 +27,8 @@ from torch import nn
 
 from btxrd.export.archs import Arch
 from btxrd.export.checkpoint import Checkpoint
-from btxrd.export.trust.ood import OodScorer
+from btxrd.export.trust.ood import OodScorer, TapFit
+from btxrd.export.trust.taps import feature_maps
 from btxrd.runtime.contract import (
     CAM_NAME,
     INPUT_NAME,
@@ -40,71 +42,88 @@ from btxrd.runtime.contract import (
 from btxrd.runtime.errors import ModelError
 
 DEFAULT_OPSET = 18
-# Output of the probe graph export fits trust with; never in a shipped file.
+# Output of the probe graph export fits trust with (the pooled taps); never in a shipped file.
 FEATURES_NAME = "features"
 
 
-class TrustHead(nn.Module):
-    """Calibrated probabilities and the out-of-distribution score, as graph operations.
+class _TapDistance(nn.Module):
+    """One tap's standardised Mahalanobis distance: its statistics folded into one whitening
+    projection P (inverse square root of the shared covariance): z = (f - centre) P, the distance
+    from z to the nearest class centre in z-space, then (distance - mean) / std."""
 
-    The Mahalanobis statistics are folded into one whitening projection P (inverse square root of
-    the shared covariance, in its subspace): z = (f - centre) P, and the score is the distance
-    from z to the nearest class centre in z-space.
-    """
+    def __init__(self, tap: TapFit) -> None:
+        super().__init__()
+        centre, projection, class_centres = tap.fit.whitening()
+        for name, value in (
+            ("centre", centre),
+            ("projection", projection),
+            ("class_centres", class_centres),
+            ("mean", np.float64(tap.mean)),
+            ("std", np.float64(tap.std)),
+        ):
+            self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        z = (pooled - self.centre) @ self.projection
+        squared = ((z[:, None, :] - self.class_centres[None]) ** 2).sum(dim=2)
+        return (squared.min(dim=1).values.sqrt() - self.mean) / self.std
+
+
+class TrustHead(nn.Module):
+    """Calibrated probabilities and the out-of-distribution score, as graph operations, from the
+    logits and the pooled taps (``btxrd.export.trust.taps``)."""
 
     def __init__(self, temperature: float, scorer: OodScorer) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.method = scorer.method
+        self.combine = scorer.combine
         self.register_buffer("temperature", torch.tensor(temperature, dtype=torch.float32))
-        if scorer.mahalanobis is not None:
-            centre, projection, class_centres = scorer.mahalanobis.whitening()
-            for name, value in (
-                ("centre", centre),
-                ("projection", projection),
-                ("class_centres", class_centres),
-            ):
-                self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32))
+        self.taps = nn.ModuleList(_TapDistance(tap) for tap in scorer.taps)
 
     def forward(
-        self, pooled: torch.Tensor, logits: torch.Tensor
+        self, pooled: list[torch.Tensor], logits: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         probabilities = torch.softmax(logits / self.temperature, dim=1)
-        if self.method == "mahalanobis":
-            z = (pooled - self.centre) @ self.projection
-            squared = ((z[:, None, :] - self.class_centres[None]) ** 2).sum(dim=2)
-            score = squared.min(dim=1).values.sqrt()
+        if self.method in ("mahalanobis", "mahalanobis_multilayer"):
+            used = pooled[-len(self.taps) :]
+            per_tap = torch.stack([tap(p) for tap, p in zip(self.taps, used, strict=True)])
+            score = per_tap.max(dim=0).values if self.combine == "max" else per_tap.sum(dim=0)
         elif self.method == "msp":
             score = 1.0 - torch.softmax(logits, dim=1).max(dim=1).values
         elif self.method == "energy":
             score = -torch.logsumexp(logits, dim=1)
         else:  # feature_norm
-            score = -torch.linalg.vector_norm(pooled, dim=1)
+            score = -torch.linalg.vector_norm(pooled[-1], dim=1)
         return probabilities, score
 
 
 class CamModel(nn.Module):
     """The classifier, re-wired to also return its class activation maps, and with ``trust``
     its calibrated probabilities and out-of-distribution score. ``probe`` returns the logits and
-    pooled features instead (what export fits trust on)."""
+    the pooled taps, concatenated, instead (what export fits trust on)."""
 
     def __init__(
         self, model: nn.Module, arch: Arch, trust: TrustHead | None = None, probe: bool = False
     ) -> None:
         super().__init__()
         self.model = model
-        self._features = arch.features
+        self._arch = arch
         self.head = arch.head(model)
         self.trust = trust
         self.probe = probe
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        fmap = self._features(self.model, image)
-        pooled = fmap.mean(dim=(2, 3))
-        logits = self.head(pooled)
+        if self.trust is None and not self.probe:
+            maps = [self._arch.features(self.model, image)]
+        else:
+            maps = feature_maps(self.model, self._arch, image)
+        fmap = maps[-1]
+        pooled = [m.mean(dim=(2, 3)) for m in maps]
+        logits = self.head(pooled[-1])
         if self.probe:
-            return logits, pooled
+            return logits, torch.cat(pooled, dim=1)
         cam = torch.relu(torch.einsum("nkhw,ck->nchw", fmap, self.head.weight))
         if self.trust is None:
             return logits, cam

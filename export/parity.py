@@ -9,7 +9,8 @@ different top-1, fails the export.
 
 A file with trust has two more outputs, checked the same way: ``probabilities`` against numpy's
 softmax(logits / T) of the PyTorch logits, and ``ood_score`` against the numpy score
-(``btxrd.export.trust.ood``) of PyTorch's pooled features with the fitted statistics.
+(``btxrd.export.trust.ood``) of PyTorch's pooled features (caught by hooks on the model's own
+forward) with the fitted statistics.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torchvision import transforms
 from btxrd.export.archs import Arch
 from btxrd.export.trust.calibration import softmax
 from btxrd.export.trust.ood import OodScorer
+from btxrd.export.trust.taps import tap_modules
 from btxrd.runtime.contract import (
     INPUT_NAME,
     LOGITS_NAME,
@@ -143,13 +145,29 @@ def reference_probabilities(
 def reference_outputs(
     model: nn.Module, arch: Arch, images: list[Image.Image], prep: Preprocessing
 ) -> tuple[np.ndarray, np.ndarray]:
-    """PyTorch's logits (the model's own forward) and pooled features (global average of the
-    architecture's last feature map), float64."""
+    """PyTorch's logits and pooled taps (concatenated), float64, from the model's own forward:
+    forward hooks on the tap modules catch their outputs, independently of the stage-by-stage
+    path the exported graph takes (``btxrd.export.trust.taps.feature_maps``)."""
     batch = _reference_batch(images, prep)
     model = model.eval()
-    logits = model(batch).double().numpy()
-    features = arch.features(model, batch).mean(dim=(2, 3)).double().numpy()
-    return logits, features
+    modules = tap_modules(model)
+    if modules is None:
+        logits = model(batch)
+        pooled = [arch.features(model, batch).mean(dim=(2, 3))]
+    else:
+        caught: list[torch.Tensor] = []
+        hooks = [
+            m.register_forward_hook(lambda _m, _i, out: caught.append(out.mean(dim=(2, 3))))
+            for m in modules
+        ]
+        try:
+            logits = model(batch)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        pooled = caught
+    features = torch.cat(pooled, dim=1).double().numpy()
+    return logits.double().numpy(), features
 
 
 @dataclass(frozen=True, eq=False)

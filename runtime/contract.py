@@ -147,10 +147,11 @@ def _is_number(value: object) -> bool:
 
 CALIBRATION_METHODS = ("temperature",)
 # Out-of-distribution scores export can put in the graph (``btxrd.export.trust``): class-
-# conditional Mahalanobis distance on the pooled features (Lee et al. 2018), 1 - max softmax
-# probability (Hendrycks & Gimpel 2017), energy -logsumexp(logits) (Liu et al. 2020), and the
-# negated feature norm. Each is oriented so that higher means more unlike the training data.
-OOD_METHODS = ("mahalanobis", "msp", "energy", "feature_norm")
+# conditional Mahalanobis distance (Lee et al. 2018) on the pooled features after every stage,
+# standardised and combined, or on the last feature map only; 1 - max softmax probability
+# (Hendrycks & Gimpel 2017); energy -logsumexp(logits) (Liu et al. 2020); the negated feature
+# norm. Each is oriented so that higher means more unlike the training data.
+OOD_METHODS = ("mahalanobis_multilayer", "mahalanobis", "msp", "energy", "feature_norm")
 OOD_DIRECTION = "higher_is_ood"
 CALIBRATION_METRICS = ("nll", "brier", "ece")
 

@@ -17,6 +17,7 @@ from sklearn.metrics import log_loss
 ECE_BINS = 15
 # log T is searched within these bounds: T from 0.02 to 55, far beyond any useful temperature.
 _LOG_T_BOUNDS = (-4.0, 4.0)
+TEMPERATURE_BOUNDS = (math.exp(_LOG_T_BOUNDS[0]), math.exp(_LOG_T_BOUNDS[1]))
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

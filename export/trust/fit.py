@@ -34,7 +34,7 @@ from btxrd.export.trust.calibration import (
     fit_temperature,
     softmax,
 )
-from btxrd.export.trust.ood import OodScorer, fit_mahalanobis, threshold_at
+from btxrd.export.trust.ood import OodScorer, fit_scorer, threshold_at
 from btxrd.runtime.contract import (
     INPUT_NAME,
     LOGITS_NAME,
@@ -51,8 +51,9 @@ from btxrd.runtime.model import session_options
 from btxrd.runtime.preprocess import preprocess
 
 DEFAULT_RETENTION = 0.99
-DEFAULT_METHOD = "mahalanobis"
-DEFAULT_COMPONENTS: int | None = None
+# Chosen by `make trust` (models/README.md): the only candidate that refuses every
+# out-of-distribution set; the last feature map alone lets flat fields and inverted images by.
+DEFAULT_METHOD = "mahalanobis_multilayer"
 _BATCH = 32
 _PROBE_FEATURES = "features"  # btxrd.export.onnx_export.FEATURES_NAME
 
@@ -69,7 +70,7 @@ class Scored:
 
 
 class Probe:
-    """The network's logits and pooled features through onnxruntime."""
+    """The network's logits and pooled taps (concatenated) through onnxruntime."""
 
     def __init__(self, graph: bytes, prep: Preprocessing, threads: int | None = None) -> None:
         self.prep = prep
@@ -211,13 +212,14 @@ def fit_trust(
     parts: dict[str, Part],
     source: DataSource,
     num_classes: int,
+    widths: Sequence[int],
     *,
     method: str = DEFAULT_METHOD,
     retention: float = DEFAULT_RETENTION,
-    components: int | None = DEFAULT_COMPONENTS,
 ) -> TrustFit:
     """Temperature on ``val``, its figures on ``test``; the OOD statistics on ``train`` and
-    the threshold at ``retention`` on ``val``."""
+    the threshold at ``retention`` on ``val``. ``widths``: channels per tap of the probe's
+    concatenated features (``btxrd.export.trust.taps.tap_widths``)."""
     if method not in OOD_METHODS:
         raise ValueError(f"unknown OOD method {method!r}; known: {OOD_METHODS}")
     train, val, test = parts["train"], parts["val"], parts["test"]
@@ -231,10 +233,7 @@ def fit_trust(
             calibration_metrics(softmax(test.scored.logits, temperature), test.labels)
         ),
     }
-    fit = None
-    if method == "mahalanobis":
-        fit = fit_mahalanobis(train.scored.features, train.labels, num_classes, components)
-    scorer = OodScorer(method, fit)
+    scorer = fit_scorer(method, widths, train.scored.features, train.labels, num_classes)
     threshold = threshold_at(scorer.score(val.scored.features, val.scored.logits), retention)
     on = source.fitted_on
     trust = Trust(

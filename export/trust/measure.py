@@ -20,11 +20,13 @@ from typing import Any
 import click
 import numpy as np
 import onnxruntime as ort
+from scipy.stats import bootstrap
 
 from btxrd.export.data.dataset import load_dataset
 from btxrd.export.trust.calibration import (
     ECE_BINS,
     calibration_metrics,
+    expected_calibration_error,
     reliability_table,
     softmax,
 )
@@ -36,13 +38,9 @@ from btxrd.export.trust.fit import (
     fit_trust,
     split_parts,
 )
-from btxrd.export.trust.ood import (
-    OodScorer,
-    auroc,
-    fit_mahalanobis,
-    threshold_at,
-)
+from btxrd.export.trust.ood import auroc, fit_scorer, threshold_at
 from btxrd.export.trust.sets import OOD_SETS, build_ood_sets
+from btxrd.export.trust.taps import tap_widths
 from btxrd.runtime.atomic import atomic_open, write_text
 from btxrd.runtime.cliutil import (
     CONTEXT_SETTINGS,
@@ -56,8 +54,6 @@ from btxrd.runtime.imageio import load_image
 from btxrd.runtime.model import session_options
 from btxrd.runtime.preprocess import preprocess
 
-# Candidate scores: the four methods, Mahalanobis also in principal subspaces of the features.
-PCA_COMPONENTS = (256, 64, 16)
 FRESH_SEED = 12345
 FRESH_N = 300
 
@@ -85,7 +81,9 @@ def measure(
     prep = checkpoint.preprocessing
     names = checkpoint.class_names
     probe = Probe(probe_bytes(model, arch, prep.image_size), prep)
-    cache = _Cache(out / "cache", checkpoint.sha256)
+    widths = tap_widths(model, arch, prep.image_size)
+    # The features are the pooled taps: their layout is part of what the cache holds.
+    cache = _Cache(out / "cache", f"{checkpoint.sha256} taps {widths}")
 
     parts, source = split_parts(data, split, names)
     scored = {
@@ -118,9 +116,9 @@ def measure(
         for name, paths in ood_paths.items()
     }
 
-    shipped = fit_trust(scored, source, len(names), retention=retention)
+    shipped = fit_trust(scored, source, len(names), widths, retention=retention)
     calibration = _calibration(shipped.temperature, scored["test"], fresh, out)
-    candidates = _candidates(scored, fresh, ood, len(names), retention)
+    candidates = _candidates(scored, fresh, ood, len(names), widths, retention)
     file_gate = _measure_file(model_path, scored["test"], fresh, ood) if model_path else None
     result = {
         "model": str(model_path) if model_path else None,
@@ -160,6 +158,7 @@ def _calibration(temperature: float, test: Part, fresh: Part, out: Path) -> dict
         before = softmax(part.scored.logits)
         after = softmax(part.scored.logits, temperature)
         result[part.name] = {
+            "ece_change_95ci": _ece_change_interval(before, after, part.labels),
             "num_images": len(part.labels),
             "accuracy": float((before.argmax(1) == part.labels).mean()),
             "accuracy_after": float((after.argmax(1) == part.labels).mean()),
@@ -180,45 +179,65 @@ def _calibration(temperature: float, test: Part, fresh: Part, out: Path) -> dict
     return result
 
 
+def _ece_change_interval(before, after, labels) -> list[float]:
+    """95 % bootstrap interval (paired, 2,000 resamples) of ECE after minus ECE before."""
+    rows = np.arange(len(labels))
+
+    def change(index: np.ndarray) -> float:
+        index = index.astype(int)
+        return expected_calibration_error(after[index], labels[index]) - expected_calibration_error(
+            before[index], labels[index]
+        )
+
+    result = bootstrap(
+        (rows,), change, n_resamples=2000, vectorized=False, method="percentile", random_state=0
+    )
+    return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
+
+
 def _candidates(
     parts: dict[str, Part],
     fresh: Part,
     ood: dict[str, Scored],
     num_classes: int,
+    widths: tuple[int, ...],
     retention: float,
 ) -> dict[str, Any]:
+    """Every candidate fitted as export fits it, measured on the same images."""
     train, val, test = parts["train"], parts["val"], parts["test"]
-    scorers: dict[str, tuple[OodScorer | None, Any]] = {}
-    full = fit_mahalanobis(train.scored.features, train.labels, num_classes)
-    scorers["mahalanobis"] = (OodScorer("mahalanobis", full), None)
-    for k in PCA_COMPONENTS:
-        fit = fit_mahalanobis(train.scored.features, train.labels, num_classes, components=k)
-        scorers[f"mahalanobis_pca{k}"] = (OodScorer("mahalanobis", fit), k)
-    for method in ("msp", "energy", "feature_norm"):
-        scorers[method] = (OodScorer(method), None)
+    fit = lambda method, combine="max": fit_scorer(  # noqa: E731
+        method, widths, train.scored.features, train.labels, num_classes, combine
+    )
+    scorers = {
+        "mahalanobis_multilayer": fit("mahalanobis_multilayer"),
+        "mahalanobis_multilayer_sum": fit("mahalanobis_multilayer", "sum"),
+        "mahalanobis": fit("mahalanobis"),
+        "msp": fit("msp"),
+        "energy": fit("energy"),
+        "feature_norm": fit("feature_norm"),
+    }
     results = {}
-    for name, (scorer, _) in scorers.items():
-        assert scorer is not None
-        score = lambda s, sc=scorer: sc.score(s.features, s.logits)  # noqa: E731
-        threshold = threshold_at(score(val.scored), retention)
-        id_scores = np.r_[score(test.scored), score(fresh.scored)]
+    for name, scorer in scorers.items():
+        scores = {
+            key: scorer.score(s.features, s.logits)
+            for key, s in (("val", val.scored), ("test", test.scored), ("fresh", fresh.scored))
+        }
+        threshold = threshold_at(scores["val"], retention)
+        id_scores = np.r_[scores["test"], scores["fresh"]]
         row: dict[str, Any] = {
             "threshold": threshold,
-            "retention_val": float((score(val.scored) <= threshold).mean()),
-            "retention_test": float((score(test.scored) <= threshold).mean()),
-            "retention_fresh": float((score(fresh.scored) <= threshold).mean()),
+            "details": scorer.details(),
+            **{f"retention_{k}": float((v <= threshold).mean()) for k, v in scores.items()},
             "sets": {},
         }
         for set_name, scored in ood.items():
-            values = score(scored)
+            values = scorer.score(scored.features, scored.logits)
             row["sets"][set_name] = {
-                "auroc": auroc(id_scores, values) if len(values) else None,
-                "refused": float((values > threshold).mean()) if len(values) else None,
+                "auroc": auroc(id_scores, values),
+                "refused": float((values > threshold).mean()),
             }
-        row["min_auroc"] = min(v["auroc"] for v in row["sets"].values() if v["auroc"] is not None)
-        row["min_refused"] = min(
-            v["refused"] for v in row["sets"].values() if v["refused"] is not None
-        )
+        row["min_auroc"] = min(v["auroc"] for v in row["sets"].values())
+        row["min_refused"] = min(v["refused"] for v in row["sets"].values())
         results[name] = row
     return results
 
@@ -269,9 +288,9 @@ class _Cache:
     """Probe outputs per image set, keyed by the checkpoint and the files' names and sizes, so
     a second ``make trust`` on the same model and images skips the network."""
 
-    def __init__(self, folder: Path, checkpoint_sha256: str) -> None:
+    def __init__(self, folder: Path, model_key: str) -> None:
         self.folder = folder
-        self.checkpoint = checkpoint_sha256
+        self.checkpoint = model_key
 
     def score(self, name: str, paths, probe: Probe, strict: bool = True) -> Scored:
         key = hashlib.sha256(self.checkpoint.encode())
@@ -306,7 +325,7 @@ def table(result: dict[str, Any]) -> str:
     per out-of-distribution set, retention on the in-distribution sets."""
     sets = list(OOD_SETS)
     lines = []
-    header = f"{'score':<22}{'ret test':>9}{'ret fresh':>10}" + "".join(f"{s:>13}" for s in sets)
+    header = f"{'score':<28}{'ret test':>9}{'ret fresh':>10}" + "".join(f"{s:>13}" for s in sets)
     lines.append(
         "AUROC / refused at the threshold (fitted on train, set on val at "
         f"{result['retention_target']:.0%} retention)"
@@ -320,7 +339,7 @@ def table(result: dict[str, Any]) -> str:
             f"{row['sets'][s]['auroc']:>7.3f}/{row['sets'][s]['refused']:<5.2f}" for s in sets
         )
         lines.append(
-            f"{name:<22}{row['retention_test']:>9.3f}{row['retention_fresh']:>10.3f}{cells}"
+            f"{name:<28}{row['retention_test']:>9.3f}{row['retention_fresh']:>10.3f}{cells}"
         )
     sizes = ", ".join(f"{s} {result['out_of_distribution'][s]['num_images']}" for s in sets)
     lines.append(
@@ -335,7 +354,9 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"  {part:<6} NLL {b['nll']:.4f} -> {a['nll']:.4f}   Brier {b['brier']:.4f} -> "
             f"{a['brier']:.4f}   ECE({cal['ece_bins']} bins) {b['ece']:.4f} -> {a['ece']:.4f}   "
-            f"accuracy {cal[part]['accuracy']:.4f} (after {cal[part]['accuracy_after']:.4f})"
+            f"accuracy {cal[part]['accuracy']:.4f} (after {cal[part]['accuracy_after']:.4f}); "
+            f"ECE change 95 % CI [{cal[part]['ece_change_95ci'][0]:+.4f}, "
+            f"{cal[part]['ece_change_95ci'][1]:+.4f}]"
         )
     return "\n".join(lines)
 

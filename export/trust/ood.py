@@ -1,22 +1,27 @@
 """Out-of-distribution scores on the network's pooled features and logits (numpy).
 
-Every score is oriented so that higher means more unlike the training data:
+Features are the global averages of every tap (``btxrd.export.trust.taps``), concatenated;
+``widths`` says how many channels each tap has, the last being the map the head sees. Every
+score is oriented so that higher means more unlike the training data:
 
-- ``mahalanobis``: class-conditional Mahalanobis distance with one shared (tied) covariance
-  (Lee et al., NeurIPS 2018): class means and a Ledoit-Wolf-shrunk covariance of the
-  class-centred training features, optionally in the subspace of their top principal
-  components; the score is the distance to the nearest class mean.
+- ``mahalanobis_multilayer``: Lee et al.'s (NeurIPS 2018) class-conditional Mahalanobis distance
+  with a shared (tied) covariance, at every tap: each tap's distance is standardised by its mean
+  and spread on the training images, and the score is the largest (``combine="max"``) or the sum
+  of them. Unsupervised: no out-of-distribution image is used to fit or weigh it.
+- ``mahalanobis``: the same distance on the last tap only.
 - ``msp``: 1 - the maximum softmax probability (Hendrycks & Gimpel, ICLR 2017).
 - ``energy``: -logsumexp(logits) (Liu et al., NeurIPS 2020, at T = 1).
-- ``feature_norm``: minus the Euclidean norm of the pooled features (in-distribution images
-  drive the features harder).
+- ``feature_norm``: minus the norm of the last tap's pooled features.
 
-These functions are the reference the exported graph is checked against: the graph folds the
-statistics into one whitening projection, while ``MahalanobisFit.score`` inverts the covariance.
+Class means and a Ledoit-Wolf-shrunk covariance of the class-centred training features are
+fitted per tap. These functions are the reference the exported graph is checked against: the
+graph folds each tap's statistics into one whitening projection, while ``MahalanobisFit.score``
+inverts the covariance.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +31,9 @@ from sklearn.metrics import roc_auc_score
 
 from btxrd.export.trust.calibration import softmax
 from btxrd.runtime.contract import OOD_METHODS
+
+COMBINE = ("max", "sum")
+_MAHALANOBIS = ("mahalanobis", "mahalanobis_multilayer")
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,68 +98,111 @@ def fit_mahalanobis(
 
 
 @dataclass(frozen=True, eq=False)
+class TapFit:
+    """One tap's Mahalanobis fit and the mean and spread of its distances on the training
+    images, which standardise it: ``(distance - mean) / std``."""
+
+    fit: MahalanobisFit
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True, eq=False)
 class OodScorer:
-    """One of ``OOD_METHODS``, with its fitted statistics where it has any."""
+    """One of ``OOD_METHODS``: ``widths`` are the taps' channel counts (the features are their
+    concatenation); ``taps`` the fitted statistics of the Mahalanobis methods, one per tap used
+    (the last tap only for ``mahalanobis``)."""
 
     method: str
-    mahalanobis: MahalanobisFit | None = None
+    widths: tuple[int, ...]
+    taps: tuple[TapFit, ...] = ()
+    combine: str = "max"
 
     def __post_init__(self) -> None:
         if self.method not in OOD_METHODS:
             raise ValueError(f"unknown OOD method {self.method!r}; known: {OOD_METHODS}")
-        if (self.method == "mahalanobis") != (self.mahalanobis is not None):
-            raise ValueError("the mahalanobis method needs its fit, and only it has one")
+        expected = {"mahalanobis": 1, "mahalanobis_multilayer": len(self.widths)}
+        if len(self.taps) != expected.get(self.method, 0):
+            raise ValueError(f"{self.method} needs {expected.get(self.method, 0)} tap fit(s)")
+        if self.combine not in COMBINE:
+            raise ValueError(f"combine must be one of {COMBINE}")
+
+    def split(self, features: np.ndarray) -> list[np.ndarray]:
+        """The concatenated pooled features, cut back into one array per tap."""
+        edges = np.cumsum(self.widths)[:-1]
+        return np.split(np.asarray(features, dtype=np.float64), edges, axis=1)
+
+    def tap_scores(self, features: np.ndarray) -> np.ndarray:
+        """(taps, N) standardised distances of the Mahalanobis methods."""
+        parts = self.split(features)
+        used = parts[-1:] if self.method == "mahalanobis" else parts
+        return np.stack(
+            [(t.fit.score(p) - t.mean) / t.std for t, p in zip(self.taps, used, strict=True)]
+        )
 
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        return candidate_scores(features, logits, self.mahalanobis, (self.method,))[self.method]
+        """The score of every image (float64, higher = more out of distribution)."""
+        logits = np.asarray(logits, dtype=np.float64)
+        if self.method in _MAHALANOBIS:
+            per_tap = self.tap_scores(features)
+            return per_tap.max(axis=0) if self.combine == "max" else per_tap.sum(axis=0)
+        if self.method == "msp":
+            return 1.0 - softmax(logits).max(axis=1)
+        if self.method == "energy":
+            return -logsumexp(logits, axis=1)
+        return -np.linalg.norm(self.split(features)[-1], axis=1)  # feature_norm
 
     def details(self) -> dict[str, object]:
         """What the model card and the metadata say about how the score is made."""
-        base: dict[str, object] = {"feature": "global average of the last feature map"}
-        if self.mahalanobis is None:
-            return {**base, "score": _SCORE_TEXT[self.method]}
-        fit = self.mahalanobis
-        return {
-            **base,
-            "score": _SCORE_TEXT["mahalanobis"],
-            "covariance": "tied, Ledoit-Wolf shrinkage",
-            "shrinkage": round(fit.shrinkage, 6),
-            "feature_dim": int(fit.means.shape[1]),
-            "components": fit.components,
-        }
+        out: dict[str, object] = {"score": _SCORE_TEXT[self.method]}
+        if self.method in _MAHALANOBIS:
+            out.update(
+                feature="global average of the feature map after each stage"
+                if self.method == "mahalanobis_multilayer"
+                else "global average of the last feature map",
+                taps=len(self.taps),
+                channels=list(self.widths) if len(self.taps) > 1 else [self.widths[-1]],
+                combine=self.combine if len(self.taps) > 1 else None,
+                covariance="tied per tap, Ledoit-Wolf shrinkage",
+                shrinkage=[round(t.fit.shrinkage, 6) for t in self.taps],
+            )
+        return out
 
 
 _SCORE_TEXT = {
+    "mahalanobis_multilayer": "largest over the taps of the standardised distance to the "
+    "nearest class mean under the tap's shared covariance",
     "mahalanobis": "distance to the nearest class mean under the shared covariance",
     "msp": "1 - max softmax(logits)",
     "energy": "-logsumexp(logits)",
-    "feature_norm": "-|features|",
+    "feature_norm": "-|features of the last tap|",
 }
 
 
-def candidate_scores(
+def fit_scorer(
+    method: str,
+    widths: Sequence[int],
     features: np.ndarray,
-    logits: np.ndarray,
-    mahalanobis: MahalanobisFit | None,
-    methods: tuple[str, ...] = OOD_METHODS,
-) -> dict[str, np.ndarray]:
-    """Each requested score for every image (float64, higher = more out of distribution)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    out: dict[str, np.ndarray] = {}
-    for method in methods:
+    labels: np.ndarray,
+    num_classes: int,
+    combine: str = "max",
+) -> OodScorer:
+    """Fit ``method`` on in-distribution features (concatenated taps) and their labels."""
+    widths = tuple(int(w) for w in widths)
+    if method not in _MAHALANOBIS:
+        return OodScorer(method, widths)
+    shell = OodScorer("feature_norm", widths)
+    parts = shell.split(features)
+    used = parts[-1:] if method == "mahalanobis" else parts
+    taps = []
+    for part in used:
+        fit = fit_mahalanobis(part, labels, num_classes)
         if method == "mahalanobis":
-            if mahalanobis is None:
-                raise ValueError("the mahalanobis score needs a fit")
-            out[method] = mahalanobis.score(features)
-        elif method == "msp":
-            out[method] = 1.0 - softmax(logits).max(axis=1)
-        elif method == "energy":
-            out[method] = -logsumexp(logits, axis=1)
-        elif method == "feature_norm":
-            out[method] = -np.linalg.norm(np.asarray(features, dtype=np.float64), axis=1)
-        else:
-            raise ValueError(f"unknown OOD method {method!r}")
-    return out
+            taps.append(TapFit(fit, 0.0, 1.0))  # the plain distance
+            continue
+        distances = fit.score(part)
+        taps.append(TapFit(fit, float(distances.mean()), float(max(distances.std(), 1e-6))))
+    return OodScorer(method, widths, tuple(taps), combine)
 
 
 def threshold_at(scores: np.ndarray, retention: float) -> float:

@@ -36,10 +36,11 @@ from btxrd.export.trust.calibration import (  # noqa: E402
 )
 from btxrd.export.trust.ood import (  # noqa: E402
     OodScorer,
-    candidate_scores,
     fit_mahalanobis,
+    fit_scorer,
     threshold_at,
 )
+from btxrd.export.trust.taps import feature_maps, tap_modules, tap_widths  # noqa: E402
 from btxrd.runtime.contract import (  # noqa: E402
     CAM_NAME,
     LOGITS_NAME,
@@ -100,43 +101,97 @@ def _features(seed: int = 0, n: int = 300, dims: int = 24, classes: int = 3):
     return features, labels
 
 
-@pytest.mark.parametrize("components", [None, 6])
-def test_mahalanobis_in_the_graph_equals_numpy(components: int | None, tmp_path: Path) -> None:
-    features, labels = _features()
-    fit = fit_mahalanobis(features, labels, 3, components=components)
-    scorer = OodScorer("mahalanobis", fit)
+WIDTHS = (8, 12, 24)  # three taps, as the pooled features of a small network
+
+
+def _taps(seed: int = 0, n: int = 300, classes: int = 3):
+    """Concatenated 'pooled taps' with class structure in every tap, and labels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    parts = []
+    for width in WIDTHS:
+        centres = np.random.default_rng(width).normal(0, 3, (classes, width))
+        mixing = np.random.default_rng(width + 1).normal(0, 1, (width, width)) / np.sqrt(width)
+        parts.append(centres[labels] + rng.normal(0, 1, (n, width)) @ mixing + 5.0)
+    return np.concatenate(parts, axis=1), labels
+
+
+def _pooled_list(features: np.ndarray) -> list:
+    edges = np.cumsum(WIDTHS)[:-1]
+    return [torch.tensor(p).float() for p in np.split(features, edges, axis=1)]
+
+
+@pytest.mark.parametrize(
+    ("method", "combine"),
+    [("mahalanobis_multilayer", "max"), ("mahalanobis_multilayer", "sum"), ("mahalanobis", "max")],
+)
+def test_mahalanobis_in_the_graph_equals_numpy(method: str, combine: str, tmp_path: Path) -> None:
+    features, labels = _taps()
+    scorer = fit_scorer(method, WIDTHS, features, labels, 3, combine)
     head = TrustHead(1.3, scorer).eval()
-    probe_features, _ = _features(seed=1, n=40)
-    probe_features[:5] *= 4.0  # far from every class
+    probe, _ = _taps(seed=1, n=40)
+    probe[:5] *= 4.0  # far from every class
     logits = np.random.default_rng(2).normal(0, 2, (40, 3))
-    want = scorer.score(probe_features, logits)
+    want = scorer.score(probe, logits)
     with torch.no_grad():
-        probs, got = head(torch.tensor(probe_features).float(), torch.tensor(logits).float())
-    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4)
+        probs, got = head(_pooled_list(probe), torch.tensor(logits).float())
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(probs.numpy(), softmax(logits, 1.3), atol=1e-6)
     # And as an ONNX graph in onnxruntime.
-    onnx_ood, onnx_probs = _run_head_in_onnxruntime(head, probe_features, logits, tmp_path)
-    np.testing.assert_allclose(onnx_ood, want, rtol=1e-4)
+    onnx_ood, onnx_probs = _run_head_in_onnxruntime(head, probe, logits, tmp_path)
+    np.testing.assert_allclose(onnx_ood, want, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(onnx_probs, softmax(logits, 1.3), atol=1e-6)
 
 
-def test_mahalanobis_distance_is_small_in_and_large_out_of_distribution() -> None:
-    features, labels = _features()
-    fit = fit_mahalanobis(features[:200], labels[:200], 3)
-    inside = fit.score(features[200:])
-    outside = fit.score(features[200:] + np.random.default_rng(3).normal(0, 4, (100, 24)))
-    assert np.median(outside) > 2 * np.median(inside)
+def test_numpy_mahalanobis_is_the_textbook_formula() -> None:
+    features, labels = _taps()
+    fit = fit_mahalanobis(features, labels, 3)
+    f = features[7]
+    precision = np.linalg.inv(fit.covariance)
+    want = min(np.sqrt((f - m) @ precision @ (f - m)) for m in fit.means)
+    assert fit.score(features[7:8])[0] == pytest.approx(want, rel=1e-10)
+
+
+def test_multilayer_score_catches_a_shift_in_any_one_tap() -> None:
+    features, labels = _taps()
+    scorer = fit_scorer("mahalanobis_multilayer", WIDTHS, features[:200], labels[:200], 3)
+    held_out = features[200:]
+    inside = scorer.score(held_out, np.zeros((100, 3)))
+    for start, width in zip(np.cumsum((0, *WIDTHS[:-1])), WIDTHS, strict=True):
+        shifted = held_out.copy()
+        shifted[:, start : start + width] += 6.0  # only this tap moves
+        outside = scorer.score(shifted, np.zeros((100, 3)))
+        assert np.median(outside) > np.quantile(inside, 0.99)
+    # The last tap alone cannot see a shift of the first.
+    last = fit_scorer("mahalanobis", WIDTHS, features[:200], labels[:200], 3)
+    shifted = held_out.copy()
+    shifted[:, : WIDTHS[0]] += 6.0
+    np.testing.assert_allclose(last.score(shifted, None), last.score(held_out, None))
 
 
 @pytest.mark.parametrize("method", ["msp", "energy", "feature_norm"])
 def test_other_scores_in_the_graph_equal_numpy(method: str) -> None:
-    features, _ = _features(n=20)
+    features, _ = _taps(n=20)
     logits = np.random.default_rng(4).normal(0, 3, (20, 3))
-    head = TrustHead(2.0, OodScorer(method)).eval()
+    scorer = OodScorer(method, WIDTHS)
+    head = TrustHead(2.0, scorer).eval()
     with torch.no_grad():
-        _, got = head(torch.tensor(features).float(), torch.tensor(logits).float())
-    want = candidate_scores(features, logits, None, (method,))[method]
-    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
+        _, got = head(_pooled_list(features), torch.tensor(logits).float())
+    np.testing.assert_allclose(got.numpy(), scorer.score(features, logits), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch_name", ["resnet18", "efficientnet_b0"])
+def test_taps_end_with_the_last_feature_map(arch_name: str, make_model) -> None:
+    from btxrd.export.archs import get_arch
+
+    arch = get_arch(arch_name)
+    model = make_model(arch_name)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        maps = feature_maps(model, arch, x)
+        torch.testing.assert_close(maps[-1], arch.features(model, x))
+    assert len(maps) == len(tap_modules(model)) > 1
+    assert tap_widths(model, arch, (64, 64))[-1] == arch.head(model).in_features
 
 
 def test_threshold_keeps_the_stated_share() -> None:
@@ -153,7 +208,8 @@ def _run_head_in_onnxruntime(head, features, logits, tmp_path: Path):
             self.head = head
 
         def forward(self, pooled, scores):
-            probs, ood = self.head(pooled, scores)
+            parts = list(torch.split(pooled, list(WIDTHS), dim=1))
+            probs, ood = self.head(parts, scores)
             return ood, probs
 
     batch = torch.export.Dim("batch", min=1, max=1024)
@@ -198,7 +254,7 @@ def trusted(tiny_checkpoint: Path, radiograph_dir: Path, synthetic_folder: Path,
 def test_exported_file_carries_trust_metadata(trusted: dict, synthetic_folder: Path) -> None:
     result = trusted["result"]
     assert result.exit_code == 0, result.stderr
-    assert "temperature" in result.stdout and "gate mahalanobis" in result.stdout
+    assert "temperature" in result.stdout and "gate mahalanobis_multilayer" in result.stdout
     assert "no --calibration-data" not in result.stderr
     props = {p.key: p.value for p in onnx.load(str(trusted["onnx"])).metadata_props}
     meta = ModelMetadata.from_metadata_props(props, "tiny.onnx")
@@ -208,11 +264,12 @@ def test_exported_file_carries_trust_metadata(trusted: dict, synthetic_folder: P
     assert calibration.fitted_on.data == "tinysynth" and calibration.fitted_on.split == "val"
     assert calibration.fitted_on.split_file is None  # the split was made at export
     assert set(calibration.metrics["before"]) == {"nll", "brier", "ece"}
-    assert gate.method == "mahalanobis" and gate.direction == "higher_is_ood"
+    assert gate.method == "mahalanobis_multilayer" and gate.direction == "higher_is_ood"
     assert gate.retention == 0.99 and gate.fitted_on.split == "train"
     parts = [gate.fitted_on.num_images, gate.threshold_set_on.num_images]
     assert sum(parts) + calibration.metrics["num_images"] == 45
-    assert gate.details["feature_dim"] == 512  # resnet18's pooled features
+    # resnet18's taps: the stem's pooling output, then layer1 to layer4
+    assert gate.details["channels"] == [64, 64, 128, 256, 512]
     refs = meta.reference_scores
     assert (
         set(refs["ood_scores"])
@@ -243,7 +300,7 @@ def test_trust_outputs_pass_parity(trusted: dict) -> None:
     assert report["passed"], report["failures"]
     assert report["calibrated_max_abs_diff"] <= 1e-4
     assert report["ood_max_relative_diff"] <= report["ood_relative_tolerance"] == 1e-3
-    assert report["ood_method"] == "mahalanobis"
+    assert report["ood_method"] == "mahalanobis_multilayer"
     assert all("ood_score_onnx" in row for row in report["images"])
 
 
@@ -257,13 +314,13 @@ def test_parity_fails_for_a_wrong_temperature_or_wrong_statistics(
     images = [reference_image(c.path) for c in cases]
     _, features = reference_outputs(model, arch, images, prep)
     labels = np.arange(len(features)) % 3
-    other = OodScorer("mahalanobis", fit_mahalanobis(features + 1.0, labels, 3))
-    for reference in (
-        TrustReference(arch, 123.0, other),
-        TrustReference(arch, _temperature_of(trusted["onnx"]) * 1.5, other),
-    ):
-        report = check_parity(model, trusted["onnx"], cases, prep, reference)
-        assert not report["passed"]
+    widths = tap_widths(model, arch, prep.image_size)
+    other = fit_scorer("mahalanobis_multilayer", widths, features + 1.0, labels, 3)
+    wrong_temperature = TrustReference(arch, _temperature_of(trusted["onnx"]) * 3 + 1, other)
+    report = check_parity(model, trusted["onnx"], cases, prep, wrong_temperature)
+    assert not report["passed"]
+    assert report["calibrated_max_abs_diff"] > 1e-4
+    assert report["ood_max_relative_diff"] > 1e-3  # statistics of other features
 
 
 def _temperature_of(path: Path) -> float:
