@@ -1,14 +1,16 @@
 """DICOM input through pydicom (the optional ``[dicom]`` extra), turned into an 8-bit image.
 
-Order, as the standard's grayscale pipeline: stored values (already limited to Bits Stored by
-pydicom) -> modality LUT (rescale slope/intercept) -> VOI (window centre/width, or a VOI LUT) ->
-MONOCHROME1 inverted. Without a usable window, the real range is used, never a clip.
+The standard's grayscale pipeline (PS3.3 C.11), each stage by pydicom: stored values (limited to
+Bits Stored) -> modality LUT (``apply_modality_lut``: a Modality LUT Sequence, or rescale slope
+and intercept) -> VOI (``apply_voi``: the VOI LUT Sequence, preferred; else ``apply_windowing``:
+the window, LINEAR, LINEAR_EXACT or SIGMOID) onto 0..255 -> MONOCHROME1 inverted. Without a VOI,
+or with a window that cannot be applied, the real range of the modality output is used, never a
+clip. The record's notes say which LUT or window was used.
 
 Nothing is decoded before the header has been checked against the decode limits: the header is
 read with the pixel data deferred (for the deflated syntax, inflated no further than the header),
-then only the first frame is decoded. Rescale and window are applied in bands of rows, so no
-float64 copy of the whole image is made.
-"""
+then only the first frame is decoded. pydicom's stages are applied in bands of rows, so no
+float64 copy of the whole image is made."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import io
 import math
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +27,7 @@ from PIL import Image
 
 from btxrd.runtime.errors import InputError
 from btxrd.runtime.imageio import check_size
-from btxrd.runtime.pixels import blank_message, map_to_uint8, value_range
+from btxrd.runtime.pixels import blank_message, map_to_uint8, row_bands, value_range
 from btxrd.runtime.settings import DecodeLimits
 
 if TYPE_CHECKING:
@@ -48,6 +51,9 @@ _PHOTOMETRIC = (
     "YBR_RCT",
     "PALETTE COLOR",
 )
+# Text from the file in notes (explanations of a LUT or window) is stripped and capped.
+_MAX_TEXT = 128
+_PADDING = " \t\r\n\x00"
 _INSTALL = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
 # What pydicom (and zlib, for the deflated syntax) raise on malformed datasets and pixel data.
 _DICOM_ERRORS = (
@@ -96,6 +102,17 @@ def load_dicom(
         raise
     except errors as exc:
         raise InputError(f"{path}: malformed DICOM data ({_first_line(exc)})") from None
+
+
+def _text(value: Any) -> str | None:
+    """A value from the file as text for a note: stripped, at most ``_MAX_TEXT``
+    characters, valid UTF-8 (lone surrogates shown as escapes); None when empty."""
+    parts = [
+        v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v)
+        for v in _list(value)
+    ]
+    text = "\\".join(parts).strip(_PADDING)[:_MAX_TEXT].rstrip(_PADDING)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") or None
 
 
 def _read_deflated(path: Path, meta: Any, limits: DecodeLimits) -> Dataset:
@@ -250,107 +267,253 @@ def _to_image(ds: Dataset, pixels: np.ndarray, path: Path) -> tuple[Image.Image,
         return Image.fromarray(pixels), tuple(notes)
     if pixels.dtype == bool:
         pixels = pixels.astype(np.uint8)
-    stored, rescale, modality = _modality(ds, pixels, path)
-    window = _window(ds, rescale, path, notes)
-    if window is not None:
-        gray = map_to_uint8(stored, window)
-    elif "VOILUTSequence" in ds:
-        from pydicom.pixels import apply_voi_lut
-
-        try:
-            values = apply_voi_lut(modality(), ds)
-        except _DICOM_ERRORS as exc:
-            raise InputError(f"{path}: malformed DICOM VOI LUT ({_first_line(exc)})") from None
-        low, high = value_range(values, path)
-        gray = map_to_uint8(values, _linear(low, high, path))
-        notes.append("DICOM VOI LUT applied")
+    modality = _modality(ds, path, notes)
+    voi = _voi(ds, path, notes)
+    if voi is None:
+        # No VOI: the real range of the modality output, never a clip.
+        linear = _linear(*_modality_range(pixels, modality, path), path)
+        gray = map_to_uint8(pixels, lambda v: linear(modality(v)))
     else:
-        low, high = value_range(stored, path)
-        ends = sorted((rescale(np.float64(low)), rescale(np.float64(high))))
-        linear = _linear(float(ends[0]), float(ends[1]), path)
-        gray = map_to_uint8(stored, lambda v: linear(rescale(v)))
+        gray = map_to_uint8(pixels, lambda v: voi(modality(v)))
     if photometric == "MONOCHROME1":
         np.subtract(255, gray, out=gray)
         notes.append("MONOCHROME1 inverted")
     return Image.fromarray(gray), tuple(notes)
 
 
-def _modality(ds: Dataset, pixels: np.ndarray, path: Path) -> tuple[np.ndarray, Any, Any]:
-    """The stored values, the rescale as a function of them, and the full modality LUT output.
+# pydicom's modality and VOI functions work on whatever array they are given, and make float64
+# copies and masks of it: on a whole 9900 x 9900 frame that is several GB. They are pointwise, so
+# here they are called on bands of rows (``map_to_uint8``), which gives the same values.
+Stage = Callable[[np.ndarray], np.ndarray]
 
-    A linear rescale is applied band by band (``rescale``); a Modality LUT Sequence, which is
-    rare, goes through pydicom on the whole frame.
+
+def _modality(ds: Dataset, path: Path, notes: list[str]) -> Stage:
+    """The modality stage (PS3.3 C.11.1) as a function of a band of stored values, by pydicom.
+
+    A Modality LUT Sequence is used when present (pydicom does the same); otherwise Rescale
+    Slope and Intercept, checked first: not finite is refused, slope 0 is refused, and a missing
+    one takes its default (1 or 0), where pydicom would drop the rescale unless both are present.
     """
-    if "ModalityLUTSequence" in ds:
-        from pydicom.pixels import apply_modality_lut
+    from pydicom.dataset import Dataset
+    from pydicom.pixels import apply_modality_lut
 
-        try:
-            values = apply_modality_lut(pixels, ds)
-        except _DICOM_ERRORS as exc:
-            raise InputError(f"{path}: malformed DICOM modality LUT ({_first_line(exc)})") from None
-        return values, lambda v: v, lambda: values
+    if ds.get("ModalityLUTSequence"):
+        entries, first, _ = _lut_descriptor(ds.ModalityLUTSequence[0], path, "modality LUT")
+        notes.append("DICOM modality LUT applied")
+        return lambda v: _fenced(
+            path, "modality LUT", apply_modality_lut, _lut_input(v, entries, first), ds
+        )
     slope = _number(ds, "RescaleSlope", 1.0, path)
     intercept = _number(ds, "RescaleIntercept", 0.0, path)
     if slope == 0.0:
         raise InputError(f"{path}: DICOM RescaleSlope is 0, which maps every pixel to one value")
-
-    def rescale(values: np.ndarray) -> np.ndarray:
-        if slope == 1.0 and intercept == 0.0:
-            return values
-        return values * slope + intercept
-
-    return pixels, rescale, lambda: rescale(pixels.astype(np.float64))
+    if slope == 1.0 and intercept == 0.0:
+        return lambda v: v
+    rescale = Dataset()
+    rescale.RescaleSlope, rescale.RescaleIntercept = slope, intercept
+    return lambda v: _fenced(path, "rescale", apply_modality_lut, v, rescale)
 
 
-def _number(ds: Dataset, keyword: str, default: float, path: Path) -> float:
-    value = _first_value(ds.get(keyword))
-    if value is None:
-        return default
-    if not math.isfinite(value):
-        raise InputError(f"{path}: DICOM {keyword} is {value:g}; the file is not usable")
-    return value
+def _modality_range(pixels: np.ndarray, modality: Stage, path: Path) -> tuple[float, float]:
+    """Minimum and maximum of the modality output, band by band; NaN or infinity refused."""
+    low, high = np.inf, -np.inf
+    for rows in row_bands(pixels):
+        band = modality(pixels[rows].astype(np.float64))
+        if band.size:
+            low, high = min(low, float(band.min())), max(high, float(band.max()))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise InputError(f"{path}: pixel data contains NaN or infinity; the file is not usable")
+    return low, high
 
 
-def _window(ds: Dataset, rescale: Any, path: Path, notes: list[str]) -> Any:
-    """The window (PS3.3 C.11.2.1.2) as a function of stored values, or None to use the range.
+def _voi(ds: Dataset, path: Path, notes: list[str]) -> Stage | None:
+    """The VOI stage (PS3.3 C.11.2) onto 0..255 by pydicom, or None when there is none.
 
-    A window that is empty, not finite or narrower than 1 is ignored with a note: applying it
-    would give a blank or meaningless image.
+    A file may carry both a VOI LUT Sequence and a window: the standard calls them alternative
+    views, one of which is applied (C.11.2); it does not rank them. The LUT is used, as by
+    pydicom's ``apply_voi_lut`` (``prefer_lut=True``); btxrd used the window before.
+    Of several LUTs or windows, the first is used, as pydicom's ``index=0``.
     """
-    if "WindowCenter" not in ds and "WindowWidth" not in ds:
-        return None
-    centre = _first_value(ds.get("WindowCenter"))
-    width = _first_value(ds.get("WindowWidth"))
+    from pydicom.pixels import apply_voi
+
+    windowed = "WindowCenter" in ds or "WindowWidth" in ds
+    luts = ds.get("VOILUTSequence")
+    if luts:
+        item = luts[0]
+        if "LUTDescriptor" in item and "LUTData" in item:
+            entries, first, bits = _lut_descriptor(item, path, "VOI LUT")
+            # C.11.2.1.1: the LUT's entries range over 0..2^n - 1, n its descriptor's third value.
+            scale = 255.0 / (2**bits - 1)
+            note = "DICOM VOI LUT applied" + _which(
+                "LUT", len(luts), _text(item.get("LUTExplanation"))
+            )
+            if windowed:
+                note += "; the file's window was not used (the LUT is preferred)"
+            notes.append(note)
+            source = _wide_indices(ds, item) if bits == 8 and entries > 256 else ds
+            return lambda v: (
+                _fenced(path, "VOI LUT", apply_voi, _lut_input(v, entries, first), source) * scale
+            )
+        # pydicom's rule too: an item without its descriptor or data is no LUT.
+        notes.append("DICOM VOI LUT Sequence without LUT Descriptor or LUT Data ignored")
+    return _window(ds, path, notes) if windowed else None
+
+
+def _wide_indices(ds: Dataset, item: Dataset) -> Dataset:
+    """A VOI-only dataset of ``item`` whose descriptor says 16 bits, for pydicom to index it.
+
+    pydicom 3.0.2 computes LUT indices in the entries' own type, so an 8-bit LUT of more than
+    256 entries wraps every index past 255 onto the start. With 16 bits said it reads the same
+    entries (LUT Data is read in 16-bit words either way) and indexes them in uint16; the output
+    is still scaled by the 8 bits the file says.
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    descriptor, data = item["LUTDescriptor"], item["LUTData"]
+    wide = Dataset()
+    wide.add_new(descriptor.tag, descriptor.VR, [*list(descriptor.value)[:2], 16])
+    wide.add_new(data.tag, data.VR, data.value)
+    holder = Dataset()
+    holder.VOILUTSequence = Sequence([wide])
+    # pydicom reads OW LUT Data in the byte order of the file, from its meta or encoding.
+    if hasattr(ds, "file_meta"):
+        holder.file_meta = ds.file_meta
+    else:
+        holder.set_original_encoding(*ds.original_encoding)
+    return holder
+
+
+def _window(ds: Dataset, path: Path, notes: list[str]) -> Stage | None:
+    """The first window (C.11.2.1.2, C.11.2.1.3) by pydicom's ``apply_windowing``, onto 0..255.
+
+    pydicom's output range [y_min, y_max] is that of the input (Bits Stored and Pixel
+    Representation, rescaled); given a VOI-only dataset of 8 unsigned bits without rescale, it is
+    exactly 0..255: LINEAR and LINEAR_EXACT map the window onto it, SIGMOID is
+    255 / (1 + exp(-4 (x - c) / w)). A window that is empty, not finite or narrower than the
+    standard allows (LINEAR at least 1, LINEAR_EXACT and SIGMOID above 0) is ignored with a
+    note: applying it would give a blank or meaningless image.
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.pixels import apply_windowing
+
+    centres, widths = _values(ds.get("WindowCenter")), _values(ds.get("WindowWidth"))
+    centre = centres[0] if centres else None
+    width = widths[0] if widths else None
     if centre is None or width is None or not (math.isfinite(centre) and math.isfinite(width)):
         notes.append(
             f"DICOM window ignored (centre {_show(centre)}, width {_show(width)}: empty or not "
             "finite); used the real range"
         )
         return None
-    if width < 1.0:
+    function = str(ds.get("VOILUTFunction", "") or "").strip().upper() or "LINEAR"
+    if function not in _VOI_FUNCTIONS:
+        notes.append(f"DICOM VOI LUT Function {_text(function)!r} unknown; applied LINEAR")
+        function = "LINEAR"
+    if function == "LINEAR" and width < 1.0:
         notes.append(f"DICOM window ignored (width {width:g} < 1); used the real range")
         return None
-    function = str(ds.get("VOILUTFunction", "LINEAR")).strip().upper() or "LINEAR"
-    notes.append(f"DICOM window centre {centre:g} width {width:g}")
-    if function == "SIGMOID":
-        return lambda v: 255.0 / (1.0 + np.exp(-4.0 * (rescale(v) - centre) / width))
-    if function == "LINEAR_EXACT":
-        return lambda v: ((rescale(v) - centre) / width + 0.5) * 255.0
-    if width == 1.0:
-        return lambda v: np.where(rescale(v) <= centre - 0.5, 0.0, 255.0)
-    return lambda v: ((rescale(v) - (centre - 0.5)) / (width - 1.0) + 0.5) * 255.0
-
-
-def _first_value(value: Any) -> float | None:
-    # Window and rescale values may be multi-valued; the first is the default presentation.
-    if not isinstance(value, (str, bytes, type(None))) and hasattr(value, "__len__"):
-        value = value[0] if len(value) else None
-    if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
+    if width <= 0.0:
+        notes.append(f"DICOM {function} window ignored (width {width:g} <= 0); used the real range")
         return None
+    explanations = _list(ds.get("WindowCenterWidthExplanation"))
+    note = f"DICOM window centre {centre:g} width {width:g}"
+    if function != "LINEAR":
+        note += f", {function}"
+    count = max(len(centres), len(widths))
+    notes.append(note + _which("window", count, _text(explanations[0] if explanations else None)))
+    voi = Dataset()
+    voi.PhotometricInterpretation = "MONOCHROME2"
+    voi.BitsStored, voi.PixelRepresentation = 8, 0
+    voi.WindowCenter, voi.WindowWidth, voi.VOILUTFunction = centre, width, function
+    return lambda v: _fenced(path, "window", apply_windowing, v, voi)
+
+
+_VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+_VOI_BITS = (8, *range(10, 17))
+
+
+def _which(kind: str, count: int, explanation: str | None) -> str:
+    """Which of several alternatives was used, with the file's own explanation of it."""
+    named = f": {explanation!r}" if explanation else ""
+    if count > 1:
+        return f" ({kind} 1 of {count}{named})"
+    return f" ({explanation!r})" if explanation else ""
+
+
+def _lut_descriptor(item: Dataset, path: Path, what: str) -> tuple[int, int, int]:
+    """Entries, first value mapped and bits of a LUT (C.11.1.1.1, C.11.2.1.1), checked against
+    its data, so a short table is refused whatever values the pixels hold."""
     try:
-        return float(value)
+        entries, first, bits = (int(v) for v in _list(item.get("LUTDescriptor")))
     except (TypeError, ValueError):
-        return math.nan
+        raise InputError(
+            f"{path}: malformed DICOM {what} (LUT Descriptor is not 3 numbers)"
+        ) from None
+    entries = entries or 65536  # 0 means 2^16 entries
+    # pydicom reads 8- or 16-bit modality LUTs and 8- or 10- to 16-bit VOI LUTs (the standard's
+    # current and earlier editions).
+    allowed, said = ((8, 16), "8 or 16") if what == "modality LUT" else (_VOI_BITS, "8 or 10-16")
+    if bits not in allowed:
+        raise InputError(
+            f"{path}: malformed DICOM {what} (entries of {bits} bits; pydicom reads {said})"
+        )
+    element = item["LUTData"]
+    value = element.value
+    held = len(value) // 2 if isinstance(value, bytes) else len(_list(value))
+    if held < entries:
+        raise InputError(
+            f"{path}: malformed DICOM {what} (LUT Descriptor says {entries} entries, LUT Data "
+            f"holds {held})"
+        )
+    return entries, first, bits
+
+
+def _lut_input(values: np.ndarray, entries: int, first: int) -> np.ndarray:
+    """Input values for a LUT: below its first value mapped, the first entry; above its last,
+    the last (C.11.1.1.1, C.11.2.1.1); modality output that is not integral, the nearest entry.
+
+    pydicom subtracts the first value mapped in uint16 before it clips, so a value 2^16 past the
+    first wraps onto an entry near the start (pydicom 3.0.2); clipped here first, it cannot.
+    """
+    clipped = np.clip(values, first, first + entries - 1)
+    return np.rint(clipped).astype(np.int64)
+
+
+def _fenced(path: Path, what: str, apply: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
+    try:
+        return np.asarray(apply(*args), dtype=np.float64)
+    except _DICOM_ERRORS as exc:
+        raise InputError(f"{path}: malformed DICOM {what} ({_first_line(exc)})") from None
+
+
+def _number(ds: Dataset, keyword: str, default: float, path: Path) -> float:
+    values = _values(ds.get(keyword))
+    if not values:
+        return default
+    value = values[0]  # multi-valued by mistake: the first, as for the window
+    if not math.isfinite(value):
+        raise InputError(f"{path}: DICOM {keyword} is {value:g}; the file is not usable")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
+        return []
+    if not isinstance(value, (str, bytes)) and hasattr(value, "__len__"):
+        return list(value)
+    return [value]
+
+
+def _values(value: Any) -> list[float]:
+    # Window and rescale values may be multi-valued; the first is the default presentation.
+    numbers = []
+    for item in _list(value):
+        try:
+            numbers.append(float(item))
+        except (TypeError, ValueError):
+            numbers.append(math.nan)
+    return numbers
 
 
 def _show(value: float | None) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
@@ -48,6 +49,24 @@ def write_dicom(
         setattr(ds, key, value)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def lut_item(
+    data: np.ndarray, bits: int, first: int = 0, *, vr: str = "US", explanation: str | None = None
+) -> Dataset:
+    """One item of a VOI (or Modality) LUT Sequence: ``data[i]`` is the output for input
+    ``first + i``; LUT Data written as US values or as OW bytes (little endian)."""
+    item = Dataset()
+    item.add_new(0x00283002, "US", [len(data) % 65536, first, bits])  # LUT Descriptor
+    values = np.asarray(data, dtype=np.uint16)
+    item.add_new(0x00283006, vr, values.tolist() if vr == "US" else values.astype("<u2").tobytes())
+    if explanation is not None:
+        item.LUTExplanation = explanation
+    return item
+
+
+def lut_sequence(*items: Dataset) -> Sequence:
+    return Sequence(list(items))
 
 
 def ramp(height: int = 64, width: int = 96, top: int = 4095) -> np.ndarray:
@@ -137,3 +156,39 @@ def write_deflated_zeros(
             handle.write(deflate.compress(zeros[: min(len(zeros), size - offset)]))
         handle.write(deflate.flush())
     return path
+
+
+def every_12_bit_value() -> np.ndarray:
+    """256 x 256 stored values holding each of 0..4095 sixteen times."""
+    return (np.arange(256 * 256) % 4096).reshape(256, 256).astype(np.uint16)
+
+
+def gamma_curve(entries: int, bits: int) -> np.ndarray:
+    """A curve no window can make: the square root, over 0..2^bits - 1."""
+    top = 2**bits - 1
+    return np.round(top * np.sqrt(np.arange(entries) / (entries - 1))).astype(np.uint16)
+
+
+# The standard's VOI functions onto an output range of 0..255, for the tests to compare with.
+
+
+def linear(x: np.ndarray, c: float, w: float) -> np.ndarray:
+    """PS3.3 C.11.2.1.2.1 (VOI LUT Function LINEAR, or none)."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inside = ((x - (c - 0.5)) / (w - 1) + 0.5) * 255
+    return np.where(
+        x <= c - 0.5 - (w - 1) / 2, 0.0, np.where(x > c - 0.5 + (w - 1) / 2, 255.0, inside)
+    )
+
+
+def linear_exact(x: np.ndarray, c: float, w: float) -> np.ndarray:
+    """PS3.3 C.11.2.1.3.2."""
+    x = np.asarray(x, dtype=np.float64)
+    inside = ((x - c) / w + 0.5) * 255
+    return np.where(x <= c - w / 2, 0.0, np.where(x > c + w / 2, 255.0, inside))
+
+
+def sigmoid(x: np.ndarray, c: float, w: float) -> np.ndarray:
+    """PS3.3 C.11.2.1.3.1, Equation C.11-1."""
+    return 255.0 / (1.0 + np.exp(-4.0 * (np.asarray(x, dtype=np.float64) - c) / w))
