@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from btxrd.runtime.dicom import DICOM_FIELDS, with_source_info
 from btxrd.runtime.errors import BtxrdError, InputError
 from btxrd.runtime.imageio import DecodedImage, DecodeLimits, decode_pil, load_image
 from btxrd.runtime.model import ModelInfo, ModelOutputs, OnnxModel
@@ -45,6 +46,7 @@ class _Prepared:
     error: str | None
     decode_ms: float
     notes: tuple[str, ...] = ()
+    dicom: Mapping[str, str] | None = None  # the DICOM file's identifiers; None for other input
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ class Prediction:
     timings_ms: Mapping[str, float] = field(default_factory=dict)
     ood: OodVerdict | None = None  # None: the model has no gate, or the input was not scored
     refused: bool = False
+    # What identifies a DICOM input (DICOM_FIELDS, as present in the file); None for other input.
+    dicom: Mapping[str, str] | None = None
     # Uncalibrated softmax of the logits (what --selftest compares); not part of the record.
     softmax: Mapping[str, float] = field(default_factory=dict, repr=False, compare=False)
     # Per-class maps (C, h, w) when asked for with ``with_cam``; not part of the record.
@@ -113,6 +117,7 @@ class Prediction:
             "error": None if self.error is None else text_of(self.error),
             "notes": [text_of(note) for note in self.notes],
             "ood": None if self.ood is None else self.ood.to_json(),
+            "dicom": None if self.dicom is None else {k: self.dicom.get(k) for k in DICOM_FIELDS},
             "timings_ms": dict(self.timings_ms),
         }
 
@@ -193,7 +198,8 @@ class Classifier:
             image = self._decode(source)
             array = preprocess(image, self.info.metadata.preprocessing)
             kept = image if keep_image else None
-            return _Prepared(source, kept, array, None, _ms(start), image.notes)
+            dicom = dict(image.source_info) if image.source_mode == "DICOM" else None
+            return _Prepared(source, kept, array, None, _ms(start), image.notes, dicom)
         except BtxrdError as exc:
             return _Prepared(source, None, None, str(exc), _ms(start))
         except Exception as exc:  # per-input fence: one file's surprise never ends the batch
@@ -235,7 +241,7 @@ class Classifier:
 
     def _decode(self, source: ImageSource) -> DecodedImage:
         if isinstance(source, (str, Path)):
-            return load_image(source, self.limits)
+            return with_source_info(load_image(source, self.limits))
         if isinstance(source, Image.Image):
             return decode_pil(source, _name(source), self.limits)
         if isinstance(source, np.ndarray):
@@ -288,6 +294,7 @@ class Classifier:
             timings_ms=timings,
             ood=verdict,
             refused=refused,
+            dicom=item.dicom,
             softmax={n: float(p) for n, p in zip(names, raw, strict=True)},
             cam=None if cams is None or refused else cams[row],
             image=image.image if cams is not None and image is not None and not refused else None,

@@ -10,7 +10,10 @@ clip. The record's notes say which LUT or window was used.
 Nothing is decoded before the header has been checked against the decode limits: the header is
 read with the pixel data deferred (for the deflated syntax, inflated no further than the header),
 then only the first frame is decoded. pydicom's stages are applied in bands of rows, so no
-float64 copy of the whole image is made."""
+float64 copy of the whole image is made.
+
+The file's identifiers (UIDs, body part, laterality) come along as text for the record
+(``with_source_info``)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import math
 import struct
 import zlib
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from btxrd.runtime.errors import InputError
-from btxrd.runtime.imageio import check_size
+from btxrd.runtime.imageio import DecodedImage, check_size
 from btxrd.runtime.pixels import blank_message, map_to_uint8, row_bands, value_range
 from btxrd.runtime.settings import DecodeLimits
 
@@ -51,9 +55,20 @@ _PHOTOMETRIC = (
     "YBR_RCT",
     "PALETTE COLOR",
 )
-# Text from the file in notes (explanations of a LUT or window) is stripped and capped.
+# What a record carries to identify a DICOM image: key -> attributes, the first present wins
+# (Image Laterality is the image's own; Laterality, the series', stands in for it).
+DICOM_FIELDS = {
+    "study_instance_uid": ("StudyInstanceUID",),
+    "series_instance_uid": ("SeriesInstanceUID",),
+    "sop_instance_uid": ("SOPInstanceUID",),
+    "body_part_examined": ("BodyPartExamined",),
+    "laterality": ("ImageLaterality", "Laterality"),
+}
+# Values are text from the file: a UID has at most 64 characters, a code string 16.
 _MAX_TEXT = 128
+_MAX_FIELD_BYTES = 4096
 _PADDING = " \t\r\n\x00"
+_INFO_KEY = "btxrd.dicom"
 _INSTALL = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
 # What pydicom (and zlib, for the deflated syntax) raise on malformed datasets and pixel data.
 _DICOM_ERRORS = (
@@ -97,15 +112,53 @@ def load_dicom(
             ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
             _check_header(ds, path, limits, inflated=False)
         pixels = _first_frame(ds, path, syntax, errors)
-        return _to_image(ds, pixels, path)
+        image, notes = _to_image(ds, pixels, path)
+        found: list[str] = []
+        image.info[_INFO_KEY] = _identifiers(ds, found)
+        return image, (*notes, *found)
     except InputError:
         raise
     except errors as exc:
         raise InputError(f"{path}: malformed DICOM data ({_first_line(exc)})") from None
 
 
+def with_source_info(decoded: DecodedImage) -> DecodedImage:
+    """``decoded`` with the identifiers of its DICOM file in ``source_info`` (``DICOM_FIELDS``).
+
+    ``load_image`` builds the ``DecodedImage``; the identifiers travel to here on the image's own
+    metadata (Pillow's ``Image.info``) and are taken off it.
+    """
+    if decoded.source_mode != "DICOM":
+        return decoded
+    found = decoded.image.info.pop(_INFO_KEY, None)
+    return replace(decoded, source_info=found) if isinstance(found, dict) else decoded
+
+
+def _identifiers(ds: Dataset, notes: list[str]) -> dict[str, str]:
+    """What identifies the image (``DICOM_FIELDS``), as present, as stripped text of capped length;
+    a value that cannot be read, or is absurdly long, is left out with a note."""
+    found: dict[str, str] = {}
+    for key, keywords in DICOM_FIELDS.items():
+        for keyword in keywords:
+            if keyword not in ds:
+                continue
+            length = getattr(ds.get_item(keyword), "length", 0) or 0
+            if length > _MAX_FIELD_BYTES:
+                notes.append(f"DICOM {keyword} of {length:,} bytes left out of the record")
+                continue
+            try:
+                text = _text(ds[keyword].value)
+            except _DICOM_ERRORS as exc:
+                notes.append(f"DICOM {keyword} unreadable ({_first_line(exc)}); left out")
+                continue
+            if text:
+                found[key] = text
+                break
+    return found
+
+
 def _text(value: Any) -> str | None:
-    """A value from the file as text for a note: stripped, at most ``_MAX_TEXT``
+    """A value from the file as text for a record or a note: stripped, at most ``_MAX_TEXT``
     characters, valid UTF-8 (lone surrogates shown as escapes); None when empty."""
     parts = [
         v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v)

@@ -18,7 +18,7 @@ import os
 import struct
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,8 @@ class DecodedImage:
     image: Image.Image
     source_mode: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # What identifies the source image (for DICOM: btxrd.runtime.dicom.DICOM_FIELDS, as present).
+    source_info: Mapping[str, str] = field(default_factory=dict)
 
 
 def load_image(path: str | Path, limits: DecodeLimits | None = None) -> DecodedImage:

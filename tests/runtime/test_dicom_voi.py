@@ -1,6 +1,6 @@
 """The DICOM grayscale pipeline (modality LUT or rescale, then VOI LUT or window, onto 0..255)
 against the standard's formulas, computed here with numpy (PS3.3 C.11.1, C.11.2), on files pydicom
-writes during the test and on pydicom's bundled files.
+writes during the test and on pydicom's bundled files. Also the identifiers a DICOM record carries.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dicom_files import (  # noqa: E402
     write_dicom,
 )
 
+from btxrd.runtime.dicom import with_source_info  # noqa: E402
 from btxrd.runtime.errors import InputError  # noqa: E402
 from btxrd.runtime.imageio import load_image  # noqa: E402
 
@@ -326,6 +327,93 @@ def test_monochrome1_is_the_inverse_of_monochrome2_after_the_voi(tmp_path: Path,
     )
     np.testing.assert_array_equal(mono1, 255 - mono2)
     assert "MONOCHROME1 inverted" in notes
+
+
+# --- what identifies the image ----------------------------------------------------------------
+
+
+def source_info(path: Path) -> dict[str, str]:
+    return dict(with_source_info(load_image(path)).source_info)
+
+
+def test_identifiers_are_read_as_present(tmp_path: Path) -> None:
+    path = write_dicom(
+        tmp_path / "id.dcm",
+        every_12_bit_value(),
+        StudyInstanceUID="1.2.3.4",
+        SeriesInstanceUID="1.2.3.4.5",
+        BodyPartExamined="KNEE",
+        ImageLaterality="L",
+        Laterality="R",
+    )
+    sop = str(pydicom.dcmread(path).SOPInstanceUID)
+    assert source_info(path) == {
+        "study_instance_uid": "1.2.3.4",
+        "series_instance_uid": "1.2.3.4.5",
+        "sop_instance_uid": sop,
+        "body_part_examined": "KNEE",
+        "laterality": "L",  # Image Laterality before the series' Laterality
+    }
+
+
+def test_laterality_of_the_series_stands_in_and_absent_ones_are_left_out(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "id.dcm", every_12_bit_value(), Laterality="R")
+    info = source_info(path)
+    assert info["laterality"] == "R"
+    assert set(info) == {"sop_instance_uid", "laterality"}
+
+
+@pytest.mark.filterwarnings("ignore:The value length", "ignore:Invalid value for VR")
+def test_identifier_text_is_stripped_capped_and_kept_as_text(tmp_path: Path) -> None:
+    path = write_dicom(
+        tmp_path / "id.dcm",
+        every_12_bit_value(),
+        BodyPartExamined="  HAND\x1b[31m ",
+        StudyInstanceUID="9" * 300,
+        SeriesInstanceUID="   ",
+    )
+    info = source_info(path)
+    assert info["body_part_examined"] == "HAND\x1b[31m"
+    assert info["study_instance_uid"] == "9" * 128
+    assert "series_instance_uid" not in info
+
+
+@pytest.mark.filterwarnings("ignore:The value length")
+def test_an_absurdly_long_identifier_is_left_out_with_a_note(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "id.dcm", every_12_bit_value(), BodyPartExamined="X" * 5000)
+    decoded_image = with_source_info(load_image(path))
+    assert "body_part_examined" not in decoded_image.source_info
+    assert "DICOM BodyPartExamined of 5,000 bytes left out of the record" in decoded_image.notes
+
+
+def test_identifiers_of_a_deflated_file(tmp_path: Path) -> None:
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    path = write_dicom(
+        tmp_path / "d.dcm",
+        every_12_bit_value(),
+        syntax=DeflatedExplicitVRLittleEndian,
+        StudyInstanceUID="1.2.3",
+        BodyPartExamined="FOOT",
+    )
+    info = source_info(path)
+    assert info["study_instance_uid"] == "1.2.3" and info["body_part_examined"] == "FOOT"
+
+
+def test_other_images_have_no_source_info(tmp_path: Path) -> None:
+    from PIL import Image
+
+    png = tmp_path / "a.png"
+    Image.fromarray((every_12_bit_value() // 16).astype(np.uint8)).save(png)
+    assert source_info(png) == {}
+
+
+def test_bundled_ct_identifiers() -> None:
+    ds = pydicom.dcmread(BUNDLED / "CT_small.dcm")
+    info = source_info(BUNDLED / "CT_small.dcm")
+    assert info["study_instance_uid"] == ds.StudyInstanceUID
+    assert info["sop_instance_uid"] == ds.SOPInstanceUID
+    assert "laterality" not in info  # present but empty in the file
 
 
 # --- memory -----------------------------------------------------------------------------------
