@@ -26,6 +26,7 @@ from btxrd.runtime.cliutil import (
     version_option,
 )
 from btxrd.runtime.errors import ConfigError, ModelError
+from btxrd.runtime.report import RESULTS_SCHEMA_VERSION
 from btxrd.runtime.settings import GradcamSettings
 from btxrd.runtime.text import for_terminal
 
@@ -282,21 +283,26 @@ def _images(options: ImagesOptions) -> int:
         if not options.as_json:  # lines as results arrive; JSON as one document at the end
             _print_line(record, explainer.class_names)
     if options.as_json:
-        click.echo(json.dumps(records, indent=2))
+        document = {
+            "schema_version": RESULTS_SCHEMA_VERSION,
+            "model": {**explainer.identity(), "method": method},
+            "results": records,
+        }
+        click.echo(json.dumps(document, indent=2))
     for record in records:
-        if "error" in record:
+        if record["error"]:
             click.echo(f"{PROGRAM}: error: {for_terminal(record['error'])}", err=True)
-    return EXIT_INPUT if any("error" in r for r in records) else EXIT_OK
+    return EXIT_INPUT if any(r["error"] for r in records) else EXIT_OK
 
 
 def _print_line(record: dict[str, Any], class_names: tuple[str, ...]) -> None:
-    if "prediction" not in record:
-        click.echo(f"{record['image_name']}  failed")
+    if record["prediction"] is None:
+        click.echo(f"{for_terminal(record['path'])}  failed")
         return
     scores = "  ".join(f"{n} {record['scores'][n]:.3f}" for n in class_names)
     click.echo(
-        f"{record['image_name']}  {record['prediction']} ({record['confidence']:.3f})  "
-        f"[{scores}]  {record.get('overlay', '-')}"
+        f"{for_terminal(record['path'])}  {record['prediction']} ({record['confidence']:.3f})  "
+        f"[{scores}]  {record['overlay'] or '-'}"
     )
 
 

@@ -1,6 +1,7 @@
 """Single images: predict without gradients, compute the CAM of the predicted class (or a chosen
-one) and write ``{stem}_gradcam.png``: the overlay at the image's own size, with its caption and colour
-scale below (``btxrd.runtime.overlay.explained_overlay``) and the facts as PNG text metadata."""
+one) and write ``{stem}_gradcam.png``: the overlay at the image's own size, with its caption and
+colour scale below (``btxrd.runtime.overlay.explained_overlay``) and the facts as PNG text
+metadata. Records have the fields of ``btxrd-run``'s (``results.schema.json``)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from btxrd.explain.methods import METHODS
 from btxrd.explain.model import Explainer, load_input, predict_probabilities
 from btxrd.runtime.contract import intended_use_for
 from btxrd.runtime.errors import InputError
-from btxrd.runtime.inputs import output_names
+from btxrd.runtime.inputs import display_names, output_names
 from btxrd.runtime.overlay import caption_for, explained_overlay
 from btxrd.runtime.settings import GradcamSettings
+from btxrd.runtime.text import text_of
 
 OVERLAY_SUFFIX = "_gradcam.png"
 _CHUNK = 16
@@ -36,10 +38,11 @@ def explain_images(
     """One record per input, in input order (the predecessor's ``image_name``, ``prediction``,
     ``confidence``, ``scores``; plus ``cam_class`` and ``overlay``, or ``error``)."""
     names = output_names(list(paths), None, OVERLAY_SUFFIX)
+    shown = display_names(list(paths))
     fixed = None if class_name is None else explainer.class_names.index(class_name)
     for start in range(0, len(paths), _CHUNK):
         chunk = range(start, min(start + _CHUNK, len(paths)))
-        records = {i: {"image_name": str(paths[i])} for i in chunk}
+        records = {i: _blank_record(paths[i], shown[i]) for i in chunk}
         loaded = {}
         for i in chunk:
             try:
@@ -76,6 +79,22 @@ def explain_images(
                 path = render.save_png(picture, out / names[i], metadata)
                 record["overlay"] = str(path)
         yield from records.values()
+
+
+def _blank_record(path: Path, display_name: str) -> dict[str, Any]:
+    """The run's record fields (``results.schema.json``), filled in as the image is explained."""
+    return {
+        "image_name": text_of(Path(path).name),
+        "display_name": text_of(display_name),
+        "prediction": None,
+        "confidence": None,
+        "scores": {},
+        "path": text_of(path),
+        "error": None,
+        "notes": [],
+        "cam_class": None,
+        "overlay": None,
+    }
 
 
 def _describe(record: dict[str, Any], names, row: np.ndarray, target: int) -> None:

@@ -269,18 +269,19 @@ def _classify(
     quiet: bool,
     alpha: float,
 ) -> int:
-    from btxrd.runtime.inputs import output_names
+    from btxrd.runtime.inputs import display_names, output_names
     from btxrd.runtime.report import summarise
     from btxrd.runtime.text import for_terminal
 
     cam_names = output_names(paths, folder, "_cam.png") if cam_out else []
+    shown = display_names(paths, folder)
     predictions = []
     started = time.perf_counter()
     interrupted = False
     try:
         for failure in failures:  # folders and files that could not even be looked at
             predictions.append(failure)
-            sink.add(failure)
+            sink.add(failure, display_names([Path(failure.path or "")], folder)[0])
         stream = classifier.predict_many(paths, with_cam=cam_out is not None)
         for i, prediction in enumerate(_progress(stream, len(paths), quiet)):
             if cam_out is not None and prediction.ok:
@@ -288,7 +289,7 @@ def _classify(
                     classifier, prediction, cam_out / cam_names[i], cam_class, alpha, with_original
                 )
             predictions.append(prediction)
-            sink.add(prediction)
+            sink.add(prediction, shown[i])
     except KeyboardInterrupt:
         interrupted = True
     summary = summarise(predictions, time.perf_counter() - started)

@@ -81,6 +81,37 @@ def _not_regular(path: Path) -> str | None:
     return "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file"
 
 
+def display_names(paths: list[Path], base: Path | None = None) -> list[str]:
+    """A name per input that tells inputs apart in a table or a record: the path relative to
+    ``base`` (the ``--dir`` folder), else the file name, lengthened by parent folders only where
+    two inputs share it (``left/knee.png``, ``right/knee.png``)."""
+    parts = [
+        path.relative_to(base).parts
+        if base is not None and path.is_relative_to(base)
+        else Path(os.path.normpath(path)).parts
+        for path in paths
+    ]
+    depth = [1] * len(paths)
+    while True:
+        names = ["/".join(p[-d:]) for p, d in zip(parts, depth, strict=True)]
+        seen: dict[str, list[int]] = {}
+        for i, name in enumerate(names):
+            seen.setdefault(name, []).append(i)
+        clashes = [i for group in seen.values() if len(group) > 1 for i in group]
+        growable = [i for i in clashes if depth[i] < len(parts[i])]
+        if not growable:
+            break
+        for i in growable:
+            depth[i] += 1
+    # The same file given twice keeps one name per occurrence.
+    counts: dict[str, int] = {}
+    unique = []
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+        unique.append(name if counts[name] == 1 else f"{name} ({counts[name]})")
+    return unique
+
+
 def output_names(paths: list[Path], base: Path | None, suffix: str) -> list[str]:
     """One output file name per input, never two the same (same stem in two sub-folders)."""
     names: list[str] = []

@@ -45,8 +45,8 @@ class Sink:
         self.records: list[dict[str, Any]] = []
         self.recorded: frozenset[str] = frozenset()
 
-    def add(self, prediction: Prediction) -> None:
-        self.records.append(prediction.to_record())
+    def add(self, prediction: Prediction, display_name: str | None = None) -> None:
+        self.records.append(record_of(prediction, display_name))
 
     def already_recorded(self, path: str | Path) -> bool:
         """Whether a resumed file already holds ``path``'s result (however it is spelled)."""
@@ -73,6 +73,15 @@ def _cannot_write(path: Path, exc: OSError) -> OutputError:
         f"{path}: cannot write the results ({exc.strerror or exc}); any previous file there "
         "is unchanged. Free some space or choose another --output"
     )
+
+
+def record_of(prediction: Prediction, display_name: str | None = None) -> dict[str, Any]:
+    """The record of one input as every btxrd JSON holds it (``results.schema.json``):
+    ``display_name`` tells apart two inputs that share a file name."""
+    record = prediction.to_record()
+    named = {"image_name": record.pop("image_name"), "display_name": None}
+    named["display_name"] = text_of(display_name) if display_name else named["image_name"]
+    return {**named, **record}
 
 
 def _stdout_fault(exc: OSError) -> BaseException:
@@ -120,8 +129,8 @@ class JsonlSink(Sink):
             self._journal = JsonlJournal(output, info.sha256, resume)
             self.recorded = self._journal.finished
 
-    def add(self, prediction: Prediction) -> None:
-        record = prediction.to_record()
+    def add(self, prediction: Prediction, display_name: str | None = None) -> None:
+        record = record_of(prediction, display_name)
         record["model_sha256"] = self.info.sha256
         try:
             if self._journal is not None:
@@ -211,13 +220,13 @@ class HumanSink(Sink):
         self._names = list(info.class_names)
         self._header_done = False
 
-    def add(self, prediction: Prediction) -> None:
-        super().add(prediction)
+    def add(self, prediction: Prediction, display_name: str | None = None) -> None:
+        super().add(prediction, display_name)
         if not self._header_done:
             cols = "".join(f"{n[:10]:>11}" for n in self._names)
             _row(f"{'image':<28} {'prediction':<12}{'conf':>6}{cols}")
             self._header_done = True
-        name = _shorten(for_terminal(prediction.image_name), 28)
+        name = _shorten(for_terminal(self.records[-1]["display_name"]), 28)
         if prediction.refused and prediction.ood is not None:
             _row(
                 f"{name:<28} {'NOT CLASSIFIED':<18} unlike the training images "

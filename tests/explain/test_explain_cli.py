@@ -72,8 +72,11 @@ def test_images_json_and_class(synth_data, tiny_checkpoint, tmp_path) -> None:
         ]
     )
     assert result.stderr == "" or "error" in result.stderr
-    (record,) = json.loads(result.stdout)
-    assert record["image_name"] == str(image) and record["cam_class"] == "Malignant"
+    document = json.loads(result.stdout)
+    assert document["schema_version"] == 1 and document["model"]["method"] == "gradcam++"
+    (record,) = document["results"]
+    assert record["path"] == str(image) and record["image_name"] == image.name
+    assert record["cam_class"] == "Malignant" and record["error"] is None
     assert sum(record["scores"].values()) == pytest.approx(1.0, abs=1e-5)
     assert record["prediction"] == max(record["scores"], key=record["scores"].get)
     assert record["confidence"] == record["scores"][record["prediction"]]
