@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from btxrd.runtime.dicom import DICOM_FIELDS, with_source_info
+from btxrd.runtime.dicom import DICOM_FIELDS
 from btxrd.runtime.errors import BtxrdError, InputError
 from btxrd.runtime.imageio import DecodedImage, DecodeLimits, decode_pil, load_image
 from btxrd.runtime.model import ModelInfo, ModelOutputs, OnnxModel
@@ -241,7 +241,7 @@ class Classifier:
 
     def _decode(self, source: ImageSource) -> DecodedImage:
         if isinstance(source, (str, Path)):
-            return with_source_info(load_image(source, self.limits))
+            return load_image(source, self.limits)
         if isinstance(source, Image.Image):
             return decode_pil(source, _name(source), self.limits)
         if isinstance(source, np.ndarray):

@@ -13,7 +13,7 @@ then only the first frame is decoded. pydicom's stages are applied in bands of r
 float64 copy of the whole image is made.
 
 The file's identifiers (UIDs, body part, laterality) come along as text for the record
-(``with_source_info``)."""
+(``DecodedImage.source_info``)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import math
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from btxrd.runtime.errors import InputError
-from btxrd.runtime.imageio import DecodedImage, check_size
+from btxrd.runtime.imageio import check_size
 from btxrd.runtime.pixels import blank_message, map_to_uint8, row_bands, value_range
 from btxrd.runtime.settings import DecodeLimits
 
@@ -68,7 +67,6 @@ DICOM_FIELDS = {
 _MAX_TEXT = 128
 _MAX_FIELD_BYTES = 4096
 _PADDING = " \t\r\n\x00"
-_INFO_KEY = "btxrd.dicom"
 _INSTALL = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
 # What pydicom (and zlib, for the deflated syntax) raise on malformed datasets and pixel data.
 _DICOM_ERRORS = (
@@ -87,8 +85,9 @@ _DICOM_ERRORS = (
 
 def load_dicom(
     path: Path, limits: DecodeLimits | None = None
-) -> tuple[Image.Image, tuple[str, ...]]:
-    """Read a DICOM file as an 8-bit "L" or "RGB" image, plus notes on what was applied."""
+) -> tuple[Image.Image, tuple[str, ...], dict[str, str]]:
+    """Read a DICOM file as an 8-bit "L" or "RGB" image, plus notes on what was applied and the
+    identifiers of the file (``DICOM_FIELDS``, as present)."""
     limits = limits or DecodeLimits()
     try:
         import pydicom
@@ -114,24 +113,12 @@ def load_dicom(
         pixels = _first_frame(ds, path, syntax, errors)
         image, notes = _to_image(ds, pixels, path)
         found: list[str] = []
-        image.info[_INFO_KEY] = _identifiers(ds, found)
-        return image, (*notes, *found)
+        identifiers = _identifiers(ds, found)
+        return image, (*notes, *found), identifiers
     except InputError:
         raise
     except errors as exc:
         raise InputError(f"{path}: malformed DICOM data ({_first_line(exc)})") from None
-
-
-def with_source_info(decoded: DecodedImage) -> DecodedImage:
-    """``decoded`` with the identifiers of its DICOM file in ``source_info`` (``DICOM_FIELDS``).
-
-    ``load_image`` builds the ``DecodedImage``; the identifiers travel to here on the image's own
-    metadata (Pillow's ``Image.info``) and are taken off it.
-    """
-    if decoded.source_mode != "DICOM":
-        return decoded
-    found = decoded.image.info.pop(_INFO_KEY, None)
-    return replace(decoded, source_info=found) if isinstance(found, dict) else decoded
 
 
 def _identifiers(ds: Dataset, notes: list[str]) -> dict[str, str]:

@@ -90,8 +90,10 @@ def load_image(path: str | Path, limits: DecodeLimits | None = None) -> DecodedI
     if is_dicom(path, head):
         from btxrd.runtime.dicom import load_dicom  # pydicom only when a DICOM file is met
 
-        image, notes = load_dicom(path, limits)
-        decoded = DecodedImage(image=image, source_mode="DICOM", notes=notes)
+        image, notes, identifiers = load_dicom(path, limits)
+        decoded = DecodedImage(
+            image=image, source_mode="DICOM", notes=notes, source_info=identifiers
+        )
     else:
         decoded = _load_pillow(path, head, limits)
     refuse_blank(decoded.image, path)

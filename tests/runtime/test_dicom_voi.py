@@ -23,7 +23,6 @@ from dicom_files import (  # noqa: E402
     write_dicom,
 )
 
-from btxrd.runtime.dicom import with_source_info  # noqa: E402
 from btxrd.runtime.errors import InputError  # noqa: E402
 from btxrd.runtime.imageio import load_image  # noqa: E402
 
@@ -333,7 +332,7 @@ def test_monochrome1_is_the_inverse_of_monochrome2_after_the_voi(tmp_path: Path,
 
 
 def source_info(path: Path) -> dict[str, str]:
-    return dict(with_source_info(load_image(path)).source_info)
+    return dict(load_image(path).source_info)
 
 
 def test_identifiers_are_read_as_present(tmp_path: Path) -> None:
@@ -381,7 +380,7 @@ def test_identifier_text_is_stripped_capped_and_kept_as_text(tmp_path: Path) -> 
 @pytest.mark.filterwarnings("ignore:The value length")
 def test_an_absurdly_long_identifier_is_left_out_with_a_note(tmp_path: Path) -> None:
     path = write_dicom(tmp_path / "id.dcm", every_12_bit_value(), BodyPartExamined="X" * 5000)
-    decoded_image = with_source_info(load_image(path))
+    decoded_image = load_image(path)
     assert "body_part_examined" not in decoded_image.source_info
     assert "DICOM BodyPartExamined of 5,000 bytes left out of the record" in decoded_image.notes
 
