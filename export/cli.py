@@ -19,6 +19,7 @@ from btxrd.runtime.cliutil import (
     documents_exit_codes,
     prepare_output_dir,
     run_cli,
+    version_option,
 )
 from btxrd.runtime.contract import OOD_METHODS
 from btxrd.runtime.errors import ConfigError, ModelError
@@ -31,19 +32,20 @@ _NOT_PARITY_SOURCES = (".dcm", ".dicom")
 
 
 @click.command(name="btxrd-export", context_settings=CONTEXT_SETTINGS)
+@click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
 @click.option(
     "--checkpoint",
     "checkpoint_path",
-    required=True,
     type=click.Path(path_type=Path),
-    help="PyTorch checkpoint (.pt) in the btxrd or predecessor layout.",
+    help="PyTorch checkpoint (.pt) in the btxrd or predecessor layout (or give it as CHECKPOINT).",
 )
 @click.option(
     "--out",
+    "-o",
     "out_path",
-    required=True,
     type=click.Path(path_type=Path),
-    help="ONNX file to write; the parity report goes beside it.",
+    help="ONNX file to write (default: the checkpoint's name with .onnx); the parity report "
+    "goes beside it.",
 )
 @click.option(
     "--parity-images",
@@ -81,11 +83,13 @@ _NOT_PARITY_SOURCES = (".dcm", ".dicom")
     help="Share of the validation images the gate's threshold keeps.",
 )
 @click.option("--opset", default=18, show_default=True, type=click.IntRange(17, 23))
+@version_option(("torch", "onnx", "onnxruntime"))
 @debug_option
 @documents_exit_codes
 def main(
-    checkpoint_path: Path,
-    out_path: Path,
+    checkpoint: Path | None,
+    checkpoint_path: Path | None,
+    out_path: Path | None,
     parity_images: Path | None,
     intended_use: str | None,
     calibration_data: Path | None,
@@ -109,7 +113,15 @@ def main(
     Example:
         btxrd-export --checkpoint models/btxrd-demo.pt --out models/btxrd-demo.onnx \\
             --calibration-data data/synthetic --split models/btxrd-demo.split.json
+
+        btxrd-export my-model.pt -o my-model.onnx
     """
+    if checkpoint is not None and checkpoint_path is not None:
+        raise click.UsageError("give the checkpoint as CHECKPOINT or --checkpoint, not both")
+    checkpoint_path = checkpoint_path or checkpoint
+    if checkpoint_path is None:
+        raise click.UsageError("which checkpoint? give CHECKPOINT (or --checkpoint PATH)")
+    out_path = out_path or checkpoint_path.with_suffix(".onnx")
     options = _TrustOptions(calibration_data, split_file, ood_method, ood_retention)
     run_cli(
         lambda: _export(checkpoint_path, out_path, parity_images, intended_use, opset, options),

@@ -96,3 +96,30 @@ def test_an_unreadable_parity_source_names_the_file(tmp_path: Path) -> None:
     broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
     with pytest.raises(InputError, match=r"broken\.jpeg: cannot derive parity images"):
         write_parity_images([broken], tmp_path / "images")
+
+
+def test_the_checkpoint_can_be_given_as_an_argument(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """``btxrd-export CHECKPOINT -o OUT``, like the other commands take their inputs; without
+    ``-o`` the ONNX file is named after the checkpoint."""
+    checkpoint = tmp_path / "mine.pt"
+    checkpoint.write_bytes(tiny_checkpoint.read_bytes())
+    out = tmp_path / "chosen.onnx"
+    result = CliRunner().invoke(export_main, [str(checkpoint), "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert out.exists() and f"wrote {out}" in result.stdout + result.stderr
+    default = CliRunner().invoke(export_main, [str(checkpoint)])
+    assert default.exit_code == 0, default.stderr
+    assert (tmp_path / "mine.onnx").exists()
+    both = CliRunner().invoke(export_main, [str(checkpoint), "--checkpoint", str(checkpoint)])
+    assert both.exit_code == 2 and "not both" in both.stderr
+
+
+def test_version_names_the_libraries(tmp_path: Path) -> None:
+    result = CliRunner().invoke(export_main, ["--version"])
+    assert result.exit_code == 0
+    assert [line.split()[0] for line in result.stdout.splitlines()] == [
+        "btxrd",
+        "torch",
+        "onnx",
+        "onnxruntime",
+    ]
