@@ -14,6 +14,7 @@ import hashlib
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -208,9 +209,10 @@ def _candidates(
     fit = lambda method, combine="max": fit_scorer(  # noqa: E731
         method, widths, train.scored.features, train.labels, num_classes, combine
     )
+    multilayer = fit("mahalanobis_multilayer")
     scorers = {
-        "mahalanobis_multilayer": fit("mahalanobis_multilayer"),
-        "mahalanobis_multilayer_sum": fit("mahalanobis_multilayer", "sum"),
+        "mahalanobis_multilayer": multilayer,
+        "mahalanobis_multilayer_sum": replace(multilayer, combine="sum"),
         "mahalanobis": fit("mahalanobis"),
         "msp": fit("msp"),
         "energy": fit("energy"),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy.special import logsumexp
@@ -47,14 +48,18 @@ class MahalanobisFit:
     shrinkage: float
     components: int | None
 
+    @cached_property
+    def precision(self) -> np.ndarray:
+        return np.linalg.inv(self.covariance)
+
     def score(self, features: np.ndarray) -> np.ndarray:
         """sqrt(min_c (f - mu_c)' B inv(S) B' (f - mu_c)), in float64."""
         features = np.asarray(features, dtype=np.float64)
-        precision = np.linalg.inv(self.covariance)
+        precision = self.precision
         squared = []
         for mean in self.means:
             z = (features - mean) @ self.basis
-            squared.append(np.einsum("ni,ij,nj->n", z, precision, z))
+            squared.append(((z @ precision) * z).sum(axis=1))
         return np.sqrt(np.maximum(np.min(squared, axis=0), 0.0))
 
     def whitening(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
