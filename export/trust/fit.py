@@ -190,6 +190,12 @@ def split_parts(
                 f"{split_file or data_dir}: the {name} split is empty; calibration needs images "
                 "in train, val and test"
             )
+    absent = [c for c in class_names if not any(s.label == c for s in parts["train"])]
+    if absent:
+        raise DatasetError(
+            f"{split_file or data_dir}: no training images of {', '.join(absent)}; the "
+            "out-of-distribution statistics need every class"
+        )
     return parts, source
 
 

@@ -371,3 +371,21 @@ def test_a_split_file_that_does_not_fit_the_folder_is_refused(
     (line,) = result.stderr.splitlines()
     assert "split.json" in line and "IMG999999.jpeg" in line
     assert not out.exists()
+
+
+def test_a_split_without_a_class_in_train_is_refused(
+    tiny_checkpoint: Path, synthetic_folder: Path, tmp_path: Path
+) -> None:
+    from btxrd.export.data.dataset import load_dataset
+
+    samples = load_dataset(synthetic_folder)
+    normal = [s.image_id for s in samples if s.label == "Normal"]
+    others = [s.image_id for s in samples if s.label != "Normal"]
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": normal, "val": others[:3], "test": others[3:]}))
+    args = ["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "m.onnx")]
+    args += ["--calibration-data", str(synthetic_folder), "--split", str(split)]
+    result = CliRunner().invoke(export_main, args)
+    assert result.exit_code == 1
+    (line,) = result.stderr.splitlines()
+    assert "no training images of Benign, Malignant" in line
