@@ -27,6 +27,10 @@ $(VENV)/.stamp: pyproject.toml
 
 run: $(VENV_RUN)/.stamp
 	$(VENV_RUN)/bin/btxrd-run --dir models/samples
+	@echo ""
+	@echo "Run it yourself: $(VENV_RUN)/bin/btxrd-run YOUR_IMAGE.png  (or: source $(VENV_RUN)/bin/activate)"
+	@echo "  heatmaps: --cam   JSON: --json -o results.json   a folder: --dir FOLDER   all: --help"
+	@echo "What the demo model is and is not (not for clinical use): models/README.md"
 
 test: $(VENV)/.stamp chromium
 	$(VENV)/bin/python -m pytest --durations=15
@@ -40,7 +44,7 @@ chromium:
 
 # The suite without the extras, in the small runtime environment (pytest added there on demand).
 test-runtime: $(VENV_RUN)/.stamp
-	$(VENV_RUN)/bin/pip install -q pytest hypothesis
+	$(VENV_RUN)/bin/pip install -q pytest hypothesis jsonschema
 	$(VENV_RUN)/bin/python -m pytest -m "not torch" --durations=15
 
 # The demo model's data: 5,000 synthetic radiographs (the recipe in configs/demo-train.yaml).
@@ -61,6 +65,7 @@ demo-model: dataset
 # In a fresh clone the dataset does not exist yet: `make dataset` writes it once (about 100 s on
 # 2 cores), then fitting reads its 5,000 images (models/README.md gives the times).
 $(DATA)/generation.json:
+	@echo "make: $(DATA) is missing; generating the synthetic dataset first (about 2 min)"
 	$(MAKE) dataset
 
 export: $(VENV)/.stamp $(if $(CALIBRATION_DATA),$(CALIBRATION_DATA)/generation.json)
@@ -73,8 +78,10 @@ trust: $(VENV)/.stamp $(DATA)/generation.json
 	$(VENV)/bin/python -m btxrd.export.trust.measure --checkpoint $(CHECKPOINT) --model $(OUT) \
 	  --data $(DATA) --split $(SPLIT) --out results/trust
 
-gradcam: $(VENV)/.stamp
-	$(VENV)/bin/btxrd-explain report --data $(DATA) --split models/btxrd-demo.split.json --out results/explain
+# The explainer report on the demo model's held-out split; the synthetic data is generated first
+# when it is missing (a fresh clone).
+gradcam: $(VENV)/.stamp $(DATA)/generation.json
+	$(VENV)/bin/btxrd-explain report --data $(DATA) --split $(SPLIT) --out results/explain
 
 # hyperfine (Debian) times the cold starts when it can be installed; OpenVINO is compared with
 # onnxruntime on the same model file.
@@ -86,11 +93,13 @@ bench: $(VENV)/.stamp
 	$(VENV)/bin/pip install -q -e '.[openvino]'
 	$(VENV)/bin/python bench/run.py
 
-# 100,000 mutated image files through the decode path (tests/fuzz/fuzz_decode.py); not in CI.
+# 200,000 mutated files of every allowed format (JPEG, PNG 8/16-bit, TIFF incl. 16-bit, float
+# and WhiteIsZero, BMP, DICOM) through the decode path (tests/fuzz/fuzz_decode.py); not in CI.
+# A finding is saved as results/fuzz/crash-*: keep it in tests/fuzz/regressions/.
 fuzz: $(VENV)/.stamp
 	$(VENV)/bin/pip install -q -e '.[fuzz]'
 	mkdir -p results/fuzz
-	$(VENV)/bin/python tests/fuzz/fuzz_decode.py -atheris_runs=100000
+	$(VENV)/bin/python tests/fuzz/fuzz_decode.py -atheris_runs=200000
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check .
