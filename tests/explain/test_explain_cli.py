@@ -203,14 +203,19 @@ def test_annotation_report_json(report_run) -> None:
 def test_report_html_is_self_contained(report_run) -> None:
     html = (report_run.out / "report.html").read_text()
     assert "not for clinical use" in html
-    sources = re.findall(r'<img src="([^"]+)"', html)
+    sources = re.findall(r'<img [^>]*?src="([^"]+)"', html)
     galleries, comparisons = 3, 1  # the seeded fixture always scores some images
     assert len(sources) >= galleries + comparisons
     for source in sources:
-        assert source.startswith("data:image/png;base64,")
-        with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as png:
-            png.verify()
-    assert "http://" not in html and "https://" not in html and "<script" not in html
+        assert source.startswith(("data:image/jpeg;base64,", "data:image/png;base64,"))
+        with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as picture:
+            picture.verify()
+    assert "http://" not in html and "https://" not in html
+    # One inline script (it sorts the table of every image) that loads nothing.
+    assert html.count("<script") == 1 and "<script>" in html
+    script = html.split("<script>", 1)[1].split("</script>", 1)[0]
+    for loader in ("fetch", "XMLHttpRequest", "import", "src", "WebSocket", "location", "http"):
+        assert loader not in script
 
 
 def test_gallery_and_annotations_on_the_test_split(synth_data, tiny_checkpoint, tmp_path) -> None:
