@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import stat
 import struct
 import sys
 import warnings
@@ -210,6 +211,10 @@ def _check_file(path: Path) -> bytes:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a folder; use --dir to classify a folder")
+    # Only regular files are opened: reading a FIFO (or a device) would wait for a writer for
+    # ever, in a decode thread that Ctrl-C cannot stop.
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise InputError(f"{path}: not a regular file (a FIFO, socket or device); not read")
     try:
         with path.open("rb") as handle:
             head = handle.read(132)

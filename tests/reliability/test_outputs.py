@@ -175,6 +175,17 @@ def test_a_fifo_in_the_folder_is_an_error_record_not_a_hang(tiny_onnx, scans):
     assert sum(r["error"] is None for r in records) == 3
 
 
+def test_a_fifo_given_as_an_input_is_an_error_record_not_a_hang(tiny_onnx, scans):
+    fifo = scans / "named-pipe.png"
+    os.mkfifo(fifo)
+    done = run_process("--model", tiny_onnx, "--jsonl", scans / "scan0.png", fifo)
+    stderr = done.stderr.decode()
+    assert done.returncode == 1, stderr
+    assert_one_clear_line(stderr, str(fifo), "not a regular file")
+    good, refused = (json.loads(line) for line in done.stdout.decode().splitlines())
+    assert good["error"] is None and refused["prediction"] is None
+
+
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
 def test_an_unreadable_sub_folder_is_an_error_record(tiny_onnx, scans):
     """Root reads everything, so the command runs in a new user namespace, where mode bits hold."""
