@@ -28,7 +28,7 @@ from btxrd.runtime.cliutil import (
 from btxrd.runtime.errors import ConfigError, ModelError
 from btxrd.runtime.report import RESULTS_SCHEMA_VERSION
 from btxrd.runtime.settings import GradcamSettings
-from btxrd.runtime.text import for_terminal
+from btxrd.runtime.text import for_terminal, plural
 
 PROGRAM = "btxrd-explain"
 DEFAULT_COMMAND = "images"
@@ -292,6 +292,8 @@ def _images(options: ImagesOptions) -> int:
     for record in records:
         if record["error"]:
             click.echo(f"{PROGRAM}: error: {for_terminal(record['error'])}", err=True)
+    overlays = sum(1 for r in records if r["overlay"])
+    say(f"wrote {plural(overlays, 'overlay')} to {folder}/ ({{stem}}_gradcam.png)")
     return EXIT_INPUT if any(r["error"] for r in records) else EXIT_OK
 
 
@@ -335,7 +337,9 @@ def _dataset_command(command: str, options: DatasetOptions) -> int:
     folder = prepare_output_dir(settings.out)
     say(f"{len(samples)} images: {subset}")
     # One run for every step: each image decoded once (here), each CAM computed once.
-    run = ExplainRun(explainer, evaluate(explainer, samples, subset, log=say))
+    run = ExplainRun(
+        explainer, evaluate(explainer, samples, subset, log=say), show_progress=not options.quiet
+    )
     evaluation = run.evaluation
     gradcam = settings.gradcam
     summary: dict[str, Any] = {"out": str(folder), "images": len(evaluation.samples)}
@@ -362,6 +366,9 @@ def _dataset_command(command: str, options: DatasetOptions) -> int:
     click.echo(json.dumps(summary, indent=2))
     for _, error in evaluation.failed:
         click.echo(f"{PROGRAM}: error: {for_terminal(error)}", err=True)
+    say(f"wrote {plural(len(summary['files']), 'file')} to {folder}/")
+    if "report" in summary:
+        say(f"open {summary['report']} in a browser: one self-contained page, nothing fetched")
     return EXIT_INPUT if evaluation.failed else EXIT_OK
 
 

@@ -18,6 +18,7 @@ from btxrd.runtime.contract import Preprocessing
 from btxrd.runtime.errors import InputError, ModelError
 from btxrd.runtime.imageio import load_image
 from btxrd.runtime.preprocess import resize_for_model, to_input_array
+from btxrd.runtime.progress import progress
 
 Log = Callable[[str], None]
 SPLIT_PART = "test"
@@ -107,7 +108,8 @@ def evaluate(
     images: list[SampleImage] = []
     failed: list[tuple[str, str]] = []
     chunks: list[np.ndarray] = []
-    for start in range(0, len(samples), _CHUNK):
+    starts = range(0, len(samples), _CHUNK)
+    for start in progress(starts, len(starts), "predicting", "batch", enabled=log is not silent):
         inputs = []
         for sample in samples[start : start + _CHUNK]:
             try:
@@ -120,7 +122,6 @@ def evaluate(
             inputs.append(image.model_input(prep))
         if inputs:
             chunks.append(predict_probabilities(explainer.model, np.stack(inputs)))
-        log(f"predicted {min(start + _CHUNK, len(samples))}/{len(samples)} images")
     if not kept:
         raise InputError(f"none of the {len(samples)} images could be read; nothing to explain")
     return Evaluation(

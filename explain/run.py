@@ -17,6 +17,7 @@ from btxrd.explain.evaluate import Evaluation
 from btxrd.explain.lesions import annotation_mask
 from btxrd.explain.model import Explainer
 from btxrd.export.data.masks import LesionMask
+from btxrd.runtime.progress import progress
 
 # Model inputs are rebuilt for this many images at a time (pytorch-grad-cam then batches by
 # cam.CAM_BATCH): all 749 test inputs at once would take 450 MB of float32.
@@ -30,6 +31,7 @@ class ExplainRun:
 
     explainer: Explainer
     evaluation: Evaluation
+    show_progress: bool = False  # a bar on stderr (on a terminal) while CAMs are computed
     _cams: dict[tuple[int, int, str], CamResult] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -54,7 +56,9 @@ class ExplainRun:
         keys = [(int(i), int(t), method) for i, t in zip(indices, targets, strict=True)]
         missing = [key for key in dict.fromkeys(keys) if key not in self._cams]
         prep = self.explainer.prep
-        for start in range(0, len(missing), CAM_CHUNK):
+        starts = range(0, len(missing), CAM_CHUNK)
+        bar = progress(starts, len(starts), "computing CAMs", "batch", self.show_progress)
+        for start in bar:
             part = missing[start : start + CAM_CHUNK]
             inputs = np.stack([self.evaluation.images[i].model_input(prep) for i, _, _ in part])
             results = compute_cams(

@@ -18,6 +18,7 @@ from btxrd.runtime.cliutil import (
     documents_exit_codes,
     prepare_output_dir,
     run_cli,
+    version_option,
 )
 
 
@@ -81,6 +82,7 @@ def copy_samples(data: Path, split_file: Path, out: Path, per_class: int = 2) ->
     show_default=True,
     help="Images of each class.",
 )
+@version_option(())
 @debug_option
 @documents_exit_codes
 def main(data: Path, split: Path, out: Path, per_class: int, debug: bool) -> None:

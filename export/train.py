@@ -42,12 +42,14 @@ from btxrd.runtime.cliutil import (
     documents_exit_codes,
     prepare_output_dir,
     run_cli,
+    version_option,
 )
 from btxrd.runtime.contract import Preprocessing
 from btxrd.runtime.errors import ModelError
 from btxrd.runtime.imageio import load_image
 from btxrd.runtime.metrics import classification_metrics
 from btxrd.runtime.preprocess import resize_for_model
+from btxrd.runtime.progress import progress
 
 
 def cache_images(samples: list[Sample], prep: Preprocessing) -> torch.Tensor:
@@ -286,7 +288,8 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
         t_epoch = time.time()
         order = torch.randperm(len(x_train), generator=generator)
         running = running_class = 0.0
-        for start in range(0, len(order), tcfg["batch_size"]):
+        starts = range(0, len(order), tcfg["batch_size"])
+        for start in progress(starts, len(starts), f"epoch {epoch}", "batch"):
             idx = order[start : start + tcfg["batch_size"]]
             batch = augment_batch(x_train[idx], config["augment"], generator)
             features.clear()
@@ -386,6 +389,7 @@ def _log(message: str) -> None:
     type=click.Path(path_type=Path),
     help="Training recipe (YAML); `base: FILE` inside it names the recipe it builds on.",
 )
+@version_option(("torch", "torchvision"))
 @debug_option
 @documents_exit_codes
 def main(config_path: Path, debug: bool) -> None:

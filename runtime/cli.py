@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from btxrd.runtime.cliutil import (
     version_lines,
 )
 from btxrd.runtime.errors import ConfigError, InputError, ModelError
+from btxrd.runtime.progress import progress
 from btxrd.runtime.report import HUMAN, WRITERS, format_for_suffix
 from btxrd.runtime.text import plural
 
@@ -283,7 +283,8 @@ def _classify(
             predictions.append(failure)
             sink.add(failure, display_names([Path(failure.path or "")], folder)[0])
         stream = classifier.predict_many(paths, with_cam=cam_out is not None)
-        for i, prediction in enumerate(_progress(stream, len(paths), quiet)):
+        shown_stream = progress(stream, len(paths), "classifying", enabled=not quiet)
+        for i, prediction in enumerate(shown_stream):
             if cam_out is not None and prediction.ok:
                 prediction = _write_cam(
                     classifier, prediction, cam_out / cam_names[i], cam_class, alpha, with_original
@@ -436,32 +437,6 @@ def _inputs(
         hint = "" if recursive else " (add --recursive to look in sub-folders)"
         raise InputError(f"{folder}: no image files found{hint}")
     return listing.paths, listing.problems
-
-
-def _progress(stream: Iterator, total: int, quiet: bool) -> Iterator:
-    """tqdm's bar (count, rate, ETA) on stderr, only on a terminal; the table's rows go through
-    ``tqdm.write`` meanwhile (``report.HumanSink``), so a row never lands on the bar's line."""
-    if quiet or total < 2 or not sys.stderr.isatty():
-        yield from stream
-        return
-    import shutil
-
-    from tqdm import tqdm
-
-    # A terminal that reports no size (a fresh pseudo-terminal, some CI consoles) makes tqdm
-    # hide the bar (zero rows to draw it on); shutil gives 100 x 20 there instead.
-    size = shutil.get_terminal_size((100, 20))
-    with tqdm(
-        stream,
-        total=total,
-        desc="classifying",
-        unit="image",
-        file=sys.stderr,
-        leave=False,
-        ncols=size.columns,
-        nrows=size.lines,
-    ) as bar:
-        yield from bar
 
 
 def _print_info(classifier) -> int:

@@ -18,6 +18,7 @@ from btxrd.runtime.cliutil import (
     prepare_output_dir,
     quiet_option,
     run_cli,
+    version_option,
 )
 from btxrd.runtime.errors import OutputError
 
@@ -76,6 +77,7 @@ def _parse_proportions(
 )
 @click.option("--overwrite", is_flag=True, help="Replace a previous run's files in --out.")
 @quiet_option
+@version_option(("numpy", "pillow"))
 @debug_option
 @documents_exit_codes
 def main(

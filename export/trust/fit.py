@@ -49,6 +49,7 @@ from btxrd.runtime.errors import BtxrdError
 from btxrd.runtime.imageio import load_image
 from btxrd.runtime.model import session_options
 from btxrd.runtime.preprocess import preprocess
+from btxrd.runtime.progress import progress
 
 DEFAULT_RETENTION = 0.99
 # Chosen by `make trust` (models/README.md): the only candidate that refuses every
@@ -86,7 +87,8 @@ class Probe:
         features: list[np.ndarray] = []
         failed: dict[Path, str] = {}
         with ThreadPoolExecutor(2, thread_name_prefix="btxrd-trust") as pool:
-            for start in range(0, len(paths), _BATCH):
+            starts = range(0, len(paths), _BATCH)
+            for start in progress(starts, len(starts), "scoring", "batch"):
                 chunk = list(paths[start : start + _BATCH])
                 arrays = []
                 for path, (array, error) in zip(chunk, pool.map(self._prepare, chunk), strict=True):

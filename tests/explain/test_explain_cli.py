@@ -149,6 +149,11 @@ def test_metrics_json(report_run) -> None:
                 assert warning in report_run.stderr
 
 
+def test_report_says_what_it_wrote(report_run) -> None:
+    assert f"wrote 7 files to {report_run.out}/" in report_run.stderr
+    assert "report.html in a browser" in report_run.stderr
+
+
 def test_figures_carry_bootstrap_intervals(report_run) -> None:
     metrics = json.loads((report_run.out / "metrics.json").read_text())
     intervals = metrics["intervals"]

@@ -212,3 +212,10 @@ def test_samples_refuses_a_split_of_other_data(
         "samples", ["--data", str(tiny_data[0]), "--split", str(split), "--out", str(tmp_path)]
     )
     _assert_one_line(result, 1, str(split), "IMG999999.jpeg")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_version_on_every_export_command(command: str) -> None:
+    result = _invoke(command, ["--version"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith("btxrd ")
