@@ -1,4 +1,4 @@
-"""Helpers of the reliability matrix (issue "Reliability and security"): every case runs
+"""Helpers of the reliability matrix: every case runs
 through the real ``btxrd-run`` command, beside good images that must still be classified."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""DICOM through the real ``btxrd-run`` (issue "Users", item 6): the VOI stage the file asks for
+"""DICOM through the real ``btxrd-run``: the VOI stage the file asks for
 (by pydicom), classified beside a PNG of the pixels the standard's formulas give (numpy on the
 DICOM values), both scoring alike; and the identifiers of each DICOM input in its JSONL record."""
 

@@ -1,4 +1,4 @@
-"""Files ``btxrd-run`` used to classify without a word from the wrong pixels (issue "Hardening"):
+"""Files ``btxrd-run`` used to classify without a word from the wrong pixels:
 each is classified through the real command beside a PNG of the pixels an independent decoder
 (tifffile, pypng, numpy on the DICOM values) says it holds, and both must score the same. Also:
 libtiff's own stderr output is silenced, and memory stays bounded on small files that declare
