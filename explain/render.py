@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from btxrd.runtime.atomic import write_bytes
-from btxrd.runtime.overlay import jet, overlay, png_info, resize_cam
+from btxrd.runtime.overlay import jet, overlay, png_info, resize_cam, wrap_text
 
 CELL = 240
 BACKGROUND = (28, 28, 30)
@@ -109,7 +109,7 @@ def mark_peak(image: Image.Image, cam01: np.ndarray) -> Image.Image:
 def captioned(image: Image.Image | None, lines: Sequence[str], box: int = CELL) -> Image.Image:
     """A ``box``-wide cell: caption lines above the image centred in a ``box`` square."""
     size = 13
-    caption = [w for line in lines for w in _wrap(line, font(size), box - 2 * _PAD)]
+    caption = [w for line in lines for w in wrap_text(line, font(size), box - 2 * _PAD)]
     line_height = size + 4
     top = _PAD + line_height * len(caption)
     cell = Image.new("RGB", (box, top + box + _PAD), BACKGROUND)
@@ -221,16 +221,3 @@ def save_png(
 def _resized_mask(mask: np.ndarray, size: tuple[int, int]) -> Image.Image:
     image = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255)
     return image.resize(size, Image.Resampling.NEAREST)
-
-
-def _wrap(text: str, face, width: int) -> list[str]:
-    words, lines, current = text.split(" "), [], ""
-    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
-    for word in words:
-        candidate = f"{current} {word}".strip()
-        if current and measure.textlength(candidate, font=face) > width:
-            lines.append(current)
-            current = word
-        else:
-            current = candidate
-    return [*lines, current] if current else lines or [""]

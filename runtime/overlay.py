@@ -95,7 +95,7 @@ def explained_overlay(
     lines = [
         wrapped
         for line in [*caption, "Attention scale (opacity grows with it):"]
-        for wrapped in _wrap(line, font, view.width - 2 * _PAD)
+        for wrapped in wrap_text(line, font, view.width - 2 * _PAD)
     ]
     band = _PAD + len(lines) * (text_size + 4) + _SCALE_HEIGHT + text_size + 2 * _PAD
     page = Image.new("RGB", (view.width, view.height + band), _BACKGROUND)
@@ -126,7 +126,7 @@ def png_info(fields: Mapping[str, str]) -> PngImagePlugin.PngInfo:
     return info
 
 
-def _wrap(text: str, font, width: int) -> list[str]:
+def wrap_text(text: str, font, width: int) -> list[str]:
     """``text`` broken at spaces into lines no wider than ``width`` pixels (a word longer than
     the line stays whole)."""
     measure = ImageDraw.Draw(Image.new("L", (1, 1)))

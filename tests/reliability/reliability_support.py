@@ -66,3 +66,27 @@ def peak_rss_kib(*args: object) -> int:
     )
     done = run_process(*args, code=code)
     return int(done.stderr.decode().strip().splitlines()[-1])
+
+
+def assert_scores_like_reference(
+    model: Path, case: Path, pixels, tmp_path: Path, note: str | None = None
+) -> dict:
+    """``case`` is classified beside a PNG of ``pixels`` (what an independent decoder or the
+    standard's formula gives), without a word on stderr, and both score alike to 1e-6; ``note``
+    must be among the case's record notes. Returns the case's record."""
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    reference = tmp_path / "reference.png"
+    Image.fromarray(np.ascontiguousarray(pixels)).save(reference)
+    out = tmp_path / "results.jsonl"
+    result = run_cli("--model", model, "--jsonl", "--output", out, case, reference)
+    assert result.exit_code == 0, result.stderr
+    assert "error" not in result.stderr and "Warning" not in result.stderr
+    ours, theirs = records_of(out)
+    assert ours["error"] is None and ours["prediction"] is not None
+    assert ours["scores"] == pytest.approx(theirs["scores"], abs=1e-6)
+    if note:
+        assert any(note in n for n in ours["notes"]), ours["notes"]
+    return ours

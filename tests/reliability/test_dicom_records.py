@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from reliability_support import records_of, run_cli
+from reliability_support import assert_scores_like_reference, records_of, run_cli
 
 pydicom = pytest.importorskip("pydicom")
 
@@ -97,16 +97,7 @@ SAME = [
 @pytest.mark.parametrize(("name", "make", "note"), [c[1:] for c in SAME], ids=[c[0] for c in SAME])
 def test_dicom_voi_scores_as_the_standard_says(tiny_onnx, tmp_path, name, make, note):
     case = tmp_path / name
-    reference = tmp_path / "reference.png"
-    Image.fromarray(make(case)).save(reference)
-    out = tmp_path / "results.jsonl"
-    result = run_cli("--model", tiny_onnx, "--jsonl", "--output", out, case, reference)
-    assert result.exit_code == 0, result.stderr
-    assert "error" not in result.stderr and "Warning" not in result.stderr
-    ours, theirs = records_of(out)
-    assert ours["error"] is None and ours["prediction"] is not None
-    assert ours["scores"] == pytest.approx(theirs["scores"], abs=1e-6)
-    assert any(note in n for n in ours["notes"]), ours["notes"]
+    assert_scores_like_reference(tiny_onnx, case, make(case), tmp_path, note)
 
 
 @pytest.mark.filterwarnings("ignore:The value length", "ignore:Invalid value for VR")

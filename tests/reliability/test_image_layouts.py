@@ -14,9 +14,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 from reliability_support import (
     assert_one_clear_line,
+    assert_scores_like_reference,
     peak_rss_kib,
-    records_of,
-    run_cli,
     run_process,
 )
 
@@ -127,17 +126,7 @@ def test_file_scores_as_the_pixels_an_independent_decoder_reads(
     tiny_onnx, tmp_path, name, make, note
 ):
     case = tmp_path / name
-    reference = tmp_path / "reference.png"
-    Image.fromarray(np.ascontiguousarray(make(case))).save(reference)
-    out = tmp_path / "results.jsonl"
-    result = run_cli("--model", tiny_onnx, "--jsonl", "--output", out, case, reference)
-    assert result.exit_code == 0, result.stderr
-    assert "error" not in result.stderr and "Warning" not in result.stderr
-    ours, theirs = records_of(out)
-    assert ours["error"] is None and ours["prediction"] is not None
-    assert ours["scores"] == pytest.approx(theirs["scores"], abs=1e-6)
-    if note:
-        assert any(note in n for n in ours["notes"]), ours["notes"]
+    assert_scores_like_reference(tiny_onnx, case, make(case), tmp_path, note)
 
 
 def test_libtiff_prints_nothing_of_its_own(tiny_onnx, good_images, tmp_path):

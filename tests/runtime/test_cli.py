@@ -587,15 +587,16 @@ def test_default_model_is_the_shipped_demo_from_any_folder(demo_onnx, tmp_path, 
 # --- progress bar: on a terminal only --------------------------------------------------------
 
 
-def _stderr_through_a_terminal(*args: object) -> tuple[int, str, str]:
-    """Run btxrd-run with stderr on a pseudo-terminal and stdout on a pipe."""
+def _through_a_terminal(*args: object, stdout_too: bool = False) -> tuple[int, str, str]:
+    """Run btxrd-run with stderr (and with ``stdout_too`` stdout as well, as in an interactive
+    shell) on a pseudo-terminal; returns the exit code, piped stdout and what the terminal got."""
     import pty
 
     controller, terminal = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
     process = subprocess.Popen(
         [sys.executable, "-m", "btxrd.runtime.cli", *map(str, args)],
-        stdout=subprocess.PIPE,
+        stdout=terminal if stdout_too else subprocess.PIPE,
         stderr=terminal,
         env=env,
     )
@@ -611,16 +612,17 @@ def _stderr_through_a_terminal(*args: object) -> tuple[int, str, str]:
         chunks.append(chunk)
     stdout, _ = process.communicate(timeout=60)
     os.close(controller)
-    return process.returncode, stdout.decode(), b"".join(chunks).decode(errors="replace")
+    piped = stdout.decode() if stdout is not None else ""
+    return process.returncode, piped, b"".join(chunks).decode(errors="replace")
 
 
 def test_progress_bar_on_a_terminal_and_never_in_the_results(tiny_onnx, images):
-    code, stdout, terminal = _stderr_through_a_terminal("--model", tiny_onnx, "--jsonl", *images)
+    code, stdout, terminal = _through_a_terminal("--model", tiny_onnx, "--jsonl", *images)
     assert code == 0
     assert "classifying" in terminal and f"/{len(images)} [" in terminal  # count of total
     assert "image/s" in terminal  # tqdm's rate
     assert len(stdout.splitlines()) == len(images)  # stdout holds the records only
-    quiet_code, _, quiet_terminal = _stderr_through_a_terminal(
+    quiet_code, _, quiet_terminal = _through_a_terminal(
         "--model", tiny_onnx, "--jsonl", "--quiet", *images
     )
     assert quiet_code == 0 and quiet_terminal == ""
@@ -642,35 +644,10 @@ def test_output_format_follows_the_file_suffix(tiny_onnx, phantom_images, tmp_pa
         assert text.splitlines()[1].split(",")[1] == str(image)
 
 
-def _both_through_one_terminal(*args: object) -> tuple[int, str]:
-    """Run btxrd-run with stdout and stderr on one pseudo-terminal, as in an interactive shell."""
-    import pty
-
-    controller, terminal = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "btxrd.runtime.cli", *map(str, args)],
-        stdout=terminal,
-        stderr=terminal,
-        env=env,
-    )
-    os.close(terminal)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    process.wait(timeout=60)
-    os.close(controller)
-    return process.returncode, b"".join(chunks).decode(errors="replace")
-
-
 def test_bar_and_table_never_share_a_line_on_a_terminal(tiny_onnx, images):
-    code, screen = _both_through_one_terminal("--model", tiny_onnx, "--batch-size", 1, *images)
+    code, _, screen = _through_a_terminal(
+        "--model", tiny_onnx, "--batch-size", 1, *images, stdout_too=True
+    )
     assert code == 0
     assert "classifying" in screen  # the bar was drawn
     # What a reader sees on each line is what follows its last carriage return.
