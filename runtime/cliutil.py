@@ -148,11 +148,15 @@ def exit_code_for(error: BtxrdError) -> int:
 
 def run_cli(action: Callable[[], int], debug: bool) -> None:
     """Run a command body; turn our errors into one line on stderr and the documented exit code."""
+    from btxrd.runtime.atomic import unprotect_all
     from btxrd.runtime.imageio import quiet_decoder_warnings
 
     program = click.get_current_context().command_path
     quiet_decoder_warnings()
     _terminate_like_ctrl_c()
+    # Files protected from overwriting belong to one command run: a process that runs several
+    # (tests, a server) must not carry them over, as a freed inode number can come back.
+    unprotect_all()
     try:
         code = action()
         sys.stdout.flush()  # a full stdout (/dev/full) fails here, inside the error handling

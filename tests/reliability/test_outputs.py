@@ -270,3 +270,15 @@ def test_stdout_on_a_full_device_is_one_clear_line(tiny_onnx, scans):
     assert done.returncode == 3, stderr
     assert "Traceback" not in stderr
     assert "No space left on device" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_protection_lasts_one_run_not_the_process(tiny_onnx, scans, tmp_path):
+    """In one process (a test runner, a server), a file that was an input of an earlier run may
+    be the output of a later one: protection belongs to a run."""
+    earlier_input = tmp_path / "was-an-input.json"
+    earlier_input.write_bytes((scans / "scan0.png").read_bytes())
+    first = run_cli("--model", tiny_onnx, "--json", "--quiet", earlier_input)
+    assert first.exit_code == 0, first.stderr
+    second = run_cli("--model", tiny_onnx, "--quiet", "-o", earlier_input, scans / "scan1.png")
+    assert second.exit_code == 0, second.stderr
+    assert json.loads(earlier_input.read_text())["results"][0]["path"] == str(scans / "scan1.png")
