@@ -116,3 +116,36 @@ def test_readme_commands_work_from_another_folder(row, sample_images, tmp_path) 
         assert (tmp_path / "out.json").exists() and "wrote 1 record to out.json" in done.stderr
     if "--cam" in row:
         assert len(list((tmp_path / "cams").iterdir())) == 1 and "overlay" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_readme_torch_commands_work_from_another_folder(sample_images, tmp_path) -> None:
+    """btxrd-synth, btxrd-explain (an image, then a report on what synth wrote) and btxrd-export
+    (the checkpoint as an argument), each run from a folder that is not the checkout."""
+    pytest.importorskip("torch")
+    if not sample_images or not (ROOT / "models" / "btxrd-demo.pt").exists():
+        pytest.skip("the demo checkpoint and samples are not in this checkout")
+    env = {k: v for k, v in os.environ.items() if k not in ("BTXRD_MODEL", "BTXRD_CONFIG")}
+    checkpoint = ROOT / "models" / "btxrd-demo.pt"
+    commands = [
+        ["btxrd-synth", "--out", "synthetic", "--n", "12", "--max-size", "300", "--quiet"],
+        ["btxrd-explain", str(sample_images[0]), "--out", "overlays", "--quiet"],
+        ["btxrd-explain", "report", "--data", "synthetic", "--out", "report", "--quiet"],
+        ["btxrd-export", str(checkpoint), "-o", "mine.onnx", "--parity-images",
+         str(sample_images[0].parent)],
+    ]  # fmt: skip
+    for command in commands:
+        done = subprocess.run(
+            [_entry_point(command[0]), *command[1:]],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr
+    assert len(list((tmp_path / "overlays").glob("*_gradcam.png"))) == 1
+    assert (tmp_path / "report" / "report.html").exists()
+    assert (tmp_path / "mine.onnx").exists() and (tmp_path / "mine.parity.json").exists()
