@@ -51,21 +51,24 @@ def test_parity_source_count_comes_from_the_environment(
     assert [p.name for p in _parity_sources(tmp_path)] == ["a.png"]
 
 
+def _export_with_parity_images(checkpoint: Path, out: Path, parity_images: Path):
+    """``btxrd-export --checkpoint C --out O --parity-images P`` through click."""
+    args = [
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--parity-images",
+        str(parity_images),
+    ]
+    return CliRunner().invoke(export_main, args)
+
+
 def test_a_bad_parity_source_count_is_a_config_error(
     tmp_path: Path, tiny_checkpoint: Path, radiograph_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BTXRD_PARITY_SOURCES", "many")
-    result = CliRunner().invoke(
-        export_main,
-        [
-            "--checkpoint",
-            str(tiny_checkpoint),
-            "--out",
-            str(tmp_path / "m.onnx"),
-            "--parity-images",
-            str(radiograph_dir),
-        ],
-    )
+    result = _export_with_parity_images(tiny_checkpoint, tmp_path / "m.onnx", radiograph_dir)
     assert result.exit_code == 2
     (line,) = result.stderr.splitlines()
     assert "BTXRD_PARITY_SOURCES" in line and "'many'" in line
@@ -75,17 +78,7 @@ def test_a_folder_without_radiographs_is_refused(tmp_path: Path, tiny_checkpoint
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "scan.dcm").write_bytes(b"\0" * 132)
-    result = CliRunner().invoke(
-        export_main,
-        [
-            "--checkpoint",
-            str(tiny_checkpoint),
-            "--out",
-            str(tmp_path / "m.onnx"),
-            "--parity-images",
-            str(empty),
-        ],
-    )
+    result = _export_with_parity_images(tiny_checkpoint, tmp_path / "m.onnx", empty)
     assert result.exit_code == 3
     (line,) = result.stderr.splitlines()
     assert "no radiographs to check parity on" in line and "--parity-images" in line
