@@ -41,8 +41,11 @@ class RunOptions:
     output_format: str | None = None  # a key of report.WRITERS; None: from --output, or a table
     output: Path | None = None
     resume: bool = False
+    engine: str | None = None  # None: config scale.engine
+    ray_address: str | None = None  # None: config scale.ray_address
     threads: int | None = None
     batch_size: int | None = None
+    fast_decode: bool = False
     cam: bool = False
     cam_dir: Path | None = None
     cam_class: str | None = None
@@ -93,9 +96,25 @@ def _parse(options: dict) -> RunOptions:
     "-o",
     type=click.Path(path_type=Path),
     help="Write results to this file (format from the flag, or from its suffix: "
-    ".json, .jsonl, .csv).",
+    ".json, .jsonl, .csv; .parquet is a folder).",
 )
-@click.option("--resume", is_flag=True, help="With --jsonl --output: skip inputs already recorded.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="With --jsonl or --parquet --output: skip inputs already recorded (Parquet: finished "
+    "shards).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    help="With --parquet: classify in this process (local) or on a Ray cluster (ray, extra "
+    "[ray]) (default: config scale.engine, local).",
+)
+@click.option(
+    "--ray-address",
+    help="With --engine ray: the cluster to join, 'auto' or HOST:PORT (default: config "
+    "scale.ray_address; empty: start Ray on this machine).",
+)
 @click.option(
     "--threads",
     type=setting_range("inference", "threads"),
@@ -103,6 +122,12 @@ def _parse(options: dict) -> RunOptions:
 )
 @click.option(
     "--batch-size", type=setting_range("inference", "batch_size"), help="Images per inference call."
+)
+@click.option(
+    "--fast-decode",
+    is_flag=True,
+    help="Decode JPEGs at 1/2, 1/4 or 1/8 scale (never below the model's input size): faster, "
+    "pixels slightly different; each record's 'decode' says which (config inference.fast_decode).",
 )
 @click.option("--cam", is_flag=True, help="Write a heatmap overlay per image ({stem}_cam.png).")
 @click.option(
@@ -153,6 +178,8 @@ def main(**options) -> None:
 
         btxrd-run --dir radiographs/ --recursive --json --output results.json
 
+        btxrd-run --dir archive/ --recursive --engine ray --parquet --output results.parquet
+
         btxrd-run scan.png --cam --cam-dir overlays/
     """
     debug = options["debug"]
@@ -187,6 +214,7 @@ def _run(options: RunOptions) -> int:
         batch_size=options.batch_size or inference.batch_size,
         limits=inference.limits,
         ood_gate=not options.no_ood_gate,
+        fast_decode=options.fast_decode or inference.fast_decode,
     )
     if options.info:
         return _print_info(classifier)
@@ -236,6 +264,8 @@ def _run(options: RunOptions) -> int:
                 f"resuming: {len(paths) - len(todo)} of {len(paths)} inputs already in "
                 f"{options.output}"
             )
+    if fmt == "parquet":
+        return _run_sharded(classifier, paths, problems, options, config)
     return _classify(
         classifier,
         todo,
@@ -387,6 +417,24 @@ def _write_cam(
     )
 
 
+def _run_sharded(classifier, paths, problems, options: RunOptions, config) -> int:
+    """``--parquet``: shard by shard into a dataset folder, locally or on Ray."""
+    from btxrd.runtime.engine.run import ShardedRun, run_sharded
+
+    scale = config["scale"]
+    assert options.output is not None  # _check_usage: --parquet needs --output
+    run = ShardedRun(
+        output=options.output,
+        engine=options.engine or scale["engine"],
+        resume=options.resume,
+        shard_size=scale["shard_size"],
+        ray_address=scale["ray_address"] if options.ray_address is None else options.ray_address,
+        ray_cpus_per_worker=scale["ray_cpus_per_worker"],
+        quiet=options.quiet,
+    )
+    return run_sharded(classifier, paths, problems, options.folder, run)
+
+
 def _say_what_was_written(sink, summary, cam_out: Path | None, metrics_out: Path | None) -> None:
     """One stderr line per output file or folder, so nothing is written without a word."""
     if sink.output is not None:
@@ -409,12 +457,21 @@ def _check_usage(options: RunOptions) -> str:
         fmt = format_for_suffix(options.output)
         if fmt is None:
             flags = ", ".join(f"--{name}" for name in WRITERS)
+            suffixes = ", ".join(str(writer.suffix) for writer in WRITERS.values())
             raise click.UsageError(
                 f"--output {options.output}: choose a format ({flags}) or name the file "
-                ".json, .jsonl or .csv"
+                f"with one of {suffixes}"
             )
-    if options.resume and not (options.output and fmt == "jsonl"):
-        raise click.UsageError("--resume works with --jsonl --output FILE")
+    if options.resume and not (options.output and fmt in ("jsonl", "parquet")):
+        raise click.UsageError(
+            "--resume works with --jsonl --output FILE or --parquet --output FOLDER"
+        )
+    if (options.engine == "ray" or options.ray_address) and fmt != "parquet":
+        raise click.UsageError("--engine ray and --ray-address write --parquet --output FOLDER")
+    if fmt == "parquet" and (options.output is None or options.cam or options.labels):
+        raise click.UsageError(
+            "--parquet needs --output FOLDER, and works without --cam and --labels"
+        )
     if (options.cam_class or options.cam_with_original) and not options.cam:
         raise click.UsageError("--cam-class and --cam-with-original need --cam")
     if options.metrics_out and not options.labels:

@@ -250,14 +250,28 @@ class HumanSink(Sink):
             _row(f"\n{summary['classified']} classified: {counts}{failed}")
 
 
+class ParquetSink(Sink):
+    """Named here for its flag and suffix only: Parquet results are a folder of part files,
+    written shard by shard and resumable (``btxrd.runtime.engine``), never through a sink."""
+
+    suffix = ".parquet"
+    help = "A folder of Parquet part files, one row per input, resumable (extra [parquet])."
+
+
 # The output formats, by the name of their command-line flag (``--json`` ...); "human" is the
 # table a terminal gets when no format is chosen.
-WRITERS: dict[str, type[Sink]] = {"json": JsonSink, "jsonl": JsonlSink, "csv": CsvSink}
+WRITERS: dict[str, type[Sink]] = {
+    "json": JsonSink,
+    "jsonl": JsonlSink,
+    "csv": CsvSink,
+    "parquet": ParquetSink,
+}
 HUMAN = "human"
 
 
 def format_for_suffix(path: Path) -> str | None:
-    """The format an ``--output`` file's suffix names (``.json``, ``.jsonl``, ``.csv``)."""
+    """The format an ``--output`` file's suffix names (``.json``, ``.jsonl``, ``.csv``,
+    ``.parquet``)."""
     by_suffix = {writer.suffix: name for name, writer in WRITERS.items()}
     return by_suffix.get(path.suffix.lower())
 
@@ -265,6 +279,8 @@ def format_for_suffix(path: Path) -> str | None:
 def make_sink(fmt: str, info: ModelInfo, output: Path | None, resume: bool = False) -> Sink:
     if fmt == HUMAN:
         return HumanSink(info, output)
+    if fmt == "parquet":  # resumed shard by shard (btxrd.runtime.engine), not here
+        return ParquetSink(info, output)
     if resume:
         if WRITERS[fmt] is not JsonlSink:
             raise ValueError("only JSON lines can be resumed")

@@ -81,11 +81,22 @@ class GradcamSettings:
     alpha: float = _setting(OVERLAY_ALPHA, Limits(0, 1))
 
 
+@dataclass(frozen=True)
+class ScaleSettings:
+    """Folders classified shard by shard into a Parquet dataset (``btxrd.runtime.engine``)."""
+
+    engine: str = "local"  # local (this process) or ray (a Ray cluster; extra [ray])
+    shard_size: int = _setting(256, Limits(1, 10**6))  # inputs per part file: the unit of resume
+    ray_address: str = ""  # "": start Ray on this machine; "auto" or HOST:PORT: join a cluster
+    ray_cpus_per_worker: int = _setting(1, Limits(1, 256))  # CPUs per Ray worker (one session)
+
+
 SECTIONS: dict[str, type] = {
     "paths": PathSettings,
     "inference": InferenceSettings,
     "cam": CamSettings,
     "gradcam": GradcamSettings,
+    "scale": ScaleSettings,
 }
 
 

@@ -1,0 +1,170 @@
+"""Shards classified on a Ray cluster: Ray Data's actor pool, one ``Classifier`` per actor.
+
+Each actor rebuilds the runtime's own ``Classifier`` from the driver's (it pickles as its
+settings) with ``ray_cpus_per_worker`` onnxruntime and decode threads, and runs
+``rows.classify_shard`` on one shard at a time; the driver writes each shard's part file as it
+arrives. Ray retries the work of a lost worker node (actors restart, tasks are retried); a lost
+driver is what ``--resume`` is for. Ray's own job checkpointing (beta) is not used.
+
+Ray is quiet: no dashboard, no usage report, worker logs stay in Ray's session folder, and what
+Ray's native code prints on this process's stderr goes to ``_btxrd_ray.log`` in the output
+folder instead of the user's terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from btxrd.runtime.engine.manifest import Shard
+from btxrd.runtime.errors import ConfigError
+
+LOG_FILE = "_btxrd_ray.log"
+
+
+def require_ray() -> Any:
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise ConfigError(
+            "--engine ray needs Ray, which is not installed: pip install 'btxrd[ray]' (or use "
+            "--engine local)"
+        ) from None
+    return ray
+
+
+class ShardWorker:
+    """A Ray actor: one classifier, one shard per call (Ray Data's callable-class pattern)."""
+
+    def __init__(self, state: dict[str, Any], extra: list[str], cwd: str) -> None:
+        from btxrd.runtime.classifier import Classifier
+        from btxrd.runtime.engine.rows import worker_cwd
+
+        worker_cwd(cwd)
+        self.classifier = Classifier.__new__(Classifier)
+        self.classifier.__setstate__(state)
+        self.extra = extra
+
+    def __call__(self, batch: dict[str, Any]) -> Any:
+        import pyarrow
+
+        from btxrd.runtime.engine.rows import classify_shard
+
+        tables = [
+            classify_shard(self.classifier, pickle.loads(payload), self.extra)
+            for payload in batch["payload"]
+        ]
+        return pyarrow.concat_tables(tables)
+
+
+def classify_on_ray(
+    classifier: Any,
+    shards: Sequence[Shard],
+    extra: list[str],
+    *,
+    address: str,
+    cpus_per_worker: int,
+    log_folder: Path,
+) -> Iterator[Any]:
+    """Yield pyarrow tables of rows as the cluster finishes shards: in any order, and a shard's
+    rows may come in more than one table (``input_index`` tells them apart)."""
+    ray = require_ray()
+    with _native_stderr_to(log_folder / LOG_FILE):
+        _connect(ray, address)
+        try:
+            yield from _run(ray, classifier, shards, extra, cpus_per_worker)
+        finally:
+            ray.shutdown()
+
+
+def _run(ray, classifier, shards, extra, cpus_per_worker) -> Iterator[Any]:
+    if not shards:
+        return
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    workers = max(1, min(len(shards), cpus // cpus_per_worker))
+    state = {
+        **classifier.__getstate__(),
+        "model_path": Path(os.path.abspath(classifier.model_path)),
+        "threads": cpus_per_worker,
+        "decode_workers": cpus_per_worker,
+    }
+    items = [{"shard": s.index, "payload": pickle.dumps(s)} for s in shards]
+    dataset = ray.data.from_items(items, override_num_blocks=len(items))
+    results = dataset.map_batches(
+        ShardWorker,
+        fn_constructor_kwargs={"state": state, "extra": extra, "cwd": os.getcwd()},
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=cpus_per_worker,
+        batch_format="pyarrow",
+    )
+    for block in results.iter_batches(batch_size=None, batch_format="pyarrow"):
+        if block.num_rows:
+            yield block
+
+
+def _connect(ray, address: str) -> None:
+    options: dict[str, Any] = {
+        "log_to_driver": False,
+        "logging_level": logging.ERROR,
+        "configure_logging": True,
+    }
+    for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        if address:
+            ray.init(address=address, **options)
+        else:  # a private instance on this machine: every core, nothing listening outside
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"a Ray cluster at {address!r}" if address else "a Ray instance on this machine"
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"cannot start or join {where} ({detail}); check --ray-address (start a cluster with "
+            "`ray start --head`), or use --engine local"
+        ) from None
+
+
+@contextlib.contextmanager
+def _native_stderr_to(log: Path) -> Iterator[None]:
+    """Send what Ray's native code writes on file descriptor 2 to ``log``; btxrd's own messages
+    (``sys.stderr``) keep going to the real stderr."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report, no notice of it
+    try:
+        ours = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        ours = False  # stderr is not a file (a test runner's capture): leave descriptors alone
+    if not ours:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    original = sys.stderr
+    with open(log, "ab") as sink:
+        os.dup2(sink.fileno(), 2)
+    sys.stderr = open(  # noqa: SIM115 - closed below
+        saved,
+        "w",
+        buffering=1,
+        encoding=original.encoding,
+        errors="backslashreplace",
+        closefd=False,
+    )
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = original
+        os.dup2(saved, 2)
+        os.close(saved)
