@@ -82,6 +82,13 @@ def _model_options(function: Callable) -> Callable:
             type=click.Choice(list(METHODS)),
             help="CAM method (default: config gradcam.method, gradcam).",
         ),
+        click.option(
+            "--model",
+            type=click.Path(path_type=Path),
+            help="The ONNX file exported from the checkpoint: its out-of-distribution gate and "
+            "calibration give each image the verdict and probabilities btxrd-run gives it "
+            "(default: config paths.model, used when exported from this checkpoint).",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -223,6 +230,7 @@ class ImagesOptions:
     as_json: bool
     checkpoint: Path | None
     method: str | None
+    model: Path | None
     config_path: Path | None
     quiet: bool
     debug: bool
@@ -238,6 +246,7 @@ class DatasetOptions:
     iou_threshold: float | None
     checkpoint: Path | None
     method: str | None
+    model: Path | None
     config_path: Path | None
     quiet: bool
     debug: bool
@@ -250,6 +259,7 @@ class _Settings:
     """Flag, then YAML config, then built-in default, resolved once."""
 
     checkpoint: Path
+    model: Path  # the exported ONNX file whose gate and calibration apply, if it matches
     data: Path
     out: Path
     gradcam: GradcamSettings
@@ -258,11 +268,13 @@ class _Settings:
 def _images(options: ImagesOptions) -> int:
     settings = _settings(options.config_path, options.checkpoint, options.method, options.out)
     explainer = _load_explainer(settings.checkpoint)
+    gate, gate_line = _gate(explainer, options.model, settings)
     class_name = options.class_name
     if class_name is not None and class_name not in explainer.class_names:
         raise ConfigError(f"--class {class_name!r} is not one of {list(explainer.class_names)}")
     say = _notifier(options.quiet)
     say(_intended_use(explainer))
+    say(gate_line)
     method = settings.gradcam.method
     if class_name and method == "eigencam":
         say("note: eigencam is class-agnostic; --class does not change its map")
@@ -278,6 +290,7 @@ def _images(options: ImagesOptions) -> int:
         method=method,
         class_name=class_name,
         alpha=settings.gradcam.alpha,
+        gate=gate,
     ):
         records.append(record)
         if not options.as_json:  # lines as results arrive; JSON as one document at the end
@@ -285,7 +298,7 @@ def _images(options: ImagesOptions) -> int:
     if options.as_json:
         document = {
             "schema_version": RESULTS_SCHEMA_VERSION,
-            "model": {**explainer.identity(), "method": method},
+            "model": {**explainer.identity(), "method": method, "gate": gate and gate.identity()},
             "results": records,
         }
         click.echo(json.dumps(document, indent=2))
@@ -299,7 +312,8 @@ def _images(options: ImagesOptions) -> int:
 
 def _print_line(record: dict[str, Any], class_names: tuple[str, ...]) -> None:
     if record["prediction"] is None:
-        click.echo(f"{for_terminal(record['path'])}  failed")
+        refused = record["ood"] is not None and not record["ood"]["in_distribution"]
+        click.echo(f"{for_terminal(record['path'])}  {'not classified' if refused else 'failed'}")
         return
     scores = "  ".join(f"{n} {record['scores'][n]:.3f}" for n in class_names)
     click.echo(
@@ -319,8 +333,10 @@ def _dataset_command(command: str, options: DatasetOptions) -> int:
         options.iou_threshold,
     )
     explainer = _load_explainer(settings.checkpoint)
+    gate, gate_line = _gate(explainer, options.model, settings)
     say = _notifier(options.quiet)
     say(_intended_use(explainer))
+    say(gate_line)
     split = options.split
     panels = options.panels
 
@@ -338,7 +354,9 @@ def _dataset_command(command: str, options: DatasetOptions) -> int:
     say(f"{len(samples)} images: {subset}")
     # One run for every step: each image decoded once (here), each CAM computed once.
     run = ExplainRun(
-        explainer, evaluate(explainer, samples, subset, log=say), show_progress=not options.quiet
+        explainer,
+        evaluate(explainer, samples, subset, log=say, gate=gate),
+        show_progress=not options.quiet,
     )
     evaluation = run.evaluation
     gradcam = settings.gradcam
@@ -420,6 +438,7 @@ def _settings(
     )
     resolved = _Settings(
         checkpoint=checkpoint or shipped(paths["checkpoint"]),
+        model=shipped(paths["model"]),
         data=data or shipped(paths["data"]),
         out=out or Path(section.out),
         gradcam=gradcam,
@@ -442,6 +461,20 @@ def _load_explainer(path: Path):
             "install them with pip install 'btxrd[explain]'"
         ) from None
     return load_explainer(path)
+
+
+def _gate(explainer, model: Path | None, settings: _Settings):
+    """The exported model's gate for this checkpoint (``btxrd.explain.gate.Gate``) or None, and
+    the line that says which (or why there is none)."""
+    from btxrd.explain.gate import gate_for
+
+    gate, note = gate_for(explainer.checkpoint.sha256, model, settings.model)
+    if gate is None:
+        return None, str(note)
+    return gate, (
+        f"out-of-distribution gate and calibration from {gate.path} "
+        f"({gate.method}, threshold {gate.threshold:.4g})"
+    )
 
 
 def _intended_use(explainer) -> str:

@@ -7,13 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from btxrd.explain import render
+from btxrd.explain.gate import Gate
 from btxrd.explain.model import Explainer, predict_probabilities
 from btxrd.export.data.dataset import DatasetError, Sample, load_dataset, read_split
+from btxrd.runtime.classifier import OodVerdict
 from btxrd.runtime.contract import Preprocessing
 from btxrd.runtime.errors import InputError, ModelError
 from btxrd.runtime.imageio import load_image
@@ -62,6 +65,16 @@ class Evaluation:
     class_names: tuple[str, ...]
     subset: str  # what was evaluated, in words
     failed: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # (image_id, error)
+    # The exported model's out-of-distribution verdict per sample, with its file's identity;
+    # empty and None without a gate. Metrics stay on every sample (the model card's figures);
+    # the verdicts say which of them btxrd-run would refuse.
+    verdicts: tuple[OodVerdict, ...] = ()
+    gate: dict[str, Any] | None = None
+
+    @property
+    def refused(self) -> list[int]:
+        """Indices of the samples the gate finds unlike the training images."""
+        return [i for i, v in enumerate(self.verdicts) if not v.in_distribution]
 
     @property
     def y_pred(self) -> np.ndarray:
@@ -92,10 +105,15 @@ def select_samples(data: str | Path, split: str | Path | None) -> tuple[list[Sam
 
 
 def evaluate(
-    explainer: Explainer, samples: Sequence[Sample], subset: str, log: Log = silent
+    explainer: Explainer,
+    samples: Sequence[Sample],
+    subset: str,
+    log: Log = silent,
+    gate: Gate | None = None,
 ) -> Evaluation:
     """Predict every sample without gradients, decoding each image once; undecodable images are
-    recorded and skipped."""
+    recorded and skipped. With a ``gate``, each sample also gets its out-of-distribution verdict
+    from the exported model, on the same input."""
     names = explainer.class_names
     unknown = sorted({s.label for s in samples} - set(names))
     if unknown:
@@ -108,6 +126,7 @@ def evaluate(
     images: list[SampleImage] = []
     failed: list[tuple[str, str]] = []
     chunks: list[np.ndarray] = []
+    verdicts: list[OodVerdict] = []
     starts = range(0, len(samples), _CHUNK)
     for start in progress(starts, len(starts), "predicting", "batch", enabled=log is not silent):
         inputs = []
@@ -121,7 +140,10 @@ def evaluate(
             images.append(image)
             inputs.append(image.model_input(prep))
         if inputs:
-            chunks.append(predict_probabilities(explainer.model, np.stack(inputs)))
+            batch = np.stack(inputs)
+            chunks.append(predict_probabilities(explainer.model, batch))
+            if gate is not None:
+                verdicts.extend(gate.run(batch).verdicts)
     if not kept:
         raise InputError(f"none of the {len(samples)} images could be read; nothing to explain")
     return Evaluation(
@@ -132,4 +154,6 @@ def evaluate(
         class_names=names,
         subset=subset,
         failed=tuple(failed),
+        verdicts=tuple(verdicts),
+        gate=None if gate is None else gate.identity(),
     )

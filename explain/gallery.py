@@ -55,7 +55,22 @@ def gallery_metrics(run: ExplainRun) -> dict[str, Any]:
         "subset": evaluation.subset,
         "num_images": len(evaluation.samples),
         **metrics,
+        "out_of_distribution": _gate_figures(evaluation),
         "failed": [{"image_id": i, "error": e} for i, e in evaluation.failed],
+    }
+
+
+def _gate_figures(evaluation) -> dict[str, Any] | None:
+    """Which evaluated images the exported model's gate refuses (btxrd-run would give them no
+    class); the metrics above count every image, as the model card's figures do."""
+    if evaluation.gate is None:
+        return None
+    refused = evaluation.refused
+    return {
+        "gate": evaluation.gate,
+        "refused": len(refused),
+        "retention": 1.0 - len(refused) / len(evaluation.samples),
+        "refused_images": [evaluation.samples[i].image_id for i in refused],
     }
 
 

@@ -13,8 +13,10 @@ import numpy as np
 
 from btxrd.explain import render
 from btxrd.explain.cam import compute_cams
+from btxrd.explain.gate import Gate
 from btxrd.explain.methods import METHODS
 from btxrd.explain.model import Explainer, load_input, predict_probabilities
+from btxrd.runtime.classifier import OodVerdict
 from btxrd.runtime.contract import intended_use_for
 from btxrd.runtime.errors import InputError
 from btxrd.runtime.inputs import display_names, output_names
@@ -34,9 +36,13 @@ def explain_images(
     method: str = GradcamSettings.method,
     class_name: str | None = None,
     alpha: float = GradcamSettings.alpha,
+    gate: Gate | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One record per input, in input order (the predecessor's ``image_name``, ``prediction``,
-    ``confidence``, ``scores``; plus ``cam_class`` and ``overlay``, or ``error``)."""
+    ``confidence``, ``scores``; plus ``ood``, ``cam_class`` and ``overlay``, or ``error``).
+
+    With a ``gate``, scores are the exported model's calibrated probabilities and an input it
+    finds unlike the training images gets no class and no overlay (its scores stay, for audit)."""
     names = output_names(list(paths), None, OVERLAY_SUFFIX)
     shown = display_names(list(paths))
     fixed = None if class_name is None else explainer.class_names.index(class_name)
@@ -51,12 +57,25 @@ def explain_images(
                 records[i]["error"] = str(exc)
         if loaded:
             batch = np.stack([array for _, array in loaded.values()])
-            probabilities = predict_probabilities(explainer.model, batch)
+            verdicts, probabilities = _scores(explainer, gate, batch)
             targets = [int(row.argmax()) if fixed is None else fixed for row in probabilities]
-            results = compute_cams(explainer.model, explainer.target_layer, batch, targets, method)
-            for i, row, target, result in zip(loaded, probabilities, targets, results, strict=True):
+            for i, row, target, verdict in zip(
+                loaded, probabilities, targets, verdicts, strict=True
+            ):
+                _describe(records[i], explainer.class_names, row, target, verdict)
+            # An input the gate refuses gets no class and no map, as with btxrd-run --cam.
+            explained = [n for n, i in enumerate(loaded) if records[i]["prediction"] is not None]
+            results = compute_cams(
+                explainer.model,
+                explainer.target_layer,
+                batch[explained],
+                [targets[n] for n in explained],
+                method,
+            )
+            indices = list(loaded)
+            for n, result in zip(explained, results, strict=True):
+                i = indices[n]
                 record = records[i]
-                _describe(record, explainer.class_names, row, target)
                 if not result.ok:
                     record["error"] = (
                         f"{paths[i]}: no overlay written for {record['cam_class']}: "
@@ -92,14 +111,32 @@ def _blank_record(path: Path, display_name: str) -> dict[str, Any]:
         "path": text_of(path),
         "error": None,
         "notes": [],
+        "ood": None,
         "cam_class": None,
         "overlay": None,
     }
 
 
-def _describe(record: dict[str, Any], names, row: np.ndarray, target: int) -> None:
+def _scores(
+    explainer: Explainer, gate: Gate | None, batch: np.ndarray
+) -> tuple[list[OodVerdict | None], np.ndarray]:
+    """Each input's verdict and probabilities: the exported model's calibrated ones when there is
+    a gate (what btxrd-run reports for the file), the checkpoint's softmax otherwise."""
+    if gate is None:
+        return [None] * len(batch), predict_probabilities(explainer.model, batch)
+    result = gate.run(batch)
+    return list(result.verdicts), result.probabilities
+
+
+def _describe(
+    record: dict[str, Any], names, row: np.ndarray, target: int, verdict: OodVerdict | None
+) -> None:
+    record["scores"] = {name: float(p) for name, p in zip(names, row, strict=True)}
+    record["ood"] = None if verdict is None else verdict.to_json()
+    if verdict is not None and not verdict.in_distribution:
+        record["error"] = f"{record['path']}: {verdict.describe()}; not classified"
+        return
     predicted = int(row.argmax())
     record["prediction"] = names[predicted]
     record["confidence"] = float(row[predicted])
-    record["scores"] = {name: float(p) for name, p in zip(names, row, strict=True)}
     record["cam_class"] = names[target]

@@ -183,6 +183,7 @@ def _model_table(run: ExplainRun, annotations: AnnotationResult) -> str:
                 f"({' x '.join(map(str, identity['cam_grid']))} grid)",
             ],
             ["images", evaluation.subset],
+            ["out-of-distribution gate", _gate_summary(evaluation)],
             ["unreadable images", str(len(evaluation.failed))],
             ["generated", when],
         ],
@@ -208,18 +209,43 @@ def _images_section(
     intro = (
         f"<p>One row per evaluated image ({count}; {mistakes} misclassified, in red), in the order "
         "evaluated (<b>#</b>). Click a column's heading to sort by it, again to reverse (a small "
-        "script in this file does it; it fetches nothing). <b>probability</b> is the model's "
-        "probability of its prediction (hover for every class's). The attention figures exist "
+        "script in this file does it; it fetches nothing). <b>probability</b> is the checkpoint's "
+        "softmax probability of its prediction, uncalibrated (hover for every class's). The "
+        "attention figures exist "
         "for correctly classified tumour images with an annotation (see "
         '<a href="#attention">Attention vs annotation</a>; hover n/a for why one was not '
         "scored). <b>shown in</b> links to the figures of this page that show the image; each "
-        f"figure's image id links back here.{unreadable}</p>"
-        "<p>No out-of-distribution verdict here: the explainer runs the PyTorch checkpoint, "
-        "which carries no gate. <code>btxrd-run</code> on an exported model with a gate gives "
-        "each image one.</p>"
+        f"figure's image id links back here.{unreadable}</p><p>"
+        f"{_gate_text(evaluation)}</p>"
     )
     table = report_images.image_table(run, gallery, annotations, settings.iou_threshold)
     return _Section("images", "Every image", [intro, table])
+
+
+def _gate_text(evaluation) -> str:
+    if evaluation.gate is None:
+        return (
+            "No <b>OOD verdict</b> column: no ONNX file exported from this checkpoint with an "
+            "out-of-distribution gate was found (pass <code>--model</code>)."
+        )
+    return (
+        "<b>OOD verdict</b> is what the out-of-distribution gate of the exported model "
+        f"(<code>{_e(evaluation.gate['file'])}</code>) says of the image: <i>refused</i> "
+        "images are unlike those the model was trained on, and <code>btxrd-run</code> gives them "
+        "no class. They are still counted in every figure of this page, as in the model card; "
+        "hover a verdict for its score and threshold."
+    )
+
+
+def _gate_summary(evaluation) -> str:
+    if evaluation.gate is None:
+        return "none (no matching exported model)"
+    refused, total = len(evaluation.refused), len(evaluation.samples)
+    gate = evaluation.gate
+    return (
+        f"{gate['ood_method']}, threshold {gate['ood_threshold']:.4g}: refuses {refused} of "
+        f"{total} images ({gate['file']})"
+    )
 
 
 def _gallery_section(

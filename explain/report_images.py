@@ -23,6 +23,7 @@ from btxrd.explain.gallery import _views as gallery_views  # the gallery's own c
 from btxrd.explain.run import ExplainRun
 from btxrd.explain.selection import KINDS, cell_title
 from btxrd.export.data.masks import LesionMask
+from btxrd.runtime.classifier import OodVerdict
 from btxrd.runtime.overlay import NO_LESION_CLASS, jet
 from btxrd.runtime.settings import GradcamSettings
 
@@ -102,6 +103,7 @@ def image_table(
         ("predicted", "text"),
         ("probability", "num"),
         ("correct", "text"),
+        *([("OOD verdict", "text")] if evaluation.gate is not None else []),
         (f"IoU@{iou_threshold:g}", "num"),
         ("best IoU", "num"),
         ("pointing", "text"),
@@ -126,6 +128,7 @@ def image_table(
             f'<td data-v="{probabilities[predicted]:.6f}" title="{_e(all_classes)}">'
             f"{probabilities[predicted]:.3f}</td>",
             f'<td class="l {"ok" if correct else "wrong"}">{"yes" if correct else "no"}</td>',
+            *([_verdict_cell(evaluation.verdicts[index])] if evaluation.verdicts else []),
             *_attention_cells(scores.get(sample.image_id)),
             '<td class="l">'
             + ", ".join(f'<a href="#{link.href}">{_e(link.text)}</a>' for link in links[index])
@@ -251,6 +254,14 @@ def _appearances(
         for rank, image_id in enumerate(annotations.report[f"{which}_cases"], start=1):
             links[by_id[image_id]].append(Link(f"{which}-{rank}", f"{which} case #{rank}"))
     return links
+
+
+def _verdict_cell(verdict: OodVerdict) -> str:
+    """The gate's word: "in" or "refused", the score against the threshold on hover."""
+    text = "in distribution" if verdict.in_distribution else "refused"
+    detail = f"OOD score {verdict.score:.4g}, threshold {verdict.threshold:.4g} ({verdict.method})"
+    kind = "ok" if verdict.in_distribution else "wrong"
+    return f'<td class="l {kind}" title="{_e(detail)}">{text}</td>'
 
 
 def _attention_cells(score: ImageScore | None) -> list[str]:
