@@ -3,8 +3,11 @@ timm's ``onnx_validate`` does: accuracy, per-class precision and recall, macro A
 bootstrap 95 % interval, the ECE and the confusion matrix.
 
 Labels come from a CSV with an ``image`` (or ``image_id``/``image_name``) column and a ``label``
-column, e.g. the ``labels.csv`` of ``models/samples``. An image is matched by its path as given,
-then by its file name. Images the gate refused or that failed are not scored; they are counted.
+column, e.g. the ``labels.csv`` of ``models/samples``, or from a BTXRD-layout folder, whose
+metadata sheet gives each ``image_id`` its class by BTXRD's rule. An image is matched by its path
+as given, then by its file name, then by its name without the extension (the real sheet says
+``.jpeg`` of some ``.jpg`` files). Images the gate refused or that failed are not scored; they
+are counted.
 """
 
 from __future__ import annotations
@@ -16,18 +19,38 @@ from typing import Any
 
 import numpy as np
 
-from btxrd.runtime.errors import ConfigError
+from btxrd.runtime.errors import ConfigError, InputError
 from btxrd.runtime.metrics import (
     classification_metrics,
     expected_calibration_error,
     metric_intervals,
 )
+from btxrd.runtime.sheet import find_root, label_from_row, read_rows
 
 _IMAGE_COLUMNS = ("image", "image_id", "image_name", "path")
 
 
 def read_labels(path: Path, class_names: Sequence[str]) -> dict[str, str]:
-    """``image -> label`` from a CSV; ``ConfigError`` naming the file for anything unusable."""
+    """``image -> label`` from a CSV or a BTXRD-layout folder; ``ConfigError`` naming the file
+    for anything unusable."""
+    labels = _sheet_labels(path) if path.is_dir() else _csv_labels(path)
+    unknown = sorted(set(labels.values()) - set(class_names))
+    if unknown:
+        raise ConfigError(
+            f"{path}: labels {unknown} are not among the model's classes {list(class_names)}"
+        )
+    return labels
+
+
+def _sheet_labels(folder: Path) -> dict[str, str]:
+    try:
+        rows = read_rows(find_root(folder))
+    except InputError as exc:  # no sheet, an unreadable one, or not BTXRD's columns
+        raise ConfigError(str(exc)) from None
+    return {str(row["image_id"]).strip(): label_from_row(row) for row in rows}
+
+
+def _csv_labels(path: Path) -> dict[str, str]:
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
             rows = list(csv.DictReader(handle))
@@ -42,13 +65,7 @@ def read_labels(path: Path, class_names: Sequence[str]) -> dict[str, str]:
             f"{path}: needs a 'label' column and an image column (one of "
             f"{', '.join(_IMAGE_COLUMNS)}); found {sorted(columns) or 'no rows'}"
         )
-    labels = {row[image_column].strip(): row["label"].strip() for row in rows}
-    unknown = sorted({label for label in labels.values()} - set(class_names))
-    if unknown:
-        raise ConfigError(
-            f"{path}: labels {unknown} are not among the model's classes {list(class_names)}"
-        )
-    return labels
+    return {row[image_column].strip(): row["label"].strip() for row in rows}
 
 
 def validate(
@@ -57,10 +74,16 @@ def validate(
     """The figures of the labelled, classified records (keys as ``classification_metrics``,
     plus ``ece``, ``intervals`` and the counts of what was left out)."""
     by_name = {Path(key).name: label for key, label in labels.items()}
+    by_stem = {Path(key).stem: label for key, label in labels.items()}
     y_true, rows = [], []
     unlabelled = not_scored = 0
     for record in records:
-        label = labels.get(record.get("path") or "") or by_name.get(record["image_name"])
+        name = record["image_name"]
+        label = (
+            labels.get(record.get("path") or "")
+            or by_name.get(name)
+            or by_stem.get(Path(name).stem)
+        )
         if label is None:
             unlabelled += 1
         elif record["error"] is not None or not record["scores"]:

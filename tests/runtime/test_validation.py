@@ -86,3 +86,45 @@ def test_a_bad_labels_file_is_a_usage_error(tiny_onnx, labelled, tmp_path, conte
 def test_metrics_out_needs_labels(tiny_onnx, labelled, tmp_path):
     result = run("--model", tiny_onnx, "--dir", labelled[0], "--metrics-out", tmp_path / "m.json")
     assert result.exit_code == 2 and "--metrics-out needs --labels" in result.stderr
+
+
+def _btxrd_folder(root: Path, folder: Path, labels: Path) -> Path:
+    """A BTXRD-layout copy of ``labelled``: images/ as .jpg, and a dataset.csv sheet whose
+    image_id says .jpeg (as some rows of the real sheet do) and whose class is in BTXRD's
+    benign/malignant columns."""
+    (root / "images").mkdir(parents=True)
+    rows = ["image_id,center,tumor,benign,malignant"]
+    for line in labels.read_text().splitlines()[1:]:
+        name, label = line.split(",")
+        stem = Path(name).stem
+        Image.open(folder / name).convert("RGB").save(root / "images" / f"{stem}.jpg")
+        flags = {"Normal": "0,0,0", "Benign": "1,1,0", "Malignant": "1,0,1"}[label]
+        rows.append(f"{stem}.jpeg,1,{flags}")
+    (root / "dataset.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root
+
+
+def test_a_btxrd_folder_gives_the_labels_of_its_sheet(tiny_onnx, labelled, tmp_path):
+    root = _btxrd_folder(tmp_path / "BTXRD", *labelled)
+    labels_csv = tmp_path / "labels.csv"  # the same labels, spelled as a CSV of the .jpg files
+    labels_csv.write_text(
+        "image,label\n"
+        + "".join(
+            f"{Path(n).stem}.jpg,{lab}\n"
+            for n, lab in (r.split(",") for r in labelled[1].read_text().splitlines()[1:])
+        )
+    )
+    from_folder = run("--model", tiny_onnx, "--dir", root / "images", "--labels", root, "--json")
+    from_csv = run("--model", tiny_onnx, "--dir", root / "images", "--labels", labels_csv, "--json")
+    assert from_folder.exit_code == from_csv.exit_code == 0, from_folder.stderr
+    folder_figures = json.loads(from_folder.stdout)["summary"]["validation"]
+    assert folder_figures["counts"] == {"scored": 12, "unlabelled": 0, "not_classified": 0}
+    assert folder_figures == json.loads(from_csv.stdout)["summary"]["validation"]
+
+
+def test_a_folder_without_btxrd_sheet_is_a_usage_error(tiny_onnx, labelled, tmp_path):
+    folder, _ = labelled
+    result = run("--model", tiny_onnx, "--dir", folder, "--labels", folder)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert f"{folder}: neither dataset.xlsx nor dataset.csv" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from btxrd.export.data import dataset as ds
 from btxrd.export.data.dataset import (
     BTXRD_CLASSES,
     METADATA_COLUMNS,
@@ -28,6 +27,7 @@ from btxrd.export.data.dataset import (
     write_split,
 )
 from btxrd.export.data.labelme import AnnotationError
+from btxrd.runtime import sheet as btxrd_sheet
 from btxrd.runtime.errors import InputError
 
 
@@ -143,7 +143,9 @@ def test_lowercase_annotations_and_csv_fallback(
 ) -> None:
     (real_layout / "Annotations").rename(real_layout / "annotations")
     _write_csv(real_layout / "dataset.csv", [_row("IMG000002.jpeg", "Malignant", 2)])
-    monkeypatch.setattr(ds, "_has_openpyxl", lambda: False)  # as in the runtime-only install
+    monkeypatch.setattr(
+        btxrd_sheet, "has_openpyxl", lambda: False
+    )  # as in the runtime-only install
     samples = load_dataset(real_layout)
     assert [s.image_id for s in samples] == ["IMG000002.jpeg"]
     assert samples[0].annotation_path == real_layout / "annotations" / "IMG000002.json"
@@ -158,7 +160,7 @@ def test_no_sheet_is_a_clear_error_naming_the_folder(
         load_dataset(tmp_path)
     assert isinstance(info.value, ValueError) and isinstance(info.value, InputError)
     (tmp_path / "dataset.xlsx").write_bytes(b"x")
-    monkeypatch.setattr(ds, "_has_openpyxl", lambda: False)
+    monkeypatch.setattr(btxrd_sheet, "has_openpyxl", lambda: False)
     with pytest.raises(DatasetError, match="openpyxl"):
         load_dataset(tmp_path)
 
