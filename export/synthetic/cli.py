@@ -21,6 +21,7 @@ from btxrd.runtime.cliutil import (
     version_option,
 )
 from btxrd.runtime.errors import OutputError
+from btxrd.runtime.progress import progress_callback
 
 
 def _parse_proportions(
@@ -95,7 +96,7 @@ def main(
     """Generate synthetic radiographs with BTXRD's folder layout, sheet and LabelMe annotations.
 
     The data are drawn, not collected: for tests, demos and pipeline checks only. Prints a JSON
-    summary on stdout; progress goes to stderr.
+    summary on stdout; a progress bar goes to stderr on a terminal.
 
     Here exit code 3 means the output folder cannot be made or written, or already holds a
     previous run (pass --overwrite to replace it).
@@ -116,17 +117,16 @@ def main(
 
 def _generate(out: Path, options: SynthOptions, workers: int, overwrite: bool, quiet: bool) -> int:
     started = time.perf_counter()
-    step = max(1, options.n // 20)
-
-    def report(done: int, total: int) -> None:
-        if not quiet and (done % step == 0 or done == total):
-            click.echo(f"{done}/{total} images", err=True)
-
     prepare_output_dir(out)
     try:
-        provenance = generate_dataset(
-            out, options, workers=workers, overwrite=overwrite, progress=report
-        )
+        with progress_callback(options.n, "generating", enabled=not quiet) as done:
+            provenance = generate_dataset(
+                out,
+                options,
+                workers=workers,
+                overwrite=overwrite,
+                progress=lambda count, _total: done(count),
+            )
     except OSError as exc:
         raise OutputError(f"{out}: cannot write the dataset ({exc.strerror or exc})") from None
     except KeyboardInterrupt:
