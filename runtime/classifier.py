@@ -47,6 +47,7 @@ class _Prepared:
     decode_ms: float
     notes: tuple[str, ...] = ()
     dicom: Mapping[str, str] | None = None  # the DICOM file's identifiers; None for other input
+    decode: str | None = None  # DecodedImage.decode; None when decoding failed
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ class Prediction:
     refused: bool = False
     # What identifies a DICOM input (DICOM_FIELDS, as present in the file); None for other input.
     dicom: Mapping[str, str] | None = None
+    # How the pixels were decoded: "exact", or "jpeg-draft-1/k" with --fast-decode; None when
+    # the input was never decoded.
+    decode: str | None = None
     # Uncalibrated softmax of the logits (what --selftest compares); not part of the record.
     softmax: Mapping[str, float] = field(default_factory=dict, repr=False, compare=False)
     # Per-class maps (C, h, w) when asked for with ``with_cam``; not part of the record.
@@ -118,6 +122,7 @@ class Prediction:
             "notes": [text_of(note) for note in self.notes],
             "ood": None if self.ood is None else self.ood.to_json(),
             "dicom": None if self.dicom is None else {k: self.dicom.get(k) for k in DICOM_FIELDS},
+            "decode": self.decode,
             "timings_ms": dict(self.timings_ms),
         }
 
@@ -134,10 +139,16 @@ class Classifier:
         limits: DecodeLimits | None = None,
         decode_workers: int | None = None,
         ood_gate: bool = True,
+        fast_decode: bool | None = None,
+        fast_decode_margin: int | None = None,
     ) -> None:
         self.model_path = Path(model_path)
         # With a gate in the model, an out-of-distribution input is refused unless this is off.
         self.ood_gate = ood_gate
+        # JPEGs decoded at a reduced DCT scale, sides still >= margin x the input's; each
+        # record says which decode it got.
+        self.fast_decode = _DEFAULTS.fast_decode if fast_decode is None else fast_decode
+        self.fast_decode_margin = fast_decode_margin or _DEFAULTS.fast_decode_margin
         self.threads = threads
         self.batch_size = max(1, batch_size or _DEFAULTS.batch_size)
         self.decode_workers = decode_workers or os.cpu_count() or 1
@@ -199,7 +210,9 @@ class Classifier:
             array = preprocess(image, self.info.metadata.preprocessing)
             kept = image if keep_image else None
             dicom = dict(image.source_info) if image.source_mode == "DICOM" else None
-            return _Prepared(source, kept, array, None, _ms(start), image.notes, dicom)
+            return _Prepared(
+                source, kept, array, None, _ms(start), image.notes, dicom, image.decode
+            )
         except BtxrdError as exc:
             return _Prepared(source, None, None, str(exc), _ms(start))
         except Exception as exc:  # per-input fence: one file's surprise never ends the batch
@@ -240,10 +253,11 @@ class Classifier:
             yield self._success(item, outputs, 0, _ms(start))
 
     def _decode(self, source: ImageSource) -> DecodedImage:
+        draft = self._draft_size() if self.fast_decode else None
         if isinstance(source, (str, Path)):
-            return load_image(source, self.limits)
+            return load_image(source, self.limits, draft)
         if isinstance(source, Image.Image):
-            return decode_pil(source, _name(source), self.limits)
+            return decode_pil(source, _name(source), self.limits, draft)
         if isinstance(source, np.ndarray):
             try:
                 image = Image.fromarray(source)
@@ -251,6 +265,11 @@ class Classifier:
                 raise InputError(f"<array>: not an image array ({exc})") from None
             return decode_pil(image, _name(source), self.limits)
         raise InputError(f"cannot classify an object of type {type(source).__name__}")
+
+    def _draft_size(self) -> tuple[int, int]:
+        """The smallest decoded (width, height) fast decoding may go down to."""
+        height, width = self.info.metadata.preprocessing.image_size
+        return width * self.fast_decode_margin, height * self.fast_decode_margin
 
     def _success(
         self, item: _Prepared, outputs: ModelOutputs, row: int, infer_ms: float
@@ -295,6 +314,7 @@ class Classifier:
             ood=verdict,
             refused=refused,
             dicom=item.dicom,
+            decode=item.decode,
             softmax={n: float(p) for n, p in zip(names, raw, strict=True)},
             cam=None if cams is None or refused else cams[row],
             image=image.image if cams is not None and image is not None and not refused else None,
@@ -337,6 +357,8 @@ class Classifier:
             "limits": self.limits,
             "decode_workers": self.decode_workers,
             "ood_gate": self.ood_gate,
+            "fast_decode": self.fast_decode,
+            "fast_decode_margin": self.fast_decode_margin,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -347,6 +369,8 @@ class Classifier:
             limits=state["limits"],
             decode_workers=state["decode_workers"],
             ood_gate=state.get("ood_gate", True),
+            fast_decode=state.get("fast_decode", False),
+            fast_decode_margin=state.get("fast_decode_margin"),
         )
 
 

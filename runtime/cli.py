@@ -126,8 +126,9 @@ def _parse(options: dict) -> RunOptions:
 @click.option(
     "--fast-decode",
     is_flag=True,
-    help="Decode JPEGs at 1/2, 1/4 or 1/8 scale (never below the model's input size): faster, "
-    "pixels slightly different; each record's 'decode' says which (config inference.fast_decode).",
+    help="Decode JPEGs at 1/2, 1/4 or 1/8 scale (never below twice the model's input size): "
+    "faster, pixels slightly different; each record's 'decode' says which (config "
+    "inference.fast_decode).",
 )
 @click.option("--cam", is_flag=True, help="Write a heatmap overlay per image ({stem}_cam.png).")
 @click.option(
@@ -215,6 +216,7 @@ def _run(options: RunOptions) -> int:
         limits=inference.limits,
         ood_gate=not options.no_ood_gate,
         fast_decode=options.fast_decode or inference.fast_decode,
+        fast_decode_margin=inference.fast_decode_margin,
     )
     if options.info:
         return _print_info(classifier)

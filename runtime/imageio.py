@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError
+from PIL import (
+    Image,
+    ImageFile,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    UnidentifiedImageError,
+)
 
 from btxrd.runtime.errors import InputError
 from btxrd.runtime.pixels import (
@@ -37,7 +44,14 @@ from btxrd.runtime.pixels import (
 )
 from btxrd.runtime.settings import DecodeLimits
 
-__all__ = ["BLANK_STD", "DecodeLimits", "DecodedImage", "load_image", "scale_to_uint8"]
+__all__ = [
+    "BLANK_STD",
+    "EXACT",
+    "DecodeLimits",
+    "DecodedImage",
+    "load_image",
+    "scale_to_uint8",
+]
 
 # Truncated files must fail, never yield partially grey images.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -69,6 +83,8 @@ _TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 _DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+EXACT = "exact"  # DecodedImage.decode of every full-resolution decode
+NOT_JPEG_NOTE = "fast decode applies to JPEG only: decoded exactly"
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
 
 
@@ -81,10 +97,19 @@ class DecodedImage:
     notes: tuple[str, ...] = field(default_factory=tuple)
     # What identifies the source image (for DICOM: btxrd.runtime.dicom.DICOM_FIELDS, as present).
     source_info: Mapping[str, str] = field(default_factory=dict)
+    # How the pixels were decoded: EXACT, or a JPEG decoded at 1/k scale ("jpeg-draft-1/k").
+    decode: str = EXACT
 
 
-def load_image(path: str | Path, limits: DecodeLimits | None = None) -> DecodedImage:
-    """Read ``path`` and return it upright as 8-bit "L" or "RGB"."""
+def load_image(
+    path: str | Path, limits: DecodeLimits | None = None, draft: tuple[int, int] | None = None
+) -> DecodedImage:
+    """Read ``path`` and return it upright as 8-bit "L" or "RGB".
+
+    ``draft`` (width, height): a JPEG may be decoded at 1/2, 1/4 or 1/8 scale in the DCT domain,
+    the smallest scale still at least this size (``--fast-decode``); other formats decode exactly.
+    Size limits apply to the full size in the header either way.
+    """
     limits = limits or DecodeLimits()
     path = Path(path)
     head = _check_file(path)
@@ -92,11 +117,13 @@ def load_image(path: str | Path, limits: DecodeLimits | None = None) -> DecodedI
         from btxrd.runtime.dicom import load_dicom  # pydicom only when a DICOM file is met
 
         image, notes, identifiers = load_dicom(path, limits)
+        if draft is not None:
+            notes = (*notes, NOT_JPEG_NOTE)
         decoded = DecodedImage(
             image=image, source_mode="DICOM", notes=notes, source_info=identifiers
         )
     else:
-        decoded = _load_pillow(path, head, limits)
+        decoded = _load_pillow(path, head, limits, draft)
     refuse_blank(decoded.image, path)
     return decoded
 
@@ -120,7 +147,9 @@ _CORRUPT_DATA_ERRORS = (
 )
 
 
-def _load_pillow(path: Path, head: bytes, limits: DecodeLimits) -> DecodedImage:
+def _load_pillow(
+    path: Path, head: bytes, limits: DecodeLimits, draft: tuple[int, int] | None = None
+) -> DecodedImage:
     try:
         # A file object, not the name: Pillow maps a named file into memory, and that path
         # reads TIFF strips with Orientation 5-8 at the turned size (scrambled pixels).
@@ -130,7 +159,7 @@ def _load_pillow(path: Path, head: bytes, limits: DecodeLimits) -> DecodedImage:
                 handle.seek(0)
                 return Image.open(handle, formats=_ALLOWED)
 
-            return _decode_opened(opened, path, limits, reopen)
+            return _decode_opened(opened, path, limits, reopen, draft)
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -149,10 +178,14 @@ def _load_pillow(path: Path, head: bytes, limits: DecodeLimits) -> DecodedImage:
 
 
 def decode_pil(
-    image: Image.Image, name: str = "<image>", limits: DecodeLimits | None = None
+    image: Image.Image,
+    name: str = "<image>",
+    limits: DecodeLimits | None = None,
+    draft: tuple[int, int] | None = None,
 ) -> DecodedImage:
-    """Normalise an already-open Pillow image (API callers passing images, not paths)."""
-    decoded = _decode_opened(image, Path(name), limits or DecodeLimits(), None)
+    """Normalise an already-open Pillow image (API callers passing images, not paths); ``draft``
+    as for ``load_image`` (it applies only to a JPEG whose pixels are not loaded yet)."""
+    decoded = _decode_opened(image, Path(name), limits or DecodeLimits(), None, draft)
     refuse_blank(decoded.image, name)
     return decoded
 
@@ -286,18 +319,25 @@ def _decode_opened(
     path: Path,
     limits: DecodeLimits,
     reopen: Callable[[], ImageFile.ImageFile] | None,
+    draft: tuple[int, int] | None = None,
 ) -> DecodedImage:
     notes: list[str] = []
+    # The header's full size, before a draft shrinks it: the limits judge the file, not the scale.
     check_size(opened.size, path, limits)
     frames = getattr(opened, "n_frames", 1)
     if frames > 1:
         opened.seek(0)
         notes.append(f"multi-frame file: used frame 1 of {frames}")
     source_mode = opened.mode
-    layout = _SampleLayout.of(opened, path)
-    wide = _wide_rawmode(opened)
     # Read before loading: Pillow's TIFF plugin turns the image while loading and drops the tag.
     orientation = opened.getexif().get(_EXIF_ORIENTATION, 1)
+    decode = EXACT
+    if draft is not None:  # after seek, which would reset the frame's decoder settings
+        # The stored pixels of orientations 5-8 are turned a quarter: so is the size they need.
+        stored = draft[::-1] if orientation in (5, 6, 7, 8) else draft
+        decode = _draft_jpeg(opened, (stored[0], stored[1]), notes)
+    layout = _SampleLayout.of(opened, path)
+    wide = _wide_rawmode(opened)
     if wide is not None:
         if reopen is None:
             raise InputError(
@@ -315,8 +355,31 @@ def _decode_opened(
     if layout.invert:
         notes.append("TIFF WhiteIsZero inverted")
     return DecodedImage(
-        image=_to_8bit(image, path, layout), source_mode=source_mode, notes=tuple(notes)
+        image=_to_8bit(image, path, layout),
+        source_mode=source_mode,
+        notes=tuple(notes),
+        decode=decode,
     )
+
+
+def _draft_jpeg(opened: Image.Image, size: tuple[int, int], notes: list[str]) -> str:
+    """Ask libjpeg to decode at the smallest DCT scale (1/2, 1/4, 1/8) whose size is still at
+    least ``size``; return what was done (``EXACT`` or ``jpeg-draft-1/k``).
+
+    Pixels then differ slightly from a full decode + resize, which is why this is opt-in and
+    recorded with every result. Must run before the pixels are loaded.
+    """
+    if not isinstance(opened, JpegImagePlugin.JpegImageFile):
+        notes.append(NOT_JPEG_NOTE)
+        return EXACT
+    width = opened.width
+    # mode None: keep the file's own colour handling (a mode would make libjpeg convert).
+    drafted = opened.draft(None, size)
+    scale = round(width / drafted[1][2]) if drafted is not None else 1
+    if scale == 1:
+        notes.append("fast decode: too small for a reduced JPEG scale: decoded exactly")
+        return EXACT
+    return f"jpeg-draft-1/{scale}"
 
 
 def check_size(size: tuple[int, int], path: Path | str, limits: DecodeLimits) -> None:

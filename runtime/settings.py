@@ -60,6 +60,12 @@ class DecodeLimits:
 class InferenceSettings(DecodeLimits):
     threads: int | None = _setting(None, Limits(1, 256), nullable=True)  # None: every core
     batch_size: int = _setting(8, Limits(1, 1024))
+    # JPEGs decoded at 1/2, 1/4 or 1/8 scale in the DCT domain: faster, pixels slightly
+    # different from the exact decode; every record says which decode was used.
+    fast_decode: bool = False
+    # ... at the smallest scale whose sides are still this many times the input's: at 1x, the
+    # demo model changed 3 of the bench's 200 top-1 classes; at 2x, none (bench/RESULTS.md).
+    fast_decode_margin: int = _setting(2, Limits(1, 8))
 
     @property
     def limits(self) -> DecodeLimits:
