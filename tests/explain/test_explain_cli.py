@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from schema_check import assert_valid
 
 pytest.importorskip("torch")
 pytest.importorskip("pytorch_grad_cam")
@@ -113,6 +114,8 @@ def test_every_command_has_an_example(command) -> None:
 def test_report_writes_everything(report_run) -> None:
     assert report_run.exit_code == 0, report_run.stderr
     summary = json.loads(report_run.stdout)
+    assert_valid(summary, "explain_summary")
+    assert {"accuracy", "scored", "report"} <= set(summary)
     out = report_run.out
     # The fixture is seeded and always gives scored tumour images (4 of 6 when this was written).
     assert summary["scored"] >= 1
@@ -227,14 +230,17 @@ def test_gallery_and_annotations_on_the_test_split(synth_data, tiny_checkpoint, 
     split = split_dataset(load_dataset(synth_data), seed=0)
     split_file = tmp_path / "split.json"
     write_split(split_file, split)
+    assert_valid(json.loads(split_file.read_text()), "split")
     common = ["--data", synth_data, "--split", split_file, "--checkpoint", tiny_checkpoint]
     gallery = _run(["gallery", *common, "--out", tmp_path / "g", "--k", "4"])
     assert gallery.exit_code == 0, gallery.stderr
     metrics = json.loads((tmp_path / "g" / "metrics.json").read_text())
     assert metrics["num_images"] == len(split["test"]) and "test part" in metrics["subset"]
     assert json.loads(gallery.stdout)["images"] == len(split["test"])
+    assert_valid(json.loads(gallery.stdout), "explain_summary")
     annotations = _run(["annotations", *common, "--out", tmp_path / "a", "--iou-threshold", "0.3"])
     assert annotations.exit_code == 0, annotations.stderr
+    assert_valid(json.loads(annotations.stdout), "explain_summary")
     report = json.loads((tmp_path / "a" / "annotation_report.json").read_text())
     assert report["iou_threshold"] == 0.3
     test_ids = {s.image_id for s in split["test"]}

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from schema_check import assert_valid
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -57,6 +58,8 @@ def test_export_succeeds_and_reports_parity(exported: dict) -> None:
     assert "wrote" in result.stdout and "parity on 18 images" in result.stdout
     report = json.loads(exported["report"].read_text())
     assert report["passed"] and report["failures"] == []
+    assert_valid(report, "parity_report")
+    assert "temperature" not in report  # no calibration data: no trust figures
     assert report["max_abs_diff"] <= 1e-4
     assert report["top1_agreement"] == 1.0
     assert {row["kind"] for row in report["images"]} == PARITY_KINDS

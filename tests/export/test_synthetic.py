@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from schema_check import assert_valid
 
 import btxrd.export.synthetic.generate as generate_module
 from btxrd.export.data.dataset import METADATA_COLUMNS, label_from_row
@@ -149,6 +150,7 @@ def test_labelme_schema_and_geometry(dataset: Path) -> None:
     assert files
     for path in files:
         doc = json.loads(path.read_text())
+        assert_valid(doc, "labelme_annotation")
         assert set(doc) == {
             "version",
             "flags",
@@ -209,6 +211,7 @@ def test_sizes_modes_and_quality_vary_within_range(dataset: Path) -> None:
 
 def test_generation_json_records_provenance(dataset: Path) -> None:
     record = json.loads((dataset / "generation.json").read_text())
+    assert_valid(record, "synthetic_generation")
     assert record["generator"] == "btxrd-synth" and record["version"]
     assert record["options"]["seed"] == OPTIONS.seed and record["options"]["n"] == OPTIONS.n
     assert sum(record["counts"].values()) == OPTIONS.n
@@ -268,7 +271,9 @@ def test_cli_writes_a_dataset_and_reports_json(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
+    assert_valid(summary, "synth_summary")
     assert summary["options"]["n"] == 5 and sum(summary["counts"].values()) == 5
+    assert_valid(json.loads((out / "generation.json").read_text()), "synthetic_generation")
     assert "5/5 images" in result.stderr
     assert len(list((out / "images").iterdir())) == 5
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from schema_check import assert_valid
 
 torch = pytest.importorskip("torch")
 
@@ -78,7 +79,11 @@ def test_recipe_trains_saves_a_safe_checkpoint_and_records_itself(
     assert arch.name == "resnet18"
     assert set(json.loads((out / "split.json").read_text())) == {"train", "val", "test"}
     split = read_split(out / "split.json")
-    test = json.loads((out / "metrics.json").read_text())["test"]
+    assert_valid(json.loads((out / "split.json").read_text()), "split")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert_valid(metrics, "training_metrics")
+    assert metrics["initialised_from"] is None
+    test = metrics["test"]
     assert test == record["test"]
     # The recorded test metrics are the saved model's on the recorded test split: recompute them.
     held_out = [s for s in load_dataset(tiny_data) if s.image_id in set(split["test"])]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from schema_check import assert_valid
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -298,6 +299,8 @@ def test_exported_file_has_the_new_outputs_and_they_agree(trusted: dict) -> None
 def test_trust_outputs_pass_parity(trusted: dict) -> None:
     report = json.loads(trusted["report"].read_text())
     assert report["passed"], report["failures"]
+    assert_valid(report, "parity_report")
+    assert report["ood_method"] == "mahalanobis_multilayer"
     assert report["calibrated_max_abs_diff"] <= 1e-4
     assert report["ood_max_relative_diff"] <= report["ood_relative_tolerance"] == 1e-3
     assert report["ood_method"] == "mahalanobis_multilayer"
@@ -389,3 +392,44 @@ def test_a_split_without_a_class_in_train_is_refused(
     assert result.exit_code == 1
     (line,) = result.stderr.splitlines()
     assert "no training images of Benign, Malignant" in line
+
+
+# --- make trust's report -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_trust_measurement_writes_its_report(
+    trusted: dict, tiny_checkpoint: Path, synthetic_folder: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """``python -m btxrd.export.trust.measure`` end to end on the tiny exported file, with a
+    6-image fresh set and 2 images per out-of-distribution set (their real builders): trust.json
+    follows the results schema and measures the file's own gate."""
+    from btxrd.export.data.dataset import load_dataset, split_dataset, write_split
+    from btxrd.export.trust import measure, sets
+
+    def small_sets(out: Path, fresh) -> dict[str, list[Path]]:
+        built = {
+            "ct_mr": sets.ct_mr_slices()[:2],
+            "photographs": sets.photographs()[:2],
+            "faces": sets.faces(out / "faces")[:2],
+            "documents": sets.documents(out / "documents", n=2),
+            "noise": sets.noise(out / "noise", n=2),
+            "flat": sets.flat(out / "flat", n=2),
+            "inverted": sets.inverted(out / "inverted", fresh[:2]),
+        }
+        return {name: built[name] for name in sets.OOD_SETS}
+
+    monkeypatch.setattr(measure, "FRESH_N", 6)
+    monkeypatch.setattr(measure, "build_ood_sets", small_sets)
+    split = tmp_path / "split.json"
+    write_split(split, split_dataset(load_dataset(synthetic_folder), seed=0))
+    assert_valid(json.loads(split.read_text()), "split")
+    args = ["--checkpoint", tiny_checkpoint, "--model", trusted["onnx"], "--data", synthetic_folder]
+    args += ["--split", split, "--out", tmp_path / "trust"]
+    result = CliRunner().invoke(measure.main, [str(a) for a in args])
+    assert result.exit_code == 0, result.stderr
+    assert "SHIPPED FILE" in result.stdout
+    report = json.loads((tmp_path / "trust" / "trust.json").read_text())
+    assert_valid(report, "trust_measurement")
+    assert report["shipped_file"]["method"] == "mahalanobis_multilayer"
+    assert report["in_distribution"]["fresh"]["num_images"] == 6

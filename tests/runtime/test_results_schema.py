@@ -1,9 +1,13 @@
 """Every JSON btxrd-run writes is valid against the one results schema, and the schema is not
-vacuous: it refuses records that break its rules."""
+vacuous: it refuses records that break its rules. The JSON files shipped in models/ and the
+fuzzer's tally follow their definitions too."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +16,7 @@ from schema_check import SCHEMA_PATH, assert_valid
 from btxrd.runtime.cli import main
 
 CLEAN_ENV = {"BTXRD_MODEL": None, "BTXRD_CONFIG": None}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args: object):
@@ -69,3 +74,62 @@ def test_the_schema_ships_with_the_package():
 
     shipped = files("btxrd.runtime").joinpath("schemas/results.schema.json")
     assert json.loads(shipped.read_text(encoding="utf-8")) == json.loads(SCHEMA_PATH.read_text())
+
+
+@pytest.mark.parametrize(
+    ("name", "definition"),
+    [
+        ("btxrd-demo.parity.json", "parity_report"),
+        ("btxrd-demo.metrics.json", "training_metrics"),
+        ("btxrd-demo.split.json", "split"),
+    ],
+)
+def test_the_files_shipped_with_the_demo_model_follow_the_schema(name, definition):
+    assert_valid(json.loads((ROOT / "models" / name).read_text(encoding="utf-8")), definition)
+
+
+@pytest.mark.parametrize(
+    ("name", "definition", "change"),
+    [
+        ("btxrd-demo.split.json", "split", {"holdout": []}),
+        ("btxrd-demo.parity.json", "parity_report", {"checkpoint_sha256": "not a digest"}),
+        ("btxrd-demo.metrics.json", "training_metrics", {"history": []}),
+    ],
+    ids=["extra-split-part", "bad-sha256", "no-epochs"],
+)
+def test_the_schema_refuses_a_broken_shipped_file(name, definition, change):
+    document = json.loads((ROOT / "models" / name).read_text(encoding="utf-8"))
+    with pytest.raises(AssertionError):
+        assert_valid({**document, **change}, definition)
+
+
+def test_the_sample_annotations_follow_the_schema():
+    files = sorted((ROOT / "models" / "samples" / "Annotations").glob("*.json"))
+    assert files
+    for path in files:
+        assert_valid(json.loads(path.read_text(encoding="utf-8")), "labelme_annotation")
+
+
+def test_info_follows_the_schema(demo_onnx):
+    result = run("--model", demo_onnx, "--info")
+    assert result.exit_code == 0, result.stderr
+    assert_valid(json.loads(result.stdout), "model_info")
+
+
+@pytest.mark.slow
+def test_the_fuzzers_tally_follows_the_schema(tmp_path):
+    """``make fuzz`` for 20 executions (instrumenting Pillow and pydicom takes most of the time)."""
+    pytest.importorskip("atheris")
+    (tmp_path / "results" / "fuzz").mkdir(parents=True)
+    script = ROOT / "tests" / "fuzz" / "fuzz_decode.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "-atheris_runs=20"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "results" / "fuzz" / "summary.json").read_text())
+    assert_valid(summary, "fuzz_summary")
+    assert summary["executions"] == 20

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from schema_check import assert_valid
 
 from btxrd.runtime.cli import main
 from btxrd.runtime.contract import (
@@ -183,11 +184,15 @@ def test_no_overlay_for_a_refused_image(trust_onnx, dark_and_bright, tmp_path):
 
 
 def test_info_says_whether_the_gate_is_there(trust_onnx, tiny_onnx):
-    gated = json.loads(run("--model", trust_onnx, "--info").stdout)["trust"]
+    gated_info = json.loads(run("--model", trust_onnx, "--info").stdout)
+    plain_info = json.loads(run("--model", tiny_onnx, "--info").stdout)
+    assert_valid(gated_info, "model_info")
+    assert_valid(plain_info, "model_info")
+    gated = gated_info["trust"]
     assert gated["calibration"]["temperature"] == TEMPERATURE
     assert gated["ood_gate"]["threshold"] == THRESHOLD
     assert gated["ood_gate"]["retention"] == 0.99
-    plain = json.loads(run("--model", tiny_onnx, "--info").stdout)["trust"]
+    plain = plain_info["trust"]
     assert plain["ood_gate"].startswith("absent")
     assert plain["calibration"].startswith("absent")
 
