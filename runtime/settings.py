@@ -88,6 +88,20 @@ class GradcamSettings:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """``btxrd-serve``: where it listens and how much one upload and the queue may hold."""
+
+    host: str = "127.0.0.1"  # loopback: the server has no authentication
+    port: int = _setting(8000, Limits(0, 65535))  # 0: any free port (it is printed)
+    max_upload_mb: int = _setting(64, Limits(1, 4096))  # one request's body, every file in it
+    max_files: int = _setting(64, Limits(1, 10000))  # files in one request
+    # Requests admitted at once (their uploads read, waiting or being classified); later ones
+    # wait unread, so memory stays bounded however many clients send at once.
+    queue_size: int = _setting(16, Limits(1, 1024))
+    kept_results: int = _setting(64, Limits(1, 100000))  # recent heatmaps the page can fetch
+
+
+@dataclass(frozen=True)
 class ScaleSettings:
     """Folders classified shard by shard into a Parquet dataset (``btxrd.runtime.engine``)."""
 
@@ -102,6 +116,7 @@ SECTIONS: dict[str, type] = {
     "inference": InferenceSettings,
     "cam": CamSettings,
     "gradcam": GradcamSettings,
+    "serve": ServeSettings,
     "scale": ScaleSettings,
 }
 

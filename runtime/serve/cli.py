@@ -1,0 +1,240 @@
+"""``btxrd-serve``: a local web page to classify radiographs with an exported btxrd model.
+
+This module imports no web library at the top: without the ``[serve]`` extra the command still
+runs, to say how to install it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import ipaddress
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from btxrd.runtime.cliutil import (
+    CONTEXT_SETTINGS,
+    EXIT_OK,
+    common_options,
+    documents_exit_codes,
+    run_cli,
+    setting_range,
+    version_lines,
+)
+from btxrd.runtime.errors import BtxrdError, ConfigError
+
+WEB_PACKAGES = ("starlette", "uvicorn", "multipart")
+# After Ctrl-C, requests still being answered get this long before the server stops anyway.
+GRACEFUL_SECONDS = 5
+
+
+class MissingExtra(BtxrdError):
+    """The ``[serve]`` extra is not installed (exit 3, like any unusable dependency)."""
+
+
+@click.command(name="btxrd-serve", context_settings=CONTEXT_SETTINGS)
+@click.option("--host", help="Address to listen on (default: serve.host, 127.0.0.1).")
+@click.option(
+    "--port",
+    type=setting_range("serve", "port"),
+    help="Port (default: serve.port, 8000; 0 picks a free one).",
+)
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    envvar="BTXRD_MODEL",
+    help="Exported ONNX model (default: the shipped demo model; env BTXRD_MODEL).",
+)
+@click.option(
+    "--threads",
+    type=setting_range("inference", "threads"),
+    help="onnxruntime threads (default: all cores).",
+)
+@click.option(
+    "--no-ood-gate",
+    is_flag=True,
+    help="Classify images the model's out-of-distribution gate would refuse (each record says so).",
+)
+@click.option(
+    "--version",
+    is_flag=True,
+    help="Show btxrd's, onnxruntime's and the web stack's versions and the model, then exit.",
+)
+@common_options
+@documents_exit_codes
+def main(**options: Any) -> None:
+    """Serve a page on this machine where radiographs are dropped and classified.
+
+    The page shows each image's class, calibrated probabilities, the out-of-distribution
+    verdict and the heatmap; its API (/api/classify, /api/model, /api/health) returns the
+    records btxrd-run --json writes. Research tool, not for clinical use. There is no
+    authentication: keep the default loopback address unless the network is trusted.
+
+    Example:
+
+        btxrd-serve            # then open http://127.0.0.1:8000/
+
+        btxrd-serve --port 8080 --model my-model.onnx
+    """
+    run_cli(lambda: _serve(options), options["debug"])
+
+
+def _serve(options: dict[str, Any]) -> int:
+    from btxrd.runtime.config import load_config
+    from btxrd.runtime.paths import default_model_path
+    from btxrd.runtime.settings import CamSettings, InferenceSettings, ServeSettings
+
+    config = load_config(options["config_path"])
+    model_file = options["model_path"] or default_model_path(config["paths"]["model"])
+    if options["version"]:
+        for line in version_lines(("onnxruntime", "starlette", "uvicorn"), model_file):
+            click.echo(line)
+        return EXIT_OK
+    _require_extra()
+    settings = ServeSettings(**config["serve"])
+    host = options["host"] or settings.host
+    port = settings.port if options["port"] is None else options["port"]
+    inference = InferenceSettings(**config["inference"])
+    listener = _listen(host, port)  # before the model loads: a busy port fails at once
+
+    from btxrd.runtime.classifier import Classifier
+    from btxrd.runtime.serve.service import Service
+
+    classifier = Classifier(
+        model_file,
+        threads=options["threads"] or inference.threads,
+        batch_size=inference.batch_size,
+        limits=inference.limits,
+        ood_gate=not options["no_ood_gate"],
+    )
+    service = Service(
+        classifier, kept_results=settings.kept_results, alpha=CamSettings(**config["cam"]).alpha
+    )
+    return _run_server(
+        service, settings, listener, host, quiet=options["quiet"], debug=options["debug"]
+    )
+
+
+def _require_extra() -> None:
+    import importlib.util
+
+    missing = [name for name in WEB_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingExtra(
+            f"the web page needs the [serve] extra ({', '.join(missing)} missing); install it "
+            "with pip install 'btxrd[serve]'"
+        )
+
+
+def info_document(classifier: Any) -> dict[str, Any]:
+    """What ``btxrd-run --info`` prints, as data: taken from that command's own printing, so
+    /api/model cannot drift from it (run once, at start-up, before any request)."""
+    from btxrd.runtime import cli as run_cli_module
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        run_cli_module._print_info(classifier)
+    return json.loads(printed.getvalue())
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so a busy port or a bad address is one clear line."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"--host {host}: not an address of this machine ({exc.strerror})"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    listener = socket.socket(family, kind, proto)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(address)
+    except OSError as exc:
+        listener.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port"
+        ) from None
+    listener.listen(2048)
+    listener.setblocking(False)
+    return listener
+
+
+def _run_server(
+    service: Any,
+    settings: Any,
+    listener: socket.socket,
+    host: str,
+    *,
+    quiet: bool,
+    debug: bool,
+) -> int:
+    import logging
+
+    import uvicorn
+
+    from btxrd.runtime.serve.app import LOOPBACK_NAMES, create_app
+
+    loopback = is_loopback(host)
+    # Bound elsewhere, the page is reached under names this machine cannot list: any Host.
+    allowed = LOOPBACK_NAMES if loopback else ["*"]
+    app = create_app(
+        service, settings, info_document=info_document(service.classifier), allowed_hosts=allowed
+    )
+    port = listener.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/"
+    logging.getLogger("btxrd.serve").addHandler(_stderr_handler())
+    logging.getLogger("btxrd.serve").setLevel(logging.DEBUG if debug else logging.INFO)
+    if not loopback:
+        click.echo(
+            f"btxrd-serve: warning: listening on {host}, reachable from other machines; the page "
+            "has no authentication and no encryption. Use 127.0.0.1 unless the network is trusted",
+            err=True,
+        )
+    if not quiet:
+        info = service.classifier.info
+        click.echo(info.metadata.intended_use, err=True)
+        click.echo(f"btxrd-serve: model {info.path} (sha256 {info.sha256[:12]}…)", err=True)
+    # Always said, even with --quiet: it is how a script finds a port chosen with --port 0.
+    click.echo(f"btxrd-serve: serving {url} (Ctrl-C to stop)", err=True)
+    config = uvicorn.Config(
+        app,
+        log_level="info" if debug else "warning",
+        access_log=debug,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn handles SIGINT and SIGTERM itself (graceful stop), then raises the signal again:
+    # run_cli turns that into "interrupted" and exit 130, as for every btxrd command.
+    server.run(sockets=[listener])
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def _stderr_handler():
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("btxrd-serve: %(message)s"))
+    return handler
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog_name="btxrd-serve"))

@@ -1,0 +1,48 @@
+"""The page's downloads: records sent back become the JSON document or the CSV ``btxrd-run``
+writes (``report.JsonSink``'s layout, ``report.CsvSink`` itself), so every file btxrd writes
+has one schema whichever front end made it."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from btxrd.runtime.model import ModelInfo
+from btxrd.runtime.report import RESULTS_SCHEMA_VERSION, CsvSink
+
+
+class _CsvText(CsvSink):
+    """``CsvSink`` writing into a string instead of a file or stdout."""
+
+    text = ""
+
+    def _write_output(self, text: str) -> None:
+        self.text = text
+
+
+def export_document(records: list[dict[str, Any]], info: ModelInfo, fmt: str) -> str:
+    """``records`` as ``fmt`` ("json" or "csv"); ``ValueError``, ``KeyError`` or ``TypeError``
+    when they are not records."""
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise TypeError("results must be a list of records")
+    if fmt == "csv":
+        sink = _CsvText(info, None)
+        sink.records = records
+        sink.close({})
+        return sink.text
+    classified = [r for r in records if r["error"] is None]
+    refused = [r for r in records if r["error"] is not None and r["scores"]]
+    document = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "model": {**info.identity(), "intended_use": info.metadata.intended_use},
+        "summary": {
+            "inputs": len(records),
+            "classified": len(classified),
+            "failed": len(records) - len(classified),
+            "refused_out_of_distribution": len(refused),
+            "per_class": dict(Counter(str(r["prediction"]) for r in classified)),
+        },
+        "results": records,
+    }
+    return json.dumps(document, indent=2) + "\n"
