@@ -3,10 +3,11 @@
 A run lists its inputs once, in ``btxrd-run --dir`` order, with each file's size and mtime: the
 manifest. Consecutive runs of ``shard_size`` inputs are its shards; shard ``i`` is finished when
 ``part-{i:06d}.parquet`` exists, written under a temporary name and renamed. The folder also
-holds ``_btxrd_manifest.parquet`` and ``_btxrd_run.json`` (model sha256, shard size, the input
-set's digest): ``--resume`` continues only a run of the same model on the same inputs, and
+holds ``_btxrd_manifest.arrow`` (Arrow IPC) and ``_btxrd_run.json`` (model sha256, shard size,
+the input set's digest): ``--resume`` continues only a run of the same model on the same inputs, and
 redoes only shards without a part file, so no row is ever written twice. Readers (pyarrow,
-pandas, polars, DuckDB) skip files that start with ``_`` or ``.``.
+pandas, polars) skip files that start with ``_`` or ``.``; ``*.parquet`` (DuckDB) matches the
+parts only.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from btxrd.runtime.cliutil import prepare_output_dir
 from btxrd.runtime.errors import ConfigError, OutputError
 
 RUN_FILE = "_btxrd_run.json"
-MANIFEST_FILE = "_btxrd_manifest.parquet"
+MANIFEST_FILE = "_btxrd_manifest.arrow"  # not .parquet: readers glob *.parquet
 DATASET_FORMAT = "btxrd-parquet-dataset/1"
 
 
@@ -248,6 +249,8 @@ class Dataset:
 
     def _write_manifest(self, entries: Sequence[Entry]) -> None:
         pyarrow = require_pyarrow()
+        from pyarrow import feather
+
         table = pyarrow.table(
             {
                 "input_index": pyarrow.array([e.index for e in entries], pyarrow.int64()),
@@ -258,7 +261,7 @@ class Dataset:
         )
         file = AtomicFile(self.folder / MANIFEST_FILE, "wb")
         try:
-            pyarrow.parquet.write_table(table, file.handle)
+            feather.write_feather(table, file.handle)
         except BaseException:
             file.abort()
             raise

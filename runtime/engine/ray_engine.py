@@ -7,8 +7,8 @@ arrives. Ray retries the work of a lost worker node (actors restart, tasks are r
 driver is what ``--resume`` is for. Ray's own job checkpointing (beta) is not used.
 
 Ray is quiet: no dashboard, no usage report, worker logs stay in Ray's session folder, and what
-Ray's native code prints on this process's stderr goes to ``_btxrd_ray.log`` in the output
-folder instead of the user's terminal.
+Ray prints in this process (retried tasks, native warnings) goes to ``_btxrd_ray.log`` in the
+output folder instead of the user's terminal.
 """
 
 from __future__ import annotations
@@ -71,17 +71,16 @@ def classify_on_ray(
     *,
     address: str,
     cpus_per_worker: int,
-    log_folder: Path,
 ) -> Iterator[Any]:
     """Yield pyarrow tables of rows as the cluster finishes shards: in any order, and a shard's
-    rows may come in more than one table (``input_index`` tells them apart)."""
+    rows may come in more than one table (``input_index`` tells them apart). Run it inside
+    ``ray_output_to`` to keep Ray's output off the terminal."""
     ray = require_ray()
-    with _native_stderr_to(log_folder / LOG_FILE):
-        _connect(ray, address)
-        try:
-            yield from _run(ray, classifier, shards, extra, cpus_per_worker)
-        finally:
-            ray.shutdown()
+    _connect(ray, address)
+    try:
+        yield from _run(ray, classifier, shards, extra, cpus_per_worker)
+    finally:
+        ray.shutdown()
 
 
 def _run(ray, classifier, shards, extra, cpus_per_worker) -> Iterator[Any]:
@@ -136,27 +135,32 @@ def _connect(ray, address: str) -> None:
 
 
 @contextlib.contextmanager
-def _native_stderr_to(log: Path) -> Iterator[None]:
-    """Send what Ray's native code writes on file descriptor 2 to ``log``; btxrd's own messages
-    (``sys.stderr``) keep going to the real stderr."""
+def ray_output_to(log: Path) -> Iterator[None]:
+    """Send what Ray prints to ``log``: its native code's output on descriptors 1 and 2, and
+    the driver's Python ``sys.stdout`` (Ray prints retried tasks' errors there; a Parquet run
+    writes no results on stdout). btxrd's own messages (``sys.stderr``) still reach the
+    user's stderr."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report, no notice of it
     try:
-        ours = sys.stderr.fileno() == 2
+        ours = sys.stderr.fileno() == 2 and sys.stdout.fileno() == 1
     except (AttributeError, OSError, ValueError):
-        ours = False  # stderr is not a file (a test runner's capture): leave descriptors alone
+        ours = False  # not files (a test runner's capture): leave the descriptors alone
     if not ours:
         yield
         return
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
-    original = sys.stderr
-    with open(log, "ab") as sink:
-        os.dup2(sink.fileno(), 2)
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    original = sys.stdout, sys.stderr
+    sink = open(log, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
+    for fd in (1, 2):
+        os.dup2(sink.fileno(), fd)
+    sys.stdout = sink
     sys.stderr = open(  # noqa: SIM115 - closed below
-        saved,
+        saved[2],
         "w",
         buffering=1,
-        encoding=original.encoding,
+        encoding=original[1].encoding,
         errors="backslashreplace",
         closefd=False,
     )
@@ -165,6 +169,8 @@ def _native_stderr_to(log: Path) -> Iterator[None]:
     finally:
         sys.stderr.flush()
         sys.stderr.close()
-        sys.stderr = original
-        os.dup2(saved, 2)
-        os.close(saved)
+        sys.stdout, sys.stderr = original
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        sink.close()

@@ -7,6 +7,7 @@ soon as its rows are in, and an interrupted or killed run is finished with ``--r
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -68,11 +69,13 @@ def run_sharded(
     started = time.perf_counter()
     done = 0
     try:
-        finished = _finished_shards(classifier, todo, extra, dataset, run)
-        for shard, table in progress(finished, len(todo), "classifying", "shard", not run.quiet):
-            _check_model(table, classifier.info.sha256, run.output)
-            dataset.write_part(shard, table)
-            done += len(shard.entries)
+        with _engine_output(run):
+            finished = _finished_shards(classifier, todo, extra, dataset, run)
+            bar = progress(finished, len(todo), "classifying", "shard", not run.quiet)
+            for shard, table in bar:
+                _check_model(table, classifier.info.sha256, run.output)
+                dataset.write_part(shard, table)
+                done += len(shard.entries)
     except KeyboardInterrupt:
         _notice(
             f"btxrd-run: interrupted; {len(dataset.finished) + _parts_written(dataset)} of "
@@ -120,7 +123,6 @@ def _finished_shards(
         extra,
         address=run.ray_address,
         cpus_per_worker=run.ray_cpus_per_worker,
-        log_folder=run.output,
     )
     for block in blocks:
         index = block.column("input_index").to_pylist()
@@ -135,6 +137,15 @@ def _finished_shards(
                 table = pa.concat_tables(pending.pop(first)).sort_by("input_index")
                 del by_first[first]
                 yield shard, table
+
+
+def _engine_output(run: ShardedRun) -> contextlib.AbstractContextManager[None]:
+    """Where the engine's own output goes: Ray's to a log in the output folder."""
+    if run.engine != "ray":
+        return contextlib.nullcontext()
+    from btxrd.runtime.engine.ray_engine import LOG_FILE, ray_output_to
+
+    return ray_output_to(run.output / LOG_FILE)
 
 
 def _check_model(table: Any, sha256: str, output: Path) -> None:

@@ -1,0 +1,134 @@
+"""``btxrd-run --engine ray`` on a real two-node Ray cluster on this machine.
+
+The head and one worker node (one CPU each) run as Ray's own fault tests run them
+(``ray.cluster_utils.Cluster``); ``btxrd-run`` joins it as a separate driver process. Each test
+classifies 500 small radiographs and compares every row with the local engine's:
+
+- the driver is killed after a few part files: ``--resume`` finishes the run;
+- the worker node is removed as soon as the first part file is written: Ray restarts its work
+  on the head node and the run completes with no row lost or doubled.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from engine_files import (
+    assert_same_rows,
+    btxrd_run,
+    clean_env,
+    kill_when_parts,
+    make_radiographs,
+    read_rows,
+    write_config,
+)
+
+pytest.importorskip("pyarrow")
+pytest.importorskip("ray")
+
+pytestmark = pytest.mark.slow
+
+IMAGES = 500
+SHARD = 20  # 25 shards: most of the run is still ahead when the first part file appears
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ray-inputs") / "images"
+    make_radiographs(folder, IMAGES)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> Path:
+    return write_config(tmp_path_factory.mktemp("ray-config") / "config.yaml", SHARD)
+
+
+@pytest.fixture(scope="module")
+def reference(demo_onnx, inputs, config, tmp_path_factory) -> list[dict]:
+    """The local engine's rows for the same inputs."""
+    out = tmp_path_factory.mktemp("ray-reference") / "local.parquet"
+    command = btxrd_run("--model", demo_onnx, "--dir", inputs, "--config", config, "-q", "-o", out)
+    subprocess.run(command, env=clean_env(), check=True)
+    return read_rows(out)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node and one worker node, one CPU each, on loopback (for the module: the driver
+    test runs first, then the one that removes the worker node)."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+    )
+    worker = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster, worker
+    cluster.shutdown()
+
+
+def _ray_run(demo_onnx, inputs, config, out: Path, address: str, *more: str) -> list[str]:
+    return btxrd_run(
+        "--model", demo_onnx, "--dir", inputs, "--config", config, "-o", out,
+        "--engine", "ray", "--ray-address", address, *more,
+    )  # fmt: skip
+
+
+def test_a_killed_driver_is_finished_by_resume(
+    demo_onnx, inputs, config, reference, cluster, tmp_path
+):
+    head, _ = cluster
+    out = tmp_path / "ray.parquet"
+    command = _ray_run(demo_onnx, inputs, config, out, head.address, "-q")
+    process = subprocess.Popen(command, env=clean_env())
+    kill_when_parts(process, out, 3)
+    assert len(list(out.glob("part-*.parquet"))) < IMAGES // SHARD
+    resumed = subprocess.run(
+        [*command, "--resume"], env=clean_env(), capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    rows = read_rows(out)
+    assert [r["input_index"] for r in rows] == list(range(IMAGES))
+    assert_same_rows(rows, reference)
+
+
+def test_a_killed_worker_node_loses_and_doubles_no_row(
+    demo_onnx, inputs, config, reference, cluster, tmp_path
+):
+    head, worker = cluster
+    out = tmp_path / "ray.parquet"
+    process = subprocess.Popen(
+        _ray_run(demo_onnx, inputs, config, out, head.address),
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_parts(process, out, 1)
+        head.remove_node(worker)  # the worker node dies with its actor and whatever it held
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert stdout == ""
+    rows = read_rows(out)
+    assert [r["input_index"] for r in rows] == list(range(IMAGES))
+    assert_same_rows(rows, reference)
+    assert "Traceback" not in stderr
+    # Ray's own chatter stays out of the user's terminal.
+    assert all(line.startswith(("DEMO MODEL", "speed:", "wrote ")) for line in stderr.splitlines())
+
+
+def _wait_for_parts(process: subprocess.Popen, folder: Path, parts: int) -> None:
+    import time
+
+    deadline = time.monotonic() + 120
+    while len(list(folder.glob("part-*.parquet"))) < parts:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no part file after 120 s"
+        time.sleep(0.02)
