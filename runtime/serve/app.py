@@ -130,6 +130,7 @@ class _State:
         self.info = info
         self.max_bytes = settings.max_upload_mb * 1024 * 1024
         self.admitted = 0
+        self.most_admitted = 0  # the high-water mark: never above serve.queue_size
         self.waiting = 0
         self.answered = 0
         self._gate: anyio.Semaphore | None = None
@@ -155,7 +156,11 @@ class _State:
                     "max_files": self.settings.max_files,
                     "queue_size": self.settings.queue_size,
                 },
-                "queue": {"admitted": self.admitted, "waiting": self.waiting},
+                "queue": {
+                    "admitted": self.admitted,
+                    "waiting": self.waiting,
+                    "most_admitted": self.most_admitted,
+                },
                 "answered": self.answered,
             }
         )
@@ -188,6 +193,7 @@ class _State:
                 headers={"Retry-After": "10"},
             )
         self.admitted += 1
+        self.most_admitted = max(self.most_admitted, self.admitted)
         try:
             return await self._classify_admitted(request)
         finally:
