@@ -63,6 +63,10 @@ def test_export_succeeds_and_reports_parity(exported: dict) -> None:
     assert report["max_abs_diff"] <= 1e-4
     assert report["top1_agreement"] == 1.0
     assert {row["kind"] for row in report["images"]} == PARITY_KINDS
+    # The check decodes exactly; --fast-decode is only compared with it on the parity JPEGs.
+    assert report["decode"] == "exact"
+    assert report["fast_decode"]["decoded_at_reduced_scale"] > 0
+    assert report["fast_decode"]["top1_agreement"] is not None
     # A varied model: the parity images do not all score alike, so agreement means something.
     spreads = {round(max(row["torch_probabilities"]), 3) for row in report["images"]}
     assert len(spreads) > 5
