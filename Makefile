@@ -11,7 +11,7 @@ CALIBRATION_DATA ?= $(DATA)
 SPLIT ?= models/btxrd-demo.split.json
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test chromium test-runtime export trust demo-model dataset gradcam bench fuzz lint clean
+.PHONY: run test chromium test-runtime export trust demo-model dataset gradcam bench bench-serve screenshot fuzz lint clean
 
 # Runtime-only environment: onnxruntime, numpy, pillow, click, pyyaml. No torch.
 $(VENV_RUN)/.stamp: pyproject.toml
@@ -92,6 +92,15 @@ bench: $(VENV)/.stamp
 	  || echo "note: hyperfine could not be installed; cold starts are timed with subprocess"; }
 	$(VENV)/bin/pip install -q -e '.[openvino]'
 	$(VENV)/bin/python bench/run.py
+
+# btxrd-serve: start to first answer, upload-to-result per image against btxrd-run's warm time on
+# the same files, 50 uploads at once, the [serve] extra's size: prints them, writes bench/serve.json.
+bench-serve: $(VENV)/.stamp
+	$(VENV)/bin/python bench/serve.py
+
+# The README's picture of btxrd-serve's page, made by the browser test's own code path.
+screenshot: $(VENV)/.stamp chromium
+	$(VENV)/bin/python tests/serve/page_driver.py docs/serve.png
 
 # 200,000 mutated files of every allowed format (JPEG, PNG 8/16-bit, TIFF incl. 16-bit, float
 # and WhiteIsZero, BMP, DICOM) through the decode path (tests/fuzz/fuzz_decode.py); not in CI.

@@ -221,12 +221,8 @@ function renderBars(r) {
 
 function renderViewer(row) {
   const view = row.view;
-  const viewer = $("viewer");
-  if (!view) {
-    viewer.hidden = true;
-    return;
-  }
-  viewer.hidden = false;
+  $("viewer").hidden = $("controls").hidden = !view;
+  if (!view) return;
   $("film").src = view.film;
   const select = $("cam-class");
   select.replaceChildren();
