@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 from schema_check import assert_valid
+from terminal import through_a_terminal
 
 import btxrd.export.synthetic.generate as generate_module
 from btxrd.export.data.dataset import METADATA_COLUMNS, label_from_row
@@ -334,29 +334,11 @@ def _wait_for_first_image(folder: Path, process: subprocess.Popen, timeout: floa
 
 def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     """On a terminal, stderr shows tqdm's bar (count, rate); stdout stays the JSON summary."""
-    import pty
-
-    controller, terminal = pty.openpty()
-    process = subprocess.Popen(
+    code, stdout, screen = through_a_terminal(
         [str(Path(sys.executable).parent / "btxrd-synth"), "--out", str(tmp_path), "--n", "4",
          "--max-size", "150", "--min-size", "100", "--workers", "1"],
-        stdout=subprocess.PIPE,
-        stderr=terminal,
     )  # fmt: skip
-    os.close(terminal)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    stdout, _ = process.communicate(timeout=120)
-    os.close(controller)
-    screen = b"".join(chunks).decode(errors="replace")
-    assert process.returncode == 0, screen
+    assert code == 0, screen
     assert "generating" in screen and "/4 [" in screen
     assert "image/s" in screen or "s/image" in screen  # the rate, whichever way tqdm puts it
     assert json.loads(stdout)["workers"] == 1

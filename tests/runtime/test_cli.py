@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from terminal import through_a_terminal
 
 from btxrd.runtime.classifier import Classifier
 from btxrd.runtime.cli import main
@@ -588,32 +589,10 @@ def test_default_model_is_the_shipped_demo_from_any_folder(demo_onnx, tmp_path, 
 
 
 def _through_a_terminal(*args: object, stdout_too: bool = False) -> tuple[int, str, str]:
-    """Run btxrd-run with stderr (and with ``stdout_too`` stdout as well, as in an interactive
-    shell) on a pseudo-terminal; returns the exit code, piped stdout and what the terminal got."""
-    import pty
-
-    controller, terminal = pty.openpty()
+    """btxrd-run with stderr (and with ``stdout_too`` stdout as well) on a pseudo-terminal."""
     env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "btxrd.runtime.cli", *map(str, args)],
-        stdout=terminal if stdout_too else subprocess.PIPE,
-        stderr=terminal,
-        env=env,
-    )
-    os.close(terminal)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    stdout, _ = process.communicate(timeout=60)
-    os.close(controller)
-    piped = stdout.decode() if stdout is not None else ""
-    return process.returncode, piped, b"".join(chunks).decode(errors="replace")
+    command = [sys.executable, "-m", "btxrd.runtime.cli", *map(str, args)]
+    return through_a_terminal(command, env=env, stdout_too=stdout_too, timeout=60)
 
 
 def test_progress_bar_on_a_terminal_and_never_in_the_results(tiny_onnx, images):
