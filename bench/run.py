@@ -2,7 +2,8 @@
 
 Sections: cold (one image, whole process), folder (200 large JPEGs end to end, decode vs model,
 draft mode), model (FLOP ceiling, batch sizes, onnxruntime settings), int8 (static QDQ), cam
-(edge CAM, explain Grad-CAM), memory (peak RSS, environment size). Each prints its table on
+(edge CAM, explain Grad-CAM), memory (peak RSS, environment size), ray (the Ray engine on a
+two-node cluster on this machine vs the local engine, 2,000 images). Each prints its table on
 stdout as it finishes and is saved at once to ``results.json`` and ``RESULTS.md``; progress
 goes to stderr. Generated inputs and the stand-in model are cached in ``bench/.cache``.
 """
@@ -26,7 +27,7 @@ from model_files import find_or_make
 from report import Report
 
 REPO = BENCH.parent
-SECTIONS = ("cold", "folder", "model", "int8", "cam", "memory")
+SECTIONS = ("cold", "folder", "model", "int8", "cam", "memory", "ray")
 BUSY_LOAD_PER_CPU = 0.25  # a 1-minute load average above this share of the CPUs: "busy"
 
 
@@ -129,6 +130,7 @@ _MODULES = {
     "int8": "int8",
     "cam": "cam",
     "memory": "memory",
+    "ray": "ray_engine",
 }
 
 

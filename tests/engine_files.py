@@ -93,3 +93,17 @@ def kill_when_parts(process: subprocess.Popen, folder: Path, parts: int, timeout
         time.sleep(0.02)
     process.kill()
     raise AssertionError(f"no {parts} part files in {folder} after {timeout} s")
+
+
+def readme_scale_commands() -> list[list[str]]:
+    """The first command block of the README's "Many images" section, one argument list per
+    ``btxrd-run`` line (comments dropped)."""
+    import re
+    import shlex
+
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Many images", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block, "the Many images section opens with a sh block"
+    lines = [line.split("#")[0].strip() for line in block.group(1).splitlines()]
+    return [shlex.split(line) for line in lines if line.startswith("btxrd-run")]

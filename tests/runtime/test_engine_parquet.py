@@ -21,6 +21,7 @@ from engine_files import (
     kill_when_parts,
     make_radiographs,
     read_rows,
+    readme_scale_commands,
     write_config,
 )
 
@@ -199,6 +200,25 @@ def test_usage_errors(folder, args, message):
     result = run("--dir", folder, *args)
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+@pytest.mark.slow
+def test_readme_local_commands_work_from_another_folder(sample_images, tmp_path):
+    """The README's Parquet commands on this machine: a run, then --resume finding it done."""
+    local = [c for c in readme_scale_commands() if "ray" not in c]
+    assert len(local) == 2 and "--resume" in local[1]
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for sample in sample_images:
+        (archive / sample.name).write_bytes(sample.read_bytes())
+    for command in local:
+        done = subprocess.run(
+            btxrd_run(*command[1:]), cwd=tmp_path, env=clean_env(), capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+    assert "resuming: 1 of 1 shard already in results.parquet" in done.stderr
+    assert len(read_rows(tmp_path / "results.parquet")) == len(sample_images)
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from engine_files import (
     kill_when_parts,
     make_radiographs,
     read_rows,
+    readme_scale_commands,
     write_config,
 )
 
@@ -68,6 +69,25 @@ def cluster():
     cluster.wait_for_nodes()
     yield cluster, worker
     cluster.shutdown()
+
+
+def test_readme_ray_command_starts_ray_on_this_machine(sample_images, tmp_path):
+    """The README's --engine ray command without --ray-address: a private Ray instance here,
+    quiet on the terminal (runs before the module's cluster exists)."""
+    (command,) = [c for c in readme_scale_commands() if "ray" in c]
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for sample in sample_images:
+        (archive / sample.name).write_bytes(sample.read_bytes())
+    done = subprocess.run(
+        btxrd_run(*command[1:]), cwd=tmp_path, env=clean_env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert all(
+        line.startswith(("DEMO MODEL", "speed:", "wrote ")) for line in done.stderr.splitlines()
+    )
+    assert len(read_rows(tmp_path / "results.parquet")) == len(sample_images)
 
 
 def _ray_run(demo_onnx, inputs, config, out: Path, address: str, *more: str) -> list[str]:
