@@ -71,19 +71,25 @@ class RunningServer:
 
 
 def start_server(
-    tmpdir: Path, *args: str, env: dict[str, str] | None = None, deadline: float = 90.0
+    tmpdir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    deadline: float = 90.0,
+    program: Sequence[str] = SERVE,
+    cwd: Path = REPO_ROOT,
 ) -> RunningServer:
-    """Start ``btxrd-serve --port 0`` with a private TMPDIR; return once /api/health answers."""
+    """Start ``btxrd-serve --port 0`` (``program``, run in ``cwd``) with a private TMPDIR;
+    return once /api/health answers."""
     tmpdir.mkdir(parents=True, exist_ok=True)
     environment = {k: v for k, v in os.environ.items() if k not in ("BTXRD_MODEL", "BTXRD_CONFIG")}
     environment.update({"TMPDIR": str(tmpdir), **(env or {})})
     process = subprocess.Popen(
-        [*SERVE, "--port", "0", *args],
+        [*program, "--port", "0", *args],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
         env=environment,
-        cwd=REPO_ROOT,
+        cwd=cwd,
         text=True,
     )
     server = RunningServer(process, tmpdir)
