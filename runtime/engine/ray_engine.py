@@ -17,7 +17,9 @@ import contextlib
 import logging
 import os
 import pickle
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,10 @@ def _connect(ray, address: str) -> None:
     }
     for name in ("ray", "ray.data", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # ray.init installs its own SIGTERM handler; btxrd's (SIGTERM ends a run as Ctrl-C does,
+    # exit 130, finished parts saved) is put back.
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
         if address:
             ray.init(address=address, **options)
@@ -132,6 +138,8 @@ def _connect(ray, address: str) -> None:
             f"cannot start or join {where} ({detail}); check --ray-address (start a cluster with "
             "`ray start --head`), or use --engine local"
         ) from None
+    if main_thread and sigterm is not None:
+        signal.signal(signal.SIGTERM, sigterm)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,8 +69,11 @@ def run_sharded(
     started = time.perf_counter()
     done = 0
     try:
-        with _engine_output(run):
-            finished = _finished_shards(classifier, todo, extra, dataset, run)
+        # closing: the engine (Ray) shuts down before its output goes back to the terminal.
+        with (
+            _engine_output(run),
+            contextlib.closing(_finished_shards(classifier, todo, extra, dataset, run)) as finished,
+        ):
             bar = progress(finished, len(todo), "classifying", "shard", not run.quiet)
             for shard, table in bar:
                 _check_model(table, classifier.info.sha256, run.output)
@@ -103,7 +106,7 @@ def run_sharded(
 
 def _finished_shards(
     classifier: Any, todo: list[Shard], extra: list[str], dataset: Dataset, run: ShardedRun
-) -> Iterator[tuple[Shard, Any]]:
+) -> Generator[tuple[Shard, Any], None, None]:
     """Each unfinished shard with its rows, as soon as they are all in."""
     from btxrd.runtime.engine.rows import classify_shard
 

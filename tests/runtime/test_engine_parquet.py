@@ -240,3 +240,27 @@ def test_killed_driver_then_resume_gives_every_input_once(demo_onnx, tmp_path):
     rows = read_rows(out)
     assert [r["input_index"] for r in rows] == list(range(120))
     assert_same_rows(rows, read_rows(reference))
+
+
+@pytest.mark.slow
+def test_sigterm_saves_finished_parts_and_exits_130(demo_onnx, tmp_path):
+    import signal
+    import time
+
+    inputs = tmp_path / "inputs"
+    make_radiographs(inputs, 60)
+    config = write_config(tmp_path / "config.yaml", 5)
+    out = tmp_path / "results.parquet"
+    command = btxrd_run("--model", demo_onnx, "--dir", inputs, "--config", config, "-o", out)
+    process = subprocess.Popen(command, env=clean_env(), stderr=subprocess.PIPE, text=True)
+    while not list(out.glob("part-*.parquet")):
+        assert process.poll() is None
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "rerun with --resume to finish" in stderr and "Traceback" not in stderr
+    assert not list(out.glob(".*.tmp"))
+    resumed = subprocess.run([*command, "--resume"], env=clean_env(), capture_output=True)
+    assert resumed.returncode == 0
+    assert [r["input_index"] for r in read_rows(out)] == list(range(60))
