@@ -200,3 +200,25 @@ def test_duplicate_names_are_told_apart_and_names_are_labels_only(server):
     assert served["results"][2]["path"] == "../../../etc/passwd.jpeg"
     assert served["results"][2]["image_name"] == "passwd.jpeg"
     assert leftovers(server) == []
+
+
+def test_a_dicom_upload_gets_the_cli_record_with_its_identifiers(server, tmp_path):
+    """Known by its suffix or, under any name, by its DICM preamble; its identifiers travel in
+    the record and its film is shown as the model read it."""
+    pytest.importorskip("pydicom")
+    from dicom_files import ramp, write_dicom
+
+    path = write_dicom(
+        tmp_path / "knee.dcm", ramp(240, 200), BodyPartExamined="KNEE", StudyInstanceUID="1.2.3"
+    )
+    (cli,) = cli_json(path)["results"]
+    assert cli["dicom"]["body_part_examined"] == "KNEE"
+    for name in ("knee.dcm", "knee"):
+        status, served = classify(server, [(name, path.read_bytes())])
+        assert status in (200, 422)
+        (record,) = served["results"]
+        named = {**cli, "image_name": name, "display_name": name}
+        assert_same_record(record, named, name)
+        if record["prediction"] is not None:
+            film = request(server, "GET", served["views"][0]["film"])[2]
+            assert Image.open(io.BytesIO(film)).size == (200, 240)

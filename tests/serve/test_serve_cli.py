@@ -55,6 +55,7 @@ def test_binding_beyond_loopback_warns_that_there_is_no_authentication(tmp_path)
 
 
 def test_a_busy_port_is_one_line_and_exit_2():
+    pytest.importorskip("starlette")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
