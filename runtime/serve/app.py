@@ -241,6 +241,12 @@ class _State:
             answer = await anyio.to_thread.run_sync(
                 self.service.classify, uploads, limiter=self._worker
             )
+        except OSError as exc:  # the server's temporary folder (full, unwritable), not the input
+            return _error(
+                503,
+                f"the server cannot store the upload ({exc.strerror or exc}); free space in its "
+                "temporary folder (TMPDIR) and try again",
+            )
         finally:
             await form.close()
         return JSONResponse(answer.document, status_code=200 if answer.all_classified else 422)
