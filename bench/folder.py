@@ -47,7 +47,11 @@ EXACT, FAST, TORCH, PARTS = (
 def run(ctx: Context) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     n = ctx.counts.folder_images
     folder = ctx.inputs.folder(f"large-{n}", ctx.inputs.large_jpegs(n))
-    outputs = {EXACT: ctx.work / "folder_exact.jsonl", FAST: ctx.work / "folder_fast.jsonl"}
+    outputs = {
+        EXACT: ctx.work / "folder_exact.jsonl",
+        FAST: ctx.work / "folder_fast.jsonl",
+        TORCH: ctx.work / "folder_torch.jsonl",
+    }
     parts_log = ctx.work / "pipeline_parts.jsonl"
     parts_log.unlink(missing_ok=True)
     # --no-ood-gate: the demo model's gate refuses some of these synthetic plates (exit 1);
@@ -65,7 +69,7 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "--dir",
             str(folder),
             "--output",
-            str(ctx.work / "folder_torch.jsonl"),
+            str(outputs[TORCH]),
             "--workers",
             "2",
             "--batch-size",
@@ -101,6 +105,17 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "parts_per_round": parts,
     }
     rows = _throughput_rows(n, stats, parts, figures)
+    # Both pipelines did the same work: their classes and probabilities agree.
+    torch_agreement = _agreement(outputs[EXACT], outputs[TORCH])
+    figures["agreement_with_torch"] = torch_agreement
+    rows.append(
+        row(
+            "btxrd vs torch: top-1 agreement",
+            torch_agreement["top1_agreement"],
+            note=f"{torch_agreement['compared']} images; max |dp| {torch_agreement['max_abs_dp']}"
+            " (btxrd's scores are calibrated when the model has a temperature; torch's are not)",
+        )
+    )
     rows += _fast_decode_rows(ctx, n, stats, outputs, folder, figures)
     return figures, rows
 
@@ -242,7 +257,7 @@ def _agreement(exact: Path, fast: Path) -> dict[str, Any]:
         "compared": len(common),
         "top1_agreement": round(agree / len(common), 4) if common else 0.0,
         "max_abs_dp": float(f"{max(dps):.3g}") if dps else None,
-        "decode": ", ".join(sorted({str(b[k].get("decode")) for k in common})),
+        "decode": ", ".join(sorted({str(b[k].get("decode", "exact")) for k in common})),
     }
 
 
