@@ -25,6 +25,7 @@ from btxrd.runtime.cliutil import prepare_output_dir
 from btxrd.runtime.errors import ConfigError, OutputError
 
 RUN_FILE = "_btxrd_run.json"
+LOG_FILE = "_btxrd_ray.log"  # what Ray printed during a run (``ray_engine``)
 MANIFEST_FILE = "_btxrd_manifest.arrow"  # not .parquet: readers glob *.parquet
 DATASET_FORMAT = "btxrd-parquet-dataset/1"
 
@@ -127,6 +128,7 @@ class Dataset:
             self.finished = frozenset(s.index for s in self.shards if self._is_finished(s))
         else:
             prepare_output_dir(folder)
+            self._remove_temporaries()
             self._write_manifest(entries)
             self._run = {
                 "format": DATASET_FORMAT,
@@ -195,6 +197,8 @@ class Dataset:
         if not folder.is_dir():
             return None
         if self.run_file.is_file():
+            if not resume and not any(folder.glob("part-*.parquet")):
+                return None  # a run that wrote nothing (Ray unreachable, say): start afresh
             if not resume:
                 raise OutputError(
                     f"{folder}: already holds a btxrd Parquet run; add --resume to finish it, or "
@@ -209,7 +213,7 @@ class Dataset:
             if not isinstance(run, dict) or run.get("format") != DATASET_FORMAT:
                 raise OutputError(f"{self.run_file}: not a btxrd run file; choose another --output")
             return run
-        if any(folder.iterdir()):
+        if any(p.name != LOG_FILE for p in folder.iterdir()):
             raise OutputError(
                 f"{folder}: is a folder that is not empty and holds no btxrd run; choose a new "
                 "or empty folder for --output"

@@ -18,16 +18,17 @@ import logging
 import os
 import pickle
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from btxrd.runtime.engine.manifest import Shard
+from btxrd.runtime.engine.manifest import LOG_FILE, Shard
 from btxrd.runtime.errors import ConfigError
 
-LOG_FILE = "_btxrd_ray.log"
+__all__ = ["LOG_FILE", "classify_on_ray", "ray_output_to", "require_ray"]
 
 
 def require_ray() -> Any:
@@ -126,6 +127,8 @@ def _connect(ray, address: str) -> None:
     # exit 130, finished parts saved) is put back.
     main_thread = threading.current_thread() is threading.main_thread()
     sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
+    if address and address != "auto":
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, **options)
@@ -140,6 +143,23 @@ def _connect(ray, address: str) -> None:
         ) from None
     if main_thread and sigterm is not None:
         signal.signal(signal.SIGTERM, sigterm)
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A cluster's HOST:PORT must accept a connection: ray.init would retry for ever."""
+    host, _, port = address.rpartition(":")
+    if host.startswith("ray://"):
+        return  # Ray Client: ray.init reports its own errors
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            f"--ray-address {address}: no Ray cluster answers there ({cause}); give the head's "
+            "HOST:PORT (`ray start --head` prints it), 'auto' on a cluster machine, or use "
+            "--engine local"
+        ) from None
 
 
 @contextlib.contextmanager

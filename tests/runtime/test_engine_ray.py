@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from engine_files import (
+    SAMPLES,
     assert_same_rows,
     btxrd_run,
     clean_env,
@@ -69,6 +70,22 @@ def cluster():
     cluster.wait_for_nodes()
     yield cluster, worker
     cluster.shutdown()
+
+
+def test_an_unreachable_cluster_is_one_line_and_leaves_no_run_behind(demo_onnx, tmp_path):
+    out = tmp_path / "results.parquet"
+    args = ["--model", demo_onnx, "--dir", SAMPLES, "-o", out, "-q"]
+    done = subprocess.run(
+        btxrd_run(*args, "--engine", "ray", "--ray-address", "127.0.0.1:9"),
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "no Ray cluster answers there" in done.stderr
+    again = subprocess.run(btxrd_run(*args), env=clean_env(), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr  # the folder of a run that wrote nothing is reused
 
 
 def test_readme_ray_command_starts_ray_on_this_machine(sample_images, tmp_path):
