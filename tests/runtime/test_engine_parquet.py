@@ -188,6 +188,16 @@ def test_without_pyarrow_one_line_says_what_to_install(demo_onnx, folder, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def test_without_ray_one_line_says_what_to_install(demo_onnx, folder, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    out = tmp_path / "out.parquet"
+    result = run("--model", demo_onnx, "--dir", folder, "--engine", "ray", "-o", out)
+    assert result.exit_code == 2
+    assert "pip install 'btxrd[ray]'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
