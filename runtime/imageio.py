@@ -43,6 +43,7 @@ from btxrd.runtime.pixels import (
     scale_to_uint8,
 )
 from btxrd.runtime.settings import DecodeLimits
+from btxrd.runtime.text import cause_of
 
 __all__ = [
     "BLANK_STD",
@@ -173,7 +174,7 @@ def _load_pillow(
         ) from None
     except _CORRUPT_DATA_ERRORS as exc:
         raise InputError(
-            f"{path}: corrupt or truncated image data ({type(exc).__name__}: {_first_line(exc)})"
+            f"{path}: corrupt or truncated image data ({type(exc).__name__}: {cause_of(exc)})"
         ) from None
 
 
@@ -304,14 +305,8 @@ def _open_failure(path: Path, fmt: str) -> str:
         with path.open("rb") as handle:
             Image.OPEN[fmt][0](handle, "").close()
     except _CORRUPT_DATA_ERRORS as exc:
-        return _first_line(exc)
+        return cause_of(exc)
     return "unsupported layout"
-
-
-def _first_line(exc: BaseException) -> str:
-    # One line for the error record: pydicom puts the real cause on the lines after the first.
-    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    return text[:200] if text else type(exc).__name__
 
 
 def _decode_opened(
@@ -329,6 +324,10 @@ def _decode_opened(
         opened.seek(0)
         notes.append(f"multi-frame file: used frame 1 of {frames}")
     source_mode = opened.mode
+    # Both before getexif: a PNG without EXIF loads its pixels to look for it, and the raw mode
+    # of 16-bit colour must be read before anything loads.
+    layout = _SampleLayout.of(opened, path)
+    wide = _wide_rawmode(opened)
     # Read before loading: Pillow's TIFF plugin turns the image while loading and drops the tag.
     orientation = opened.getexif().get(_EXIF_ORIENTATION, 1)
     decode = EXACT
@@ -336,8 +335,6 @@ def _decode_opened(
         # The stored pixels of orientations 5-8 are turned a quarter: so is the size they need.
         stored = draft[::-1] if orientation in (5, 6, 7, 8) else draft
         decode = _draft_jpeg(opened, (stored[0], stored[1]), notes)
-    layout = _SampleLayout.of(opened, path)
-    wide = _wide_rawmode(opened)
     if wide is not None:
         if reopen is None:
             raise InputError(
