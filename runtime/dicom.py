@@ -32,6 +32,7 @@ from btxrd.runtime.errors import InputError
 from btxrd.runtime.imageio import check_size
 from btxrd.runtime.pixels import blank_message, map_to_uint8, row_bands, value_range
 from btxrd.runtime.settings import DecodeLimits
+from btxrd.runtime.text import cause_of
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -101,7 +102,7 @@ def load_dicom(
         meta = pydicom.filereader.read_file_meta_info(path)
         syntax = meta.get("TransferSyntaxUID")
     except errors as exc:
-        raise InputError(f"{path}: not a readable DICOM file ({_first_line(exc)})") from None
+        raise InputError(f"{path}: not a readable DICOM file ({cause_of(exc)})") from None
     # pydicom converts each element when it is first used, so a malformed value raises wherever
     # it is read: the whole reading is fenced, with narrower messages raised inside.
     try:
@@ -118,7 +119,7 @@ def load_dicom(
     except InputError:
         raise
     except errors as exc:
-        raise InputError(f"{path}: malformed DICOM data ({_first_line(exc)})") from None
+        raise InputError(f"{path}: malformed DICOM data ({cause_of(exc)})") from None
 
 
 def _identifiers(ds: Dataset, notes: list[str]) -> dict[str, str]:
@@ -136,7 +137,7 @@ def _identifiers(ds: Dataset, notes: list[str]) -> dict[str, str]:
             try:
                 text = _text(ds[keyword].value)
             except _DICOM_ERRORS as exc:
-                notes.append(f"DICOM {keyword} unreadable ({_first_line(exc)}); left out")
+                notes.append(f"DICOM {keyword} unreadable ({cause_of(exc)}); left out")
                 continue
             if text:
                 found[key] = text
@@ -264,7 +265,7 @@ def _first_frame(ds: Dataset, path: Path, syntax: Any, errors: tuple) -> np.ndar
     try:
         return pixel_array(ds, index=0)
     except errors as exc:
-        cause = _first_line(exc)
+        cause = cause_of(exc)
         if syntax is None or not getattr(syntax, "is_compressed", False):
             raise InputError(f"{path}: malformed DICOM pixel data ({cause})") from None
         name = getattr(syntax, "name", str(syntax))
@@ -292,7 +293,7 @@ def _to_image(ds: Dataset, pixels: np.ndarray, path: Path) -> tuple[Image.Image,
         try:
             pixels = apply_color_lut(pixels, ds)
         except _DICOM_ERRORS as exc:
-            raise InputError(f"{path}: malformed DICOM palette ({_first_line(exc)})") from None
+            raise InputError(f"{path}: malformed DICOM palette ({cause_of(exc)})") from None
     colour = pixels.ndim == 3
     if pixels.shape[:2] != (rows, columns) or (colour and pixels.shape[2] != 3):
         raise InputError(
@@ -524,7 +525,7 @@ def _fenced(path: Path, what: str, apply: Callable[..., np.ndarray], *args: Any)
     try:
         return np.asarray(apply(*args), dtype=np.float64)
     except _DICOM_ERRORS as exc:
-        raise InputError(f"{path}: malformed DICOM {what} ({_first_line(exc)})") from None
+        raise InputError(f"{path}: malformed DICOM {what} ({cause_of(exc)})") from None
 
 
 def _number(ds: Dataset, keyword: str, default: float, path: Path) -> float:
@@ -565,9 +566,3 @@ def _linear(low: float, high: float, path: Path) -> Any:
         raise InputError(blank_message(path, f"{low:g}"))
     factor = 255.0 / (high - low)
     return lambda v: (v - low) * factor
-
-
-def _first_line(exc: BaseException) -> str:
-    # One line for the error record: pydicom puts the real cause on the lines after the first.
-    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    return text[:200] if text else type(exc).__name__

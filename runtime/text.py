@@ -4,7 +4,12 @@ in every output file, and nothing a terminal would act on."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+# "<_io.BytesIO object at 0x7f17...>": a decoder's repr of its buffer; the address changes from
+# run to run and tells the user nothing.
+_OBJECT_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
 
 
 def text_of(path: str | Path) -> str:
@@ -24,3 +29,11 @@ def for_terminal(text: str) -> str:
 def plural(count: int, noun: str) -> str:
     """``1 image``, ``2 images``, ``1,000 images`` (nouns that take an s)."""
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def cause_of(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one line for an error record: its lines joined (pydicom puts the real
+    cause after the first), object addresses dropped (records must not differ between runs)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    text = _OBJECT_ADDRESS.sub(">", text)
+    return text[:limit] if text else type(exc).__name__
