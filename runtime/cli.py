@@ -143,8 +143,9 @@ def _parse(options: dict) -> RunOptions:
 @click.option(
     "--labels",
     type=click.Path(path_type=Path),
-    help="CSV of image,label: also report accuracy, per-class recall/precision, macro AUC "
-    "(95 % bootstrap intervals), ECE and the confusion matrix.",
+    help="CSV of image,label, or a BTXRD-layout folder (its dataset.csv or dataset.xlsx): "
+    "also report accuracy, per-class recall/precision, macro AUC (95 % bootstrap intervals), "
+    "ECE and the confusion matrix.",
 )
 @click.option(
     "--metrics-out",
@@ -373,7 +374,7 @@ def _write_cam(
 
     from btxrd.runtime.atomic import atomic_open
     from btxrd.runtime.errors import BtxrdError
-    from btxrd.runtime.overlay import caption_for, explained_overlay, normalise_cam, png_info
+    from btxrd.runtime.overlay import cam_overlay, normalise_cam
 
     target = cam_class or prediction.prediction
     index = classifier.class_names.index(target)
@@ -382,27 +383,19 @@ def _write_cam(
         note = f"CAM for {target} is flat (no positive evidence); no overlay written"
         return replace(prediction, notes=(*prediction.notes, note), cam=None, image=None)
     try:
-        probability = prediction.scores[target]
-        picture = explained_overlay(
+        info = classifier.info
+        picture, metadata = cam_overlay(
             prediction.image,
             cam01,
-            [
-                f"{prediction.image_name}: {caption_for(target, probability)[0]}",
-                *caption_for(target, probability)[1:],
-            ],
+            name=prediction.image_name,
+            source=prediction.path or prediction.image_name,
+            class_name=target,
+            probability=prediction.scores[target],
+            prediction=prediction.prediction,
+            model_sha256=info.sha256,
+            intended_use=info.metadata.intended_use,
             alpha=alpha,
             with_original=with_original,
-        )
-        info = classifier.info
-        metadata = png_info(
-            {
-                "image": prediction.path or prediction.image_name,
-                "class": target,
-                "probability": f"{probability:.6f}",
-                "prediction": prediction.prediction,
-                "model_sha256": info.sha256,
-                "intended_use": info.metadata.intended_use,
-            }
         )
         with atomic_open(path, "wb") as handle:
             picture.save(handle, format="PNG", pnginfo=metadata)
@@ -499,18 +492,7 @@ def _inputs(
 
 
 def _print_info(classifier) -> int:
-    info = classifier.info
-    meta = info.metadata
-    document = {
-        **info.identity(),
-        "path": str(info.path),
-        "has_cam": info.has_cam,
-        "preprocessing": meta.preprocessing.to_json(),
-        "trust": _trust_summary(meta.trust),
-        "provenance": dict(meta.provenance),
-        "intended_use": meta.intended_use,
-    }
-    click.echo(json.dumps(document, indent=2))
+    click.echo(json.dumps(classifier.info.document(), indent=2))
     return EXIT_OK
 
 
@@ -526,19 +508,6 @@ def _validation(classifier, predictions, labels, metrics_out: Path | None, to_st
     if metrics_out is not None:
         write_text(metrics_out, json.dumps(figures, indent=2) + "\n")
     return figures
-
-
-def _trust_summary(trust) -> dict:
-    """What --info says about calibration and the gate, absent ones included."""
-    if trust is None:
-        return {
-            "calibration": "absent: scores are the raw softmax",
-            "ood_gate": "absent: every image gets a class, radiograph or not",
-        }
-    return {
-        "calibration": trust.calibration.to_json(),
-        "ood_gate": trust.ood.to_json(),
-    }
 
 
 def _selftest(classifier) -> int:

@@ -52,6 +52,29 @@ class ModelInfo:
             "schema_version": self.metadata.schema_version,
         }
 
+    def document(self) -> dict[str, Any]:
+        """What the model says about itself (``btxrd-run --info``, ``GET /api/model``)."""
+        meta = self.metadata
+        return {
+            **self.identity(),
+            "path": str(self.path),
+            "has_cam": self.has_cam,
+            "preprocessing": meta.preprocessing.to_json(),
+            "trust": _trust_summary(meta.trust),
+            "provenance": dict(meta.provenance),
+            "intended_use": meta.intended_use,
+        }
+
+
+def _trust_summary(trust: Trust | None) -> dict[str, Any]:
+    """Calibration and the gate, absent ones included."""
+    if trust is None:
+        return {
+            "calibration": "absent: scores are the raw softmax",
+            "ood_gate": "absent: every image gets a class, radiograph or not",
+        }
+    return {"calibration": trust.calibration.to_json(), "ood_gate": trust.ood.to_json()}
+
 
 @dataclass(frozen=True)
 class ModelOutputs:

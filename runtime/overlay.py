@@ -118,7 +118,45 @@ def explained_overlay(
     return page
 
 
-def png_info(fields: Mapping[str, str]) -> PngImagePlugin.PngInfo:
+def cam_overlay(
+    image: Image.Image,
+    cam01: np.ndarray,
+    *,
+    name: str,
+    source: str,
+    class_name: str,
+    probability: float,
+    prediction: str | None,
+    model_sha256: str,
+    intended_use: str,
+    alpha: float = OVERLAY_ALPHA,
+    with_original: bool = False,
+) -> tuple[Image.Image, PngImagePlugin.PngInfo]:
+    """The overlay ``btxrd-run --cam`` writes and ``btxrd-serve`` shows: the image's ``name`` in
+    the caption, the class explained with its probability, the colour scale, and the same facts
+    (``source``: the path as given) as PNG text metadata."""
+    caption = caption_for(class_name, probability)
+    picture = explained_overlay(
+        image,
+        cam01,
+        [f"{name}: {caption[0]}", *caption[1:]],
+        alpha=alpha,
+        with_original=with_original,
+    )
+    metadata = png_info(
+        {
+            "image": source,
+            "class": class_name,
+            "probability": f"{probability:.6f}",
+            "prediction": prediction,
+            "model_sha256": model_sha256,
+            "intended_use": intended_use,
+        }
+    )
+    return picture, metadata
+
+
+def png_info(fields: Mapping[str, object]) -> PngImagePlugin.PngInfo:
     """PNG text chunks (``btxrd.<key>``) that travel with an overlay file."""
     info = PngImagePlugin.PngInfo()
     for key, value in fields.items():

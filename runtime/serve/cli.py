@@ -6,10 +6,7 @@ runs, to say how to install it.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import ipaddress
-import json
 import socket
 import sys
 from pathlib import Path
@@ -132,17 +129,6 @@ def _require_extra() -> None:
         )
 
 
-def info_document(classifier: Any) -> dict[str, Any]:
-    """What ``btxrd-run --info`` prints, as data: taken from that command's own printing, so
-    /api/model cannot drift from it (run once, at start-up, before any request)."""
-    from btxrd.runtime import cli as run_cli_module
-
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        run_cli_module._print_info(classifier)
-    return json.loads(printed.getvalue())
-
-
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -194,7 +180,7 @@ def _run_server(
     # Bound elsewhere, the page is reached under names this machine cannot list: any Host.
     allowed = LOOPBACK_NAMES if loopback else ["*"]
     app = create_app(
-        service, settings, info_document=info_document(service.classifier), allowed_hosts=allowed
+        service, settings, info_document=service.classifier.info.document(), allowed_hosts=allowed
     )
     port = listener.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host

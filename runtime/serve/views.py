@@ -14,14 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from btxrd.runtime.overlay import (
-    caption_for,
-    explained_overlay,
-    jet,
-    normalise_cam,
-    png_info,
-    resize_cam,
-)
+from btxrd.runtime.overlay import cam_overlay, jet, normalise_cam, resize_cam
 
 VIEW_MAX_SIDE = 1024
 # PNG compression level 1: about a third of the default's encoding time, files a little larger;
@@ -86,23 +79,17 @@ def overlay_png(
     """The overlay ``btxrd-run --cam`` writes (caption, colour scale, PNG metadata), drawn on
     the film kept for the page (the CLI's is at the file's full size;
     tests/serve/test_serve_api.py checks the two are equal where the sizes are)."""
-    probability = view.scores[class_name]
-    caption = caption_for(class_name, probability)
-    picture = explained_overlay(
+    picture, metadata = cam_overlay(
         view.film,
         view.cams[class_name],
-        [f"{view.name}: {caption[0]}", *caption[1:]],
+        name=view.name,
+        source=view.name,
+        class_name=class_name,
+        probability=view.scores[class_name],
+        prediction=view.prediction,
+        model_sha256=model_sha256,
+        intended_use=intended_use,
         alpha=alpha,
-    )
-    metadata = png_info(
-        {
-            "image": view.name,
-            "class": class_name,
-            "probability": f"{probability:.6f}",
-            "prediction": view.prediction,
-            "model_sha256": model_sha256,
-            "intended_use": intended_use,
-        }
     )
     return png_bytes(picture, metadata)
 
