@@ -114,7 +114,7 @@ def wait_for_rows(browsing: Browsing, count: int) -> None:
     wait_until(
         browsing,
         f"() => document.querySelectorAll('#results tbody tr').length >= {count} && "
-        "document.getElementById('status').textContent.includes('result(s)')",
+        "document.getElementById('status').textContent.includes('Click a row to see it')",
         f"{count} result rows",
     )
 

@@ -101,8 +101,8 @@ function failedRecord(name, message) {
 function showStatus() {
   const done = state.rows.length;
   $("status").textContent = state.pending
-    ? `Classifying… ${state.pending} file(s) to go`
-    : (done ? `${done} result(s). Click a row to see it; click a heading to sort.` : "");
+    ? `Classifying… ${plural(state.pending, "file")} to go`
+    : (done ? `${plural(done, "result")}. Click a row to see it; click a heading to sort.` : "");
 }
 
 function addRow(record, view, requestFailed = false) {
@@ -320,3 +320,8 @@ function wire() {
 
 wire();
 start();
+
+// "1 file", "2 files": the CLI's plural forms (btxrd.runtime.text.plural).
+function plural(count, noun) {
+  return `${count.toLocaleString("en")} ${noun}${count === 1 ? "" : "s"}`;
+}
