@@ -211,6 +211,10 @@ def _run_server(
     # run_cli turns that into "interrupted" and exit 130, as for every btxrd command.
     server.run(sockets=[listener])
     sys.stdout.flush()
+    if server.should_exit:
+        # Stopped by a signal whose re-raise did nothing: a shell starts background jobs with
+        # SIGINT ignored, and uvicorn stops on it all the same. Still an interruption.
+        raise KeyboardInterrupt
     return EXIT_OK
 
 
