@@ -18,6 +18,7 @@ from btxrd.runtime.cliutil import (
     check_output_file,
     common_options,
     documents_exit_codes,
+    model_option,
     prepare_output_dir,
     run_cli,
     setting_range,
@@ -83,13 +84,7 @@ def _parse(options: dict) -> RunOptions:
     "--dir", "folder", type=click.Path(path_type=Path), help="Classify every image in FOLDER."
 )
 @click.option("--recursive", "-r", is_flag=True, help="With --dir: include sub-folders.")
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path),
-    envvar="BTXRD_MODEL",
-    help="Exported ONNX model (default: the shipped demo model; env BTXRD_MODEL).",
-)
+@model_option
 @_format_options
 @click.option(
     "--output",

@@ -96,6 +96,16 @@ def documents_exit_codes(function: F) -> F:
     return function
 
 
+# The ONNX model a runtime command loads (btxrd-run, btxrd-serve): one spelling of the option.
+model_option = click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    envvar="BTXRD_MODEL",
+    help="Exported ONNX model (default: the shipped demo model; env BTXRD_MODEL).",
+)
+
+
 def common_options(function: F) -> F:
     """``--config``, ``--quiet`` and ``--debug``, the options every command with a config has."""
     for option in (debug_option, quiet_option, config_option):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -19,6 +18,7 @@ from btxrd.runtime.cliutil import (
     EXIT_OK,
     common_options,
     documents_exit_codes,
+    model_option,
     run_cli,
     setting_range,
     version_lines,
@@ -41,13 +41,7 @@ class MissingExtra(BtxrdError):
     type=setting_range("serve", "port"),
     help="Port (default: serve.port, 8000; 0 picks a free one).",
 )
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path),
-    envvar="BTXRD_MODEL",
-    help="Exported ONNX model (default: the shipped demo model; env BTXRD_MODEL).",
-)
+@model_option
 @click.option(
     "--threads",
     type=setting_range("inference", "threads"),
