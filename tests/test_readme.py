@@ -82,6 +82,21 @@ def _readme_examples(sample: Path, samples: Path) -> dict[str, list[str]]:
     }
 
 
+def _run_installed(
+    command: list[str], folder: Path, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """An installed btxrd command run in ``folder``, with no model or config from the caller's
+    environment."""
+    return subprocess.run(
+        [_entry_point(command[0]), *command[1:]],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={k: v for k, v in os.environ.items() if k not in ("BTXRD_MODEL", "BTXRD_CONFIG")},
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "row",
@@ -102,14 +117,7 @@ def test_readme_commands_work_from_another_folder(row, sample_images, tmp_path) 
         pytest.skip("the samples are not in this checkout")
     command = _readme_examples(sample_images[0], sample_images[0].parent)[row]
     assert row.split()[0] in (ROOT / "README.md").read_text(encoding="utf-8")
-    done = subprocess.run(
-        [_entry_point(command[0]), *command[1:]],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={k: v for k, v in os.environ.items() if k not in ("BTXRD_MODEL", "BTXRD_CONFIG")},
-    )
+    done = _run_installed(command, tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     if "--output" in row:
@@ -126,7 +134,6 @@ def test_readme_torch_commands_work_from_another_folder(sample_images, tmp_path)
     pytest.importorskip("torch")
     if not sample_images or not (ROOT / "models" / "btxrd-demo.pt").exists():
         pytest.skip("the demo checkpoint and samples are not in this checkout")
-    env = {k: v for k, v in os.environ.items() if k not in ("BTXRD_MODEL", "BTXRD_CONFIG")}
     checkpoint = ROOT / "models" / "btxrd-demo.pt"
     commands = [
         ["btxrd-synth", "--out", "synthetic", "--n", "12", "--max-size", "300", "--quiet"],
@@ -136,14 +143,7 @@ def test_readme_torch_commands_work_from_another_folder(sample_images, tmp_path)
          str(sample_images[0].parent)],
     ]  # fmt: skip
     for command in commands:
-        done = subprocess.run(
-            [_entry_point(command[0]), *command[1:]],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=env,
-        )
+        done = _run_installed(command, tmp_path, timeout=600)
         assert done.returncode == 0, (command, done.stderr[-2000:])
         assert "Traceback" not in done.stderr
     assert len(list((tmp_path / "overlays").glob("*_gradcam.png"))) == 1
