@@ -617,3 +617,53 @@ def test_16_bit_scaling_allocates_no_float64_copy(tmp_path):
     expected = np.rint(values.astype(np.float64) * 255.0 / 3998.0).astype(np.uint8)
     np.testing.assert_array_equal(_pixels(decoded), expected)
     assert peak < 2.5 * values.size, peak  # output (1 byte a pixel) plus a few MB of bands
+
+
+def _near_threshold_images() -> list[tuple[str, np.ndarray]]:
+    """Images whose spread sits just either side of BLANK_STD, with the variation where the
+    blank check's sampled bands of rows see it, where they miss it, and spread evenly."""
+    rng = np.random.default_rng(7)
+    height, width = 640, 480
+    band_rows = np.zeros(height, bool)
+    rows = height // 32
+    for i in range(4):
+        top = (2 * i + 1) * height // 8
+        band_rows[top : top + rows] = True
+    images = []
+    for scale in (0.9, 1.1):
+        noise = rng.normal(0.0, 1.0, (height, width))
+        for name, where in (("bands only", band_rows), ("outside bands", ~band_rows)):
+            values = np.where(where[:, None], noise, 0.0)
+            # Scaled so the whole image's standard deviation is `scale` levels (before rounding).
+            values = 128 + values * scale / values.std()
+            images.append((f"{name} x{scale}", np.clip(np.rint(values), 0, 255).astype(np.uint8)))
+        spread = 128 + noise * scale
+        images.append((f"everywhere x{scale}", np.clip(np.rint(spread), 0, 255).astype(np.uint8)))
+        colour = np.full((height, width, 3), 90, np.uint8)
+        colour[..., 2] = images[-1][1]  # one channel varies, the others are flat
+        images.append((f"blue only x{scale}", colour))
+    return images
+
+
+def _spread(values: np.ndarray) -> float:
+    return float(values.reshape(-1, values.shape[-1] if values.ndim == 3 else 1).std(axis=0).max())
+
+
+NEAR_THRESHOLD = _near_threshold_images()
+
+
+def test_near_threshold_images_lie_either_side():
+    below = sorted(name for name, v in NEAR_THRESHOLD if _spread(v) < BLANK_STD)
+    assert below == ["bands only x0.9", "blue only x0.9", "everywhere x0.9", "outside bands x0.9"]
+
+
+@pytest.mark.parametrize("values", [pytest.param(v, id=name) for name, v in NEAR_THRESHOLD])
+def test_blank_verdict_is_the_whole_images_spread(values):
+    """The quick look at a few bands of rows never changes the verdict: an image is refused
+    exactly when no channel of the whole image spreads by BLANK_STD."""
+    image = Image.fromarray(values)
+    if _spread(values) >= BLANK_STD:
+        decode_pil(image)
+    else:
+        with pytest.raises(InputError, match="blank"):
+            decode_pil(image)
