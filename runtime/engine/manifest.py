@@ -4,8 +4,10 @@ A run lists its inputs once, in ``btxrd-run --dir`` order, with each file's size
 manifest. Consecutive runs of ``shard_size`` inputs are its shards; shard ``i`` is finished when
 ``part-{i:06d}.parquet`` exists, written under a temporary name and renamed. The folder also
 holds ``_btxrd_manifest.arrow`` (Arrow IPC) and ``_btxrd_run.json`` (model sha256, shard size,
-the input set's digest): ``--resume`` continues only a run of the same model on the same inputs, and
-redoes only shards without a part file, so no row is ever written twice. Readers (pyarrow,
+the input set's digest): ``--resume`` continues only a run of the same model on the same inputs; it
+redoes the shards without a part file and, in the others, only the inputs whose rows hold an error
+(their part is rewritten, atomically, with the new rows in their place), so no row is ever written
+twice. Readers (pyarrow,
 pandas, polars) skip files that start with ``_`` or ``.``; ``*.parquet`` (DuckDB) matches the
 parts only.
 """
@@ -122,10 +124,13 @@ class Dataset:
             self._check_same_run(previous, model_sha256, digest, len(entries))
             shard_size = int(previous["shard_size"])
         self.shards = shards_of(entries, shard_size)
+        # Shards whose part file is in place, and those of them with inputs to try again.
         self.finished: frozenset[int] = frozenset()
+        self.retried: dict[int, Shard] = {}
         if previous is not None:
             self._remove_temporaries()
             self.finished = frozenset(s.index for s in self.shards if self._is_finished(s))
+            self.retried = self._failed_inputs(self.finished)
         else:
             prepare_output_dir(folder)
             self._remove_temporaries()
@@ -146,10 +151,16 @@ class Dataset:
 
     @property
     def todo(self) -> list[Shard]:
-        return [s for s in self.shards if s.index not in self.finished]
+        """What is left to classify: whole shards, and the failed inputs of finished ones."""
+        return [
+            self.retried.get(s.index, s)
+            for s in self.shards
+            if s.index not in self.finished or s.index in self.retried
+        ]
 
     def write_part(self, shard: Shard, table: Any) -> None:
-        """Write one shard's rows: a temporary file in the folder, fsynced, renamed into place."""
+        """Write one shard's rows: a temporary file in the folder, fsynced, renamed into place.
+        The rows of a retried shard's inputs replace theirs in its part file."""
         pyarrow = require_pyarrow()
         if table.num_rows != len(shard.entries):
             raise OutputError(
@@ -157,6 +168,14 @@ class Dataset:
                 f"{len(shard.entries)} inputs; nothing of it was written (a btxrd bug: report it)"
             )
         path = self.folder / part_name(shard.index)
+        if shard.index in self.retried:
+            table = self._merged(path, table)
+            if table.num_rows != len(self.shards[shard.index].entries):
+                raise OutputError(
+                    f"{path}: retrying its failed inputs gave {table.num_rows} rows for "
+                    f"{len(self.shards[shard.index].entries)} inputs; the part was left as it was "
+                    "(a btxrd bug: report it)"
+                )
         try:
             file = AtomicFile(path, "wb")
             try:
@@ -245,6 +264,31 @@ class Dataset:
             return bool(pyarrow.parquet.read_metadata(path).num_rows == len(shard.entries))
         except (OSError, pyarrow.ArrowException):
             return False  # redone, and replaced by the rename
+
+    def _failed_inputs(self, finished: frozenset[int]) -> dict[int, Shard]:
+        """For each finished shard with error rows, a shard of just those inputs."""
+        pyarrow = require_pyarrow()
+        retried = {}
+        for shard in self.shards:
+            if shard.index not in finished:
+                continue
+            path = self.folder / part_name(shard.index)
+            rows = pyarrow.parquet.read_table(path, columns=["input_index", "error"])
+            failed = set(rows.filter(rows.column("error").is_valid()).column(0).to_pylist())
+            if failed:
+                entries = tuple(e for e in shard.entries if e.index in failed)
+                retried[shard.index] = Shard(shard.index, entries)
+        return retried
+
+    def _merged(self, path: Path, new_rows: Any) -> Any:
+        """A finished part's rows with those of its retried inputs replaced by ``new_rows``."""
+        pyarrow = require_pyarrow()
+        from pyarrow import compute
+
+        old = pyarrow.parquet.read_table(path, schema=new_rows.schema)
+        redone = compute.is_in(old.column("input_index"), value_set=new_rows["input_index"])
+        kept = old.filter(compute.invert(redone))
+        return pyarrow.concat_tables([kept, new_rows]).sort_by("input_index")
 
     def _remove_temporaries(self) -> None:
         """Temporary part files a killed run left (``.part-*.tmp``, from ``AtomicFile``)."""

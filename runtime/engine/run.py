@@ -61,9 +61,11 @@ def run_sharded(
     dataset = Dataset(run.output, entries, classifier.info.sha256, run.shard_size, run.resume)
     todo = dataset.todo
     if not run.quiet and dataset.resumed:
+        retried = sum(len(s.entries) for s in dataset.retried.values())
+        again = f"; trying {plural(retried, 'failed input')} again" if retried else ""
         _notice(
             f"resuming: {len(dataset.finished)} of {plural(len(dataset.shards), 'shard')} "
-            f"already in {run.output}"
+            f"already in {run.output}{again}"
         )
     extra = extra_fields(classifier)
     started = time.perf_counter()
@@ -117,8 +119,9 @@ def _finished_shards(
     from btxrd.runtime.engine.ray_engine import classify_on_ray
 
     pa = require_pyarrow()
-    by_first = {s.entries[0].index: s for s in todo}
     size = len(dataset.shards[0].entries)  # every shard but the last holds exactly this many
+    # By the index of the shard's first input (a retried shard holds only some of its inputs).
+    by_first = {s.index * size: s for s in todo}
     pending: dict[int, list[Any]] = {}
     blocks = classify_on_ray(
         classifier,

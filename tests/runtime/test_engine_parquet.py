@@ -131,7 +131,9 @@ def test_resume_redoes_only_unfinished_shards(demo_onnx, folder, config, tmp_pat
     reference = read_rows(out)
     (out / "part-000001.parquet").unlink()
     (out / ".part-000002.parquet.abc.tmp").write_bytes(b"cut short by a kill")
+    # Part 0 holds broken.png's error row, tried again (and rewritten) on every resume.
     kept = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    del kept["part-000000.parquet"]
     result = _parquet(demo_onnx, folder, out, config, "--resume")
     assert result.exit_code == 1, result.stderr
     assert {
@@ -139,6 +141,38 @@ def test_resume_redoes_only_unfinished_shards(demo_onnx, folder, config, tmp_pat
     } == kept
     assert not list(out.glob(".*.tmp"))
     assert_same_rows(read_rows(out), reference)
+
+
+def test_resume_tries_failed_inputs_again(demo_onnx, tmp_path):
+    """Two inputs refused under a pixel limit, the limit raised, then --resume: only those two
+    are classified again, only their parts are rewritten, and the rows equal a fresh run's."""
+    from PIL import Image
+
+    inputs = tmp_path / "images"
+    make_radiographs(inputs, 20)
+    for name in ("img00003.jpg", "img00017.jpg"):
+        with Image.open(inputs / name) as image:
+            image.resize((300, 300)).save(inputs / name, quality=90)
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(f"scale:\n  shard_size: {SHARD}\ninference:\n  max_pixels: 50000\n")
+    out = tmp_path / "results.parquet"
+    assert _parquet(demo_onnx, inputs, out, strict).exit_code == 1
+    failed = [Path(r["path"]).name for r in read_rows(out) if r["error"] is not None]
+    assert failed == ["img00003.jpg", "img00017.jpg"]
+    untouched = (out / "part-000001.parquet").stat().st_mtime_ns
+    relaxed = write_config(tmp_path / "relaxed.yaml", SHARD)
+    args = ("--model", demo_onnx, "--dir", inputs, "--config", relaxed, "-o", out, "--resume")
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    assert "resuming: 3 of 3 shards already in" in result.stderr
+    assert "trying 2 failed inputs again" in result.stderr
+    assert "speed: 2 inputs in" in result.stderr
+    assert (out / "part-000001.parquet").stat().st_mtime_ns == untouched
+    reference = tmp_path / "reference.parquet"
+    _parquet(demo_onnx, inputs, reference, relaxed)
+    assert_same_rows(read_rows(out), read_rows(reference))
+    again = run(*args)  # nothing failed any more: nothing to redo
+    assert again.exit_code == 0 and "speed:" not in again.stderr
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ The head and one worker node (one CPU each) run as Ray's own fault tests run the
 classifies 500 small radiographs and compares every row with the local engine's:
 
 - the driver is killed after a few part files: ``--resume`` finishes the run;
+- SIGTERM stops it with whole part files, and ``--resume`` finishes it;
+- inputs that failed are tried again by ``--resume`` on the cluster;
 - the worker node is removed as soon as the first part file is written: Ray restarts its work
   on the head node and the run completes with no row lost or doubled.
 """
@@ -130,6 +132,68 @@ def test_a_killed_driver_is_finished_by_resume(
     rows = read_rows(out)
     assert [r["input_index"] for r in rows] == list(range(IMAGES))
     assert_same_rows(rows, reference)
+
+
+def test_sigterm_saves_finished_parts_and_resume_finishes(
+    demo_onnx, inputs, config, reference, cluster, tmp_path
+):
+    """SIGTERM (a job scheduler's stop) to a Ray run: exit 130 with one line, whole part files
+    only; ``--resume`` then finishes it."""
+    import signal
+
+    head, _ = cluster
+    out = tmp_path / "ray.parquet"
+    command = _ray_run(demo_onnx, inputs, config, out, head.address, "-q")
+    process = subprocess.Popen(command, env=clean_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_parts(process, out, 1)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert stderr.count("\n") == 1 and "rerun with --resume to finish" in stderr, stderr
+    assert not list(out.glob(".*.tmp"))
+    resumed = subprocess.run(
+        [*command, "--resume"], env=clean_env(), capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_rows(read_rows(out), reference)
+
+
+def test_resume_on_ray_tries_failed_inputs_again(demo_onnx, cluster, tmp_path):
+    """Inputs refused under a pixel limit are classified on the cluster after the limit is
+    raised, their rows put in place in finished parts; the rows equal a local run's."""
+    from PIL import Image
+
+    head, _ = cluster
+    folder = tmp_path / "images"
+    make_radiographs(folder, 24)
+    for name in ("img00002.jpg", "img00011.jpg", "img00012.jpg"):
+        with Image.open(folder / name) as image:
+            image.resize((300, 300)).save(folder / name, quality=90)
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("scale:\n  shard_size: 8\ninference:\n  max_pixels: 50000\n")
+    relaxed = write_config(tmp_path / "relaxed.yaml", 8)
+    out, local = tmp_path / "ray.parquet", tmp_path / "local.parquet"
+    first = subprocess.run(
+        _ray_run(demo_onnx, folder, strict, out, head.address, "-q"), env=clean_env(), timeout=300
+    )
+    assert first.returncode == 1
+    assert sum(r["error"] is not None for r in read_rows(out)) == 3
+    resumed = subprocess.run(
+        _ray_run(demo_onnx, folder, relaxed, out, head.address, "--resume"),
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "trying 3 failed inputs again" in resumed.stderr
+    command = btxrd_run("--model", demo_onnx, "--dir", folder, "--config", relaxed, "-o", local)
+    subprocess.run([*command, "-q"], env=clean_env(), check=True)
+    assert_same_rows(read_rows(out), read_rows(local))
 
 
 def test_a_killed_worker_node_loses_and_doubles_no_row(
