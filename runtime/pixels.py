@@ -134,9 +134,9 @@ def _certainly_varies(image: Image.Image) -> bool:
     rows = height // (_QUICK_BANDS * _QUICK_SHARE)
     if rows == 0:
         return False
-    counts = sum(
-        _channel_histograms(image.crop((0, top, width, top + rows)))
-        for top in ((2 * i + 1) * height // (2 * _QUICK_BANDS) for i in range(_QUICK_BANDS))
+    tops = [(2 * i + 1) * height // (2 * _QUICK_BANDS) for i in range(_QUICK_BANDS)]
+    counts = np.sum(
+        [_channel_histograms(image.crop((0, top, width, top + rows))) for top in tops], axis=0
     )
     share = _QUICK_BANDS * rows / height
     return bool((_channel_std(counts) * np.sqrt(share) >= BLANK_STD).any())
