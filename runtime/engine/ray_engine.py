@@ -21,7 +21,8 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,15 +75,21 @@ def classify_on_ray(
     *,
     address: str,
     cpus_per_worker: int,
+    on_lost: Callable[[str], None],
 ) -> Iterator[Any]:
     """Yield pyarrow tables of rows as the cluster finishes shards: in any order, and a shard's
     rows may come in more than one table (``input_index`` tells them apart). Run it inside
-    ``ray_output_to`` to keep Ray's output off the terminal."""
+    ``ray_output_to`` to keep Ray's output off the terminal. ``on_lost`` is called (from another
+    thread) when the cluster's head stops answering, with what happened; it must end the
+    process."""
     ray = require_ray()
     _connect(ray, address)
+    watch = HeadWatch(ray.get_runtime_context().gcs_address, on_lost)
+    watch.start()
     try:
         yield from _run(ray, classifier, shards, extra, cpus_per_worker)
     finally:
+        watch.stop()
         ray.shutdown()
 
 
@@ -143,6 +150,61 @@ def _connect(ray, address: str) -> None:
         ) from None
     if main_thread and sigterm is not None:
         signal.signal(signal.SIGTERM, sigterm)
+
+
+# Ray's own limit, after which a driver whose cluster head is gone terminates itself.
+_RAY_RECONNECT_SETTING = "RAY_gcs_rpc_server_reconnect_timeout_s"
+_RAY_RECONNECT_DEFAULT = 60.0
+
+
+class HeadWatch(threading.Thread):
+    """Watches the cluster's head (its GCS port) while a run goes on.
+
+    When the head is lost, Ray keeps waiting for it for ``gcs_rpc_server_reconnect_timeout_s``
+    (60 s by default), then ends the driver from its native code: exit 1, with the reason only
+    in Ray's log, so the user's terminal would show nothing. This watch acts first, after half
+    that time without an answer, by calling ``on_lost`` (which says so in one line and ends the
+    process); a head that comes back sooner (Ray's GCS fault tolerance) costs nothing.
+    """
+
+    def __init__(self, gcs_address: str, on_lost: Callable[[str], None]) -> None:
+        super().__init__(name="btxrd-ray-head-watch", daemon=True)
+        host, _, port = gcs_address.rpartition(":")
+        self.target = (host or "127.0.0.1", int(port))
+        self.address = gcs_address
+        self.on_lost = on_lost
+        try:
+            ray_limit = float(os.environ.get(_RAY_RECONNECT_SETTING, _RAY_RECONNECT_DEFAULT))
+        except ValueError:
+            ray_limit = _RAY_RECONNECT_DEFAULT
+        self.patience = 0.5 * ray_limit
+        self.interval = min(2.0, self.patience / 4)
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        silent_since: float | None = None
+        while not self._stopped.wait(self.interval):
+            if self._answers():
+                silent_since = None
+                continue
+            now = time.monotonic()
+            silent_since = silent_since if silent_since is not None else now
+            if now - silent_since >= self.patience and not self._stopped.is_set():
+                self.on_lost(
+                    f"the Ray cluster's head ({self.address}) has not answered for "
+                    f"{now - silent_since:.0f} s"
+                )
+                return
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(self.target, timeout=self.interval):
+                return True
+        except OSError:
+            return False
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

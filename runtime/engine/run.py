@@ -8,6 +8,8 @@ soon as its rows are in, and an interrupted or killed run is finished with ``--r
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from typing import Any
 
 import click
 
-from btxrd.runtime.cliutil import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK
+from btxrd.runtime.cliutil import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from btxrd.runtime.engine.manifest import Dataset, Shard, list_entries, require_pyarrow
 from btxrd.runtime.errors import ConfigError, OutputError
 from btxrd.runtime.progress import progress
@@ -129,6 +131,7 @@ def _finished_shards(
         extra,
         address=run.ray_address,
         cpus_per_worker=run.ray_cpus_per_worker,
+        on_lost=lambda what: _cluster_lost(what, dataset, run.output),
     )
     for block in blocks:
         index = block.column("input_index").to_pylist()
@@ -143,6 +146,19 @@ def _finished_shards(
                 table = pa.concat_tables(pending.pop(first)).sort_by("input_index")
                 del by_first[first]
                 yield shard, table
+
+
+def _cluster_lost(what: str, dataset: Dataset, output: Path) -> None:
+    """End the process (from the head watch's thread: the main thread may be stuck in Ray)
+    with one line; every part file written so far is whole, so ``--resume`` finishes the run."""
+    saved = len(dataset.finished) + _parts_written(dataset)
+    click.echo(
+        f"btxrd-run: error: {what}; {saved} of {plural(len(dataset.shards), 'shard')} are saved "
+        f"in {output}: start the cluster again and rerun with --resume to finish",
+        err=True,
+    )
+    sys.stderr.flush()
+    os._exit(EXIT_USAGE)
 
 
 def _engine_output(run: ShardedRun) -> contextlib.AbstractContextManager[None]:

@@ -7,6 +7,7 @@ classifies 500 small radiographs and compares every row with the local engine's:
 - the driver is killed after a few part files: ``--resume`` finishes the run;
 - SIGTERM stops it with whole part files, and ``--resume`` finishes it;
 - inputs that failed are tried again by ``--resume`` on the cluster;
+- the head node dies: one line, exit 2, and ``--resume`` finishes the run;
 - the worker node is removed as soon as the first part file is written: Ray restarts its work
   on the head node and the run completes with no row lost or doubled.
 """
@@ -233,3 +234,46 @@ def _wait_for_parts(process: subprocess.Popen, folder: Path, parts: int) -> None
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "no part file after 120 s"
         time.sleep(0.02)
+
+
+def test_a_lost_head_node_is_one_line_and_resume_finishes(
+    demo_onnx, inputs, config, reference, tmp_path
+):
+    """The head node dies mid-run (its own cluster: the module's stays up). Ray would end the
+    driver silently after its reconnect timeout (12 s here); btxrd-run says so in one line
+    first, exit 2, and ``--resume`` finishes the run with the local engine."""
+    from ray.cluster_utils import Cluster
+
+    lost = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        lost.add_node(num_cpus=1)
+        lost.wait_for_nodes()
+        out = tmp_path / "ray.parquet"
+        env = {**clean_env(), "RAY_gcs_rpc_server_reconnect_timeout_s": "12"}
+        process = subprocess.Popen(
+            _ray_run(demo_onnx, inputs, config, out, lost.address, "-q"),
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            _wait_for_parts(process, out, 1)
+            lost.remove_node(lost.head_node, allow_graceful=False)
+            _, stderr = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    finally:
+        lost.shutdown()
+    assert process.returncode == 2, stderr
+    (line,) = stderr.splitlines()
+    assert line.startswith("btxrd-run: error: the Ray cluster's head (")
+    assert "has not answered for" in line and "rerun with --resume to finish" in line, line
+    local = btxrd_run("--model", demo_onnx, "--dir", inputs, "--config", config, "-o", out)
+    resumed = subprocess.run(
+        [*local, "-q", "--resume"], env=clean_env(), capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    rows = read_rows(out)
+    assert [r["input_index"] for r in rows] == list(range(IMAGES))
+    assert_same_rows(rows, reference)
