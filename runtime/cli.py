@@ -96,8 +96,8 @@ def _parse(options: dict) -> RunOptions:
 @click.option(
     "--resume",
     is_flag=True,
-    help="With --jsonl or --parquet --output: skip inputs already recorded (Parquet: finished "
-    "shards).",
+    help="With --jsonl or --parquet --output: finish an earlier run; inputs already classified "
+    "are kept, failed ones are tried again.",
 )
 @click.option(
     "--engine",
