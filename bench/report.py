@@ -53,12 +53,34 @@ def row(
 
 
 class Report:
-    def __init__(self, out_dir: Path, header: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        header: dict[str, Any],
+        previous: dict[str, Any] | None = None,
+        order: tuple[str, ...] = (),
+    ) -> None:
+        """``previous``: an earlier ``results.json`` whose sections are kept unless run again;
+        ``order``: the order of sections in the files."""
         self.out_dir = out_dir
         self.header = header
+        self.order = order
         self.sections: dict[str, dict[str, Any]] = {}
-        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.rows: dict[str, list[dict[str, Any]]] = dict((previous or {}).get("table", {}))
+        for name, figures in (previous or {}).get("sections", {}).items():
+            self.sections[name] = {**_stamp_of(previous or {}), **figures}
         self.started = time.time()
+
+    @staticmethod
+    def previous(out_dir: Path) -> dict[str, Any] | None:
+        """The ``results.json`` already in ``out_dir``, if any."""
+        path = out_dir / "results.json"
+        if not path.is_file():
+            return None
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if document.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"{path}: schema version {document.get('schema_version')}, not ours")
+        return document
 
     def add(self, name: str, figures: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         self.sections[name] = figures
@@ -78,8 +100,8 @@ class Report:
             "schema_version": SCHEMA_VERSION,
             **self.header,
             "wall_seconds": round(time.time() - self.started, 1),
-            "sections": self.sections,
-            "table": self.rows,
+            "sections": self._ordered(self.sections),
+            "table": self._ordered(self.rows),
         }
         write_text(self.out_dir / "results.json", json.dumps(document, indent=2) + "\n")
         write_text(self.out_dir / "RESULTS.md", self.markdown(document))
@@ -105,6 +127,19 @@ class Report:
         ]
         if document.get("warning"):
             lines += [f"> **{document['warning']}**", ""]
+        # Sections kept from an earlier run (--update) may come from another time or machine.
+        stamp = _stamp_of(document)
+        measured = []
+        for name, figures in document["sections"].items():
+            when = {**stamp, **{k: v for k, v in figures.items() if k in stamp}}
+            measured.append(
+                f"{name} {when['measured_at']} ({when['machine']}, load "
+                f"{when['load_average_at_end']})"
+            )
+        lines += [
+            "Sections measured (1-minute load average at the end): " + "; ".join(measured) + ".",
+            "",
+        ]
         lines += [
             "Best is the minimum for times and the maximum for rates; a ratio's best is the ratio "
             "of the best times and its median the ratio of the medians; 'paired' is the median of "
@@ -130,6 +165,20 @@ class Report:
                 ]
                 lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
         return "\n".join(lines) + "\n"
+
+    def _ordered(self, by_section: dict[str, Any]) -> dict[str, Any]:
+        known = [name for name in self.order if name in by_section]
+        return {name: by_section[name] for name in known + sorted(set(by_section) - set(known))}
+
+
+def _stamp_of(document: dict[str, Any]) -> dict[str, Any]:
+    """When and where a whole run measured its sections (for sections that do not say)."""
+    machine = document.get("machine", {})
+    return {
+        "measured_at": document.get("date"),
+        "machine": f"{machine.get('cpu_model', '?')}, {machine.get('usable_cpus', '?')} CPUs",
+        "load_average_at_end": document.get("load_average_at_end", ["?"])[0],
+    }
 
 
 def print_table(section: str, rows: list[dict[str, Any]]) -> None:

@@ -49,8 +49,15 @@ BUSY_LOAD_PER_CPU = 0.25  # a 1-minute load average above this share of the CPUs
     type=click.Path(file_okay=False, path_type=Path),
     help="Environment whose btxrd-run is timed [default: .venv-run if built, else .venv].",
 )
+@click.option(
+    "--update",
+    is_flag=True,
+    help="Keep the other sections of the results.json in --out-dir; those run now replace theirs.",
+)
 @click.option("--debug", is_flag=True, help="Print tracebacks of failed sections.")
-def main(quick: bool, only: str, out_dir: Path | None, run_venv: Path | None, debug: bool) -> None:
+def main(
+    quick: bool, only: str, out_dir: Path | None, run_venv: Path | None, update: bool, debug: bool
+) -> None:
     """Run the benchmarks and record their figures.
 
     Absolute times on a shared machine are noisy; compare the ratios, which come from pairs
@@ -62,6 +69,8 @@ def main(quick: bool, only: str, out_dir: Path | None, run_venv: Path | None, de
         python bench/run.py
 
         python bench/run.py --quick --only cold,model
+
+        python bench/run.py --only memory --update
     """
     chosen = [s.strip() for s in only.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(SECTIONS))
@@ -90,6 +99,8 @@ def main(quick: bool, only: str, out_dir: Path | None, run_venv: Path | None, de
             "counts": asdict(ctx.counts),
             "warning": _warning(description["load_average_at_start"][0], quick),
         },
+        previous=Report.previous(out_dir) if update else None,
+        order=SECTIONS,
     )
     failed = []
     try:
@@ -119,8 +130,17 @@ def _run_section(name: str, ctx: Context, report: Report, debug: bool) -> bool:
         report.fail(name, f"{type(exc).__name__}: {exc}")
         return False
     figures["section_seconds"] = round(time.perf_counter() - started, 1)
+    # Each section says when and where it ran: --update puts sections of several runs together.
+    figures["measured_at"] = dt.datetime.now().isoformat(timespec="seconds")
+    figures["machine"] = _machine_name(report)
+    figures["load_average_at_end"] = machine.load_average()[0]
     report.add(name, figures, rows)
     return True
+
+
+def _machine_name(report: Report) -> str:
+    described = report.header["machine"]
+    return f"{described['cpu_model']}, {described['usable_cpus']} CPUs"
 
 
 _MODULES = {
