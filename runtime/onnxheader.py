@@ -35,38 +35,44 @@ class OnnxHeader:
 def read_header(data: bytes) -> OnnxHeader:
     """Parse the few ``ModelProto`` fields btxrd checks before handing the file to onnxruntime."""
     ir_version, opsets, external = 0, {}, []  # type: tuple[int, dict[str, int], list[str]]
-    for number, value in _fields(data):
+    # Views, not copies: the graph field is nearly the whole file (megabytes of weights).
+    for number, value in _fields(memoryview(data)):
         if number == 1 and isinstance(value, int):
             ir_version = value
-        elif number == 8 and isinstance(value, bytes):
+        elif number == 8 and isinstance(value, memoryview):
             domain, version = "", 0
             for inner, item in _fields(value):
-                if inner == 1 and isinstance(item, bytes):
-                    domain = item.decode("utf-8", "replace")
+                if inner == 1 and isinstance(item, memoryview):
+                    domain = _text(item)
                 elif inner == 2 and isinstance(item, int):
                     version = item
             opsets[domain] = version
-        elif number == 7 and isinstance(value, bytes):
+        elif number == 7 and isinstance(value, memoryview):
             external.extend(_external_initialisers(value))
     return OnnxHeader(ir_version, opsets, tuple(external))
 
 
-def _external_initialisers(graph: bytes) -> Iterator[str]:
+def _external_initialisers(graph: memoryview) -> Iterator[str]:
     for number, value in _fields(graph):
-        if number != 5 or not isinstance(value, bytes):
+        if number != 5 or not isinstance(value, memoryview):
             continue
         name, outside = "", False
         for inner, item in _fields(value):
-            if inner == 8 and isinstance(item, bytes):
-                name = item.decode("utf-8", "replace")
+            if inner == 8 and isinstance(item, memoryview):
+                name = _text(item)
             elif inner == 13 or (inner == 14 and item == _EXTERNAL):
                 outside = True
         if outside:
             yield name
 
 
-def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(field number, value) of one message level: ints for varints, bytes for the rest."""
+def _text(view: memoryview) -> str:
+    return bytes(view).decode("utf-8", "replace")
+
+
+def _fields(data: memoryview) -> Iterator[tuple[int, int | memoryview]]:
+    """(field number, value) of one message level: ints for varints, views of the bytes for
+    the rest."""
     pos, end = 0, len(data)
     while pos < end:
         key, pos = _varint(data, pos)
@@ -88,7 +94,7 @@ def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
             raise HeaderError(f"unsupported protobuf wire type {wire}")
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
+def _varint(data: memoryview, pos: int) -> tuple[int, int]:
     result, shift = 0, 0
     while True:
         if pos >= len(data) or shift > 63:
