@@ -100,8 +100,8 @@ def blank_message(path: Path | str, value: str, detail: str = "") -> str:
 def refuse_blank(image: Image.Image, path: Path | str) -> None:
     """Refuse an 8-bit image whose every channel varies by less than ``BLANK_STD`` grey levels.
 
-    Pillow's histogram does the counting, so no copy of the image is made; an image that
-    certainly varies (``_certainly_varies``) is passed without counting every pixel.
+    Pillow's histogram does the counting, with no whole-image copy; an image that certainly
+    varies (``_certainly_varies``) is passed without counting every pixel.
     """
     if _certainly_varies(image):
         return

@@ -7,9 +7,8 @@ holds ``_btxrd_manifest.arrow`` (Arrow IPC) and ``_btxrd_run.json`` (model sha25
 the input set's digest): ``--resume`` continues only a run of the same model on the same inputs; it
 redoes the shards without a part file and, in the others, only the inputs whose rows hold an error
 (their part is rewritten, atomically, with the new rows in their place), so no row is ever written
-twice. Readers (pyarrow,
-pandas, polars) skip files that start with ``_`` or ``.``; ``*.parquet`` (DuckDB) matches the
-parts only.
+twice. Readers (pyarrow, pandas, polars) skip files that start with ``_`` or ``.``;
+``*.parquet`` (DuckDB) matches the parts only.
 """
 
 from __future__ import annotations
@@ -274,7 +273,7 @@ class Dataset:
                 continue
             path = self.folder / part_name(shard.index)
             rows = pyarrow.parquet.read_table(path, columns=["input_index", "error"])
-            failed = set(rows.filter(rows.column("error").is_valid()).column(0).to_pylist())
+            failed = set(rows.filter(rows["error"].is_valid())["input_index"].to_pylist())
             if failed:
                 entries = tuple(e for e in shard.entries if e.index in failed)
                 retried[shard.index] = Shard(shard.index, entries)

@@ -84,13 +84,27 @@ def classify_on_ray(
     process."""
     ray = require_ray()
     _connect(ray, address)
-    watch = HeadWatch(ray.get_runtime_context().gcs_address, on_lost)
-    watch.start()
+    watch = _head_watch(ray, on_lost)
     try:
         yield from _run(ray, classifier, shards, extra, cpus_per_worker)
     finally:
-        watch.stop()
+        if watch is not None:
+            watch.stop()
         ray.shutdown()
+
+
+def _head_watch(ray, on_lost: Callable[[str], None]) -> HeadWatch | None:
+    """A running ``HeadWatch``, or None under Ray Client (``ray://``), which has no GCS address
+    here and raises its own ``ConnectionError`` when the cluster goes."""
+    try:
+        address = ray.get_runtime_context().gcs_address
+    except Exception:  # Ray Client's context does not have it
+        return None
+    if not isinstance(address, str) or ":" not in address:
+        return None
+    watch = HeadWatch(address, on_lost)
+    watch.start()
+    return watch
 
 
 def _run(ray, classifier, shards, extra, cpus_per_worker) -> Iterator[Any]:
