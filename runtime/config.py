@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from btxrd.runtime.errors import ConfigError
 from btxrd.runtime.settings import defaults, field_of
 
@@ -28,6 +26,8 @@ def load_config(path: str | Path | None = None) -> dict[str, Any]:
     if not source:
         return config
     source = Path(source)
+    import yaml  # here, not above: most runs have no config file, and it takes 10 ms to import
+
     try:
         loaded = yaml.safe_load(source.read_text(encoding="utf-8"))
     except OSError as exc:
