@@ -112,8 +112,8 @@ class Report:
         lines = [
             "# btxrd benchmark results",
             "",
-            f"Written by `python bench/run.py{' --quick' if document['quick'] else ''}` "
-            f"on {document['date']}; full figures in `results.json`.",
+            f"Written by `{_command_of(document)}` on {document['date']}; full figures in "
+            "`results.json`.",
             "",
             f"- Machine: {machine['cpu_model']}, {machine['usable_cpus']} usable CPUs, "
             f"{machine['memory_gb']} GB; flags {', '.join(machine['cpu_flags']) or 'none'}",
@@ -169,6 +169,11 @@ class Report:
     def _ordered(self, by_section: dict[str, Any]) -> dict[str, Any]:
         known = [name for name in self.order if name in by_section]
         return {name: by_section[name] for name in known + sorted(set(by_section) - set(known))}
+
+
+def _command_of(document: dict[str, Any]) -> str:
+    default = f"python bench/run.py{' --quick' if document['quick'] else ''}"
+    return str(document.get("command", default))
 
 
 def _stamp_of(document: dict[str, Any]) -> dict[str, Any]:

@@ -93,6 +93,7 @@ def main(
         {
             "date": dt.datetime.now().isoformat(timespec="seconds"),
             "quick": quick,
+            "command": " ".join(["python bench/run.py", *sys.argv[1:]]),
             "machine": description,
             "model": model.to_json(),
             "run_venv": str(run_venv),
