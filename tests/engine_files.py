@@ -39,9 +39,19 @@ def make_radiographs(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def write_config(path: Path, shard_size: int) -> Path:
-    path.write_text(f"scale:\n  shard_size: {shard_size}\n", encoding="utf-8")
+def write_config(path: Path, shard_size: int, max_pixels: int | None = None) -> Path:
+    text = f"scale:\n  shard_size: {shard_size}\n"
+    if max_pixels is not None:
+        text += f"inference:\n  max_pixels: {max_pixels}\n"
+    path.write_text(text, encoding="utf-8")
     return path
+
+
+def enlarge(folder: Path, names: list[str], side: int = 300) -> None:
+    """Make some inputs larger than the rest (a pixel limit between them refuses just those)."""
+    for name in names:
+        with Image.open(folder / name) as image:
+            image.resize((side, side)).save(folder / name, quality=90)
 
 
 def read_rows(folder: Path):

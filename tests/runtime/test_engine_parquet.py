@@ -18,6 +18,7 @@ from engine_files import (
     assert_same_rows,
     btxrd_run,
     clean_env,
+    enlarge,
     kill_when_parts,
     make_radiographs,
     read_rows,
@@ -146,15 +147,10 @@ def test_resume_redoes_only_unfinished_shards(demo_onnx, folder, config, tmp_pat
 def test_resume_tries_failed_inputs_again(demo_onnx, tmp_path):
     """Two inputs refused under a pixel limit, the limit raised, then --resume: only those two
     are classified again, only their parts are rewritten, and the rows equal a fresh run's."""
-    from PIL import Image
-
     inputs = tmp_path / "images"
     make_radiographs(inputs, 20)
-    for name in ("img00003.jpg", "img00017.jpg"):
-        with Image.open(inputs / name) as image:
-            image.resize((300, 300)).save(inputs / name, quality=90)
-    strict = tmp_path / "strict.yaml"
-    strict.write_text(f"scale:\n  shard_size: {SHARD}\ninference:\n  max_pixels: 50000\n")
+    enlarge(inputs, ["img00003.jpg", "img00017.jpg"])
+    strict = write_config(tmp_path / "strict.yaml", SHARD, max_pixels=50_000)
     out = tmp_path / "results.parquet"
     assert _parquet(demo_onnx, inputs, out, strict).exit_code == 1
     failed = [Path(r["path"]).name for r in read_rows(out) if r["error"] is not None]

@@ -23,6 +23,7 @@ from engine_files import (
     assert_same_rows,
     btxrd_run,
     clean_env,
+    enlarge,
     kill_when_parts,
     make_radiographs,
     read_rows,
@@ -166,16 +167,11 @@ def test_sigterm_saves_finished_parts_and_resume_finishes(
 def test_resume_on_ray_tries_failed_inputs_again(demo_onnx, cluster, tmp_path):
     """Inputs refused under a pixel limit are classified on the cluster after the limit is
     raised, their rows put in place in finished parts; the rows equal a local run's."""
-    from PIL import Image
-
     head, _ = cluster
     folder = tmp_path / "images"
     make_radiographs(folder, 24)
-    for name in ("img00002.jpg", "img00011.jpg", "img00012.jpg"):
-        with Image.open(folder / name) as image:
-            image.resize((300, 300)).save(folder / name, quality=90)
-    strict = tmp_path / "strict.yaml"
-    strict.write_text("scale:\n  shard_size: 8\ninference:\n  max_pixels: 50000\n")
+    enlarge(folder, ["img00002.jpg", "img00011.jpg", "img00012.jpg"])
+    strict = write_config(tmp_path / "strict.yaml", 8, max_pixels=50_000)
     relaxed = write_config(tmp_path / "relaxed.yaml", 8)
     out, local = tmp_path / "ray.parquet", tmp_path / "local.parquet"
     first = subprocess.run(
