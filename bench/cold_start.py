@@ -42,7 +42,7 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     else:
         tool = "subprocess (hyperfine not installed)"
         measured = interleave_commands(commands, reps, warmup=warmup, env=ctx.env(), cwd=ctx.repo)
-        stats = {name: s for name, (s, _) in measured.items()}
+        stats = {name: m.stats for name, m in measured.items()}
     figures: dict[str, Any] = {
         "tool": tool,
         "commands": {name: " ".join(c) for name, c in commands.items()},

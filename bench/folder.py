@@ -23,6 +23,7 @@ rounds and its top-1 agrees on all 200 images; the agreement at margin 1 (decode
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 from context import BENCH, Context
 from report import row
-from timing import Stats, interleave_commands, ratio
+from timing import CommandStats, Stats, interleave_commands, ratio
 
 from btxrd.runtime.classifier import Classifier
 
@@ -102,23 +103,26 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     measured = interleave_commands(
         commands, ctx.counts.folder_reps, warmup=0, env=ctx.env(), cwd=ctx.repo
     )
-    stats = {name: s for name, (s, _) in measured.items()}
+    stats = {name: m.stats for name, m in measured.items()}
     parts = [json.loads(line) for line in parts_log.read_text().splitlines()]
     figures: dict[str, Any] = {
         "images": n,
         "folder": str(folder),
         "commands": {
             name: {
-                "seconds": s.to_json(),
-                "images_per_s": s.rate(n),
-                "max_rss_mb": round(max(rss) / 2**20, 1),
+                "seconds": m.stats.to_json(),
+                "images_per_s": m.stats.rate(n),
+                "max_rss_mb": round(max(m.max_rss_bytes) / 2**20, 1),
+                "cpu_seconds": [round(c, 3) for c in m.cpu_seconds],
+                "cores_busy": [round(c, 3) for c in m.cores_busy()],
             }
-            for name, (s, rss) in measured.items()
+            for name, m in measured.items()
             if name not in (PARTS, START)
         },
         "parts_per_round": parts,
     }
     rows = _throughput_rows(n, stats, parts, figures)
+    rows += _cpu_rows(n, measured, parts)
     # Both pipelines did the same work: their classes and probabilities agree.
     torch_agreement = _agreement(outputs[EXACT], outputs[TORCH])
     figures["agreement_with_torch"] = torch_agreement
@@ -227,6 +231,44 @@ def _throughput_rows(
             note=f"per round {', '.join(f'{f:.3f}' for f in fast_fractions)}",
         ),
     ]
+
+
+def _cpu_rows(
+    n: int, measured: dict[str, CommandStats], parts: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Where the time goes: how busy each pipeline kept the cores, the CPU it spent per image,
+    and the speed-up the exact path would have if it ran at the ceiling (its upper bound)."""
+    med = statistics.median
+    cores = os.cpu_count() or 1
+    rows = []
+    for name in (EXACT, TORCH):
+        busy = measured[name].cores_busy()
+        cpu_ms = [1000 * c / n for c in measured[name].cpu_seconds]
+        rows.append(
+            row(
+                f"{name}: cores kept busy (CPU s / wall s)",
+                round(med(busy), 3),
+                unit=f"of {cores}",
+                note=f"per round {', '.join(f'{b:.2f}' for b in busy)}; "
+                f"CPU per image {med(cpu_ms):.1f} ms (whole process)",
+            )
+        )
+    # The same rounds' ceiling over the same rounds' torch rate: what the exact path would
+    # reach against torch with no start-up and no overhead at all.
+    at_ceiling = [
+        _ceilings(part)[0] * seconds / n
+        for part, seconds in zip(parts, measured[TORCH].stats.samples, strict=True)
+    ]
+    rows.append(
+        row(
+            "speed-up vs torch pipeline at the pipeline ceiling",
+            round(med(at_ceiling), 3),
+            unit="x",
+            note=f"per round {', '.join(f'{r:.2f}' for r in at_ceiling)}: the exact path's "
+            "upper bound, decode+preprocess and model at their own cost",
+        )
+    )
+    return rows
 
 
 def _fast_decode_rows(

@@ -69,6 +69,20 @@ class CommandRun:
     max_rss_bytes: int
     returncode: int
     stderr_tail: str
+    cpu_seconds: float = 0.0  # user + system, the process and the children it waited for
+
+
+@dataclass(frozen=True)
+class CommandStats:
+    """One command's interleaved runs: wall times, and each run's peak RSS and CPU seconds."""
+
+    stats: Stats
+    max_rss_bytes: tuple[int, ...]
+    cpu_seconds: tuple[float, ...]
+
+    def cores_busy(self) -> tuple[float, ...]:
+        """Each run's CPU seconds over its wall seconds: how many cores it kept busy."""
+        return tuple(c / t for c, t in zip(self.cpu_seconds, self.stats.samples, strict=True))
 
 
 def ratio(slow: Stats, fast: Stats) -> dict[str, Any]:
@@ -125,6 +139,7 @@ _, status, usage = os.wait4(pid, 0)
 seconds = time.perf_counter() - started
 with open(report, "w") as handle:
     json.dump({"seconds": seconds, "max_rss_kb": usage.ru_maxrss,
+               "cpu_seconds": usage.ru_utime + usage.ru_stime,
                "returncode": os.waitstatus_to_exitcode(status)}, handle)
 """
 
@@ -132,7 +147,7 @@ with open(report, "w") as handle:
 def run_command(
     command: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None
 ) -> CommandRun:
-    """Run one process to completion: its wall seconds and its own peak RSS.
+    """Run one process to completion: its wall seconds, its own peak RSS and its CPU seconds.
 
     Timed inside the launcher, from fork to ``wait4``, so the launcher's start is not counted.
     """
@@ -147,7 +162,13 @@ def run_command(
             return CommandRun(0.0, 0, -1, f"launcher failed: {tail}")
         result = json.loads(report.read_text())
     # ru_maxrss is in kilobytes on Linux.
-    return CommandRun(result["seconds"], result["max_rss_kb"] * 1024, result["returncode"], tail)
+    return CommandRun(
+        result["seconds"],
+        result["max_rss_kb"] * 1024,
+        result["returncode"],
+        tail,
+        result["cpu_seconds"],
+    )
 
 
 def interleave_commands(
@@ -157,20 +178,24 @@ def interleave_commands(
     warmup: int = 1,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
-) -> dict[str, tuple[Stats, list[int]]]:
-    """Whole-process wall time of each command, interleaved; also each run's peak RSS."""
+) -> dict[str, CommandStats]:
+    """Whole-process wall time of each command, interleaved; also each run's peak RSS and CPU."""
     names = list(commands)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    rss: dict[str, list[int]] = {n: [] for n in names}
+    runs: dict[str, list[CommandRun]] = {n: [] for n in names}
     for _ in range(warmup):
         for name in names:
             _checked(name, run_command(commands[name], env=env, cwd=cwd))
     for r in range(reps):
         for name in _rotated(names, r):
-            run = _checked(name, run_command(commands[name], env=env, cwd=cwd))
-            times[name].append(run.seconds)
-            rss[name].append(run.max_rss_bytes)
-    return {n: (Stats(tuple(times[n])), rss[n]) for n in names}
+            runs[name].append(_checked(name, run_command(commands[name], env=env, cwd=cwd)))
+    return {
+        n: CommandStats(
+            Stats(tuple(r.seconds for r in runs[n])),
+            tuple(r.max_rss_bytes for r in runs[n]),
+            tuple(r.cpu_seconds for r in runs[n]),
+        )
+        for n in names
+    }
 
 
 def hyperfine_path() -> str | None:
