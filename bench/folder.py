@@ -239,7 +239,7 @@ def _cpu_rows(
     """Where the time goes: how busy each pipeline kept the cores, the CPU it spent per image,
     and the speed-up the exact path would have if it ran at the ceiling (its upper bound)."""
     med = statistics.median
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))  # the usable CPUs, as bench/machine.py reports them
     rows = []
     for name in (EXACT, TORCH):
         busy = measured[name].cores_busy()
