@@ -26,6 +26,7 @@ from btxrd.runtime.cliutil import (
     version_option,
 )
 from btxrd.runtime.errors import ConfigError, ModelError
+from btxrd.runtime.install import install_hint
 from btxrd.runtime.report import RESULTS_SCHEMA_VERSION
 from btxrd.runtime.settings import GradcamSettings
 from btxrd.runtime.text import for_terminal, plural
@@ -458,7 +459,7 @@ def _load_explainer(path: Path):
     except ImportError as exc:
         raise ModelError(
             f"{path}: btxrd-explain needs PyTorch and pytorch-grad-cam ({exc.name} is missing); "
-            "install them with pip install 'btxrd[explain]'"
+            f"install them with {install_hint('explain')}"
         ) from None
     return load_explainer(path)
 

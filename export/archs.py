@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from btxrd.runtime.errors import ModelError
+from btxrd.runtime.install import install_hint
 
 TIMM_PREFIX = "timm/"
 # A plain timm model name, optionally with a pretrained tag (`efficientnet_b0.ra_in1k`). Anything
@@ -163,7 +164,7 @@ def get_arch(name: str) -> Arch:
     except ImportError:
         raise ModelError(
             f"architecture {_shown(name)} needs timm, which is not installed: "
-            "pip install 'btxrd[timm]'"
+            f"{install_hint('timm')}"
         ) from None
     # A tag (`.ra_in1k`) only names pretrained weights, but timm refuses one it does not know.
     listed = timm.list_pretrained() if "." in timm_name else timm.list_models()

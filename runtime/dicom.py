@@ -30,6 +30,7 @@ from PIL import Image
 
 from btxrd.runtime.errors import InputError
 from btxrd.runtime.imageio import check_size
+from btxrd.runtime.install import install_hint
 from btxrd.runtime.pixels import blank_message, map_to_uint8, row_bands, value_range
 from btxrd.runtime.settings import DecodeLimits
 from btxrd.runtime.text import cause_of
@@ -95,7 +96,7 @@ def load_dicom(
         from pydicom.errors import BytesLengthException, InvalidDicomError
     except ImportError:
         raise InputError(
-            f"{path}: DICOM input needs pydicom; install it with pip install 'btxrd[dicom]'"
+            f"{path}: DICOM input needs pydicom; install it with {install_hint('dicom')}"
         ) from None
     errors = (InvalidDicomError, BytesLengthException, *_DICOM_ERRORS)
     try:

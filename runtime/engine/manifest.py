@@ -24,6 +24,7 @@ from typing import Any
 from btxrd.runtime.atomic import AtomicFile, write_text
 from btxrd.runtime.cliutil import prepare_output_dir
 from btxrd.runtime.errors import ConfigError, OutputError
+from btxrd.runtime.install import install_hint
 
 RUN_FILE = "_btxrd_run.json"
 LOG_FILE = "_btxrd_ray.log"  # what Ray printed during a run (``ray_engine``)
@@ -38,7 +39,7 @@ def require_pyarrow() -> Any:
         import pyarrow.parquet
     except ImportError:
         raise ConfigError(
-            "Parquet output needs pyarrow, which is not installed: pip install 'btxrd[parquet]' "
+            f"Parquet output needs pyarrow, which is not installed: {install_hint('parquet')} "
             "(or choose --jsonl or --csv)"
         ) from None
     return pyarrow

@@ -28,6 +28,7 @@ from typing import Any
 
 from btxrd.runtime.engine.manifest import LOG_FILE, Shard
 from btxrd.runtime.errors import ConfigError
+from btxrd.runtime.install import install_hint
 
 __all__ = ["LOG_FILE", "classify_on_ray", "ray_output_to", "require_ray"]
 
@@ -38,7 +39,7 @@ def require_ray() -> Any:
         import ray.data
     except ImportError:
         raise ConfigError(
-            "--engine ray needs Ray, which is not installed: pip install 'btxrd[ray]' (or use "
+            f"--engine ray needs Ray, which is not installed: {install_hint('ray')} (or use "
             "--engine local)"
         ) from None
     return ray

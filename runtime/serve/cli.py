@@ -24,6 +24,7 @@ from btxrd.runtime.cliutil import (
     version_lines,
 )
 from btxrd.runtime.errors import BtxrdError, ConfigError
+from btxrd.runtime.install import install_hint
 
 WEB_PACKAGES = ("starlette", "uvicorn", "multipart")
 # After Ctrl-C, requests still being answered get this long before the server stops anyway.
@@ -119,7 +120,7 @@ def _require_extra() -> None:
     if missing:
         raise MissingExtra(
             f"the web page needs the [serve] extra ({', '.join(missing)} missing); install it "
-            "with pip install 'btxrd[serve]'"
+            f"with {install_hint('serve')}"
         )
 
 
