@@ -11,16 +11,16 @@ CALIBRATION_DATA ?= $(DATA)
 SPLIT ?= models/btxrd-demo.split.json
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test chromium test-runtime export trust demo-model dataset gradcam bench bench-serve screenshot fuzz lint clean
+.PHONY: run test chromium test-runtime test-wheel export trust demo-model dataset gradcam bench bench-serve screenshot fuzz lint clean
 
 # Runtime-only environment: onnxruntime, numpy, pillow, click, pyyaml. No torch.
-$(VENV_RUN)/.stamp: pyproject.toml
+$(VENV_RUN)/.stamp: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV_RUN)
 	$(VENV_RUN)/bin/pip install -q .
 	touch $@
 
 # Full environment with every extra; built once, reused while pyproject.toml is unchanged.
-$(VENV)/.stamp: pyproject.toml
+$(VENV)/.stamp: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -e '.[export,explain,timm,dicom,serve,ray,dev]'
 	touch $@
@@ -46,6 +46,11 @@ chromium:
 test-runtime: $(VENV_RUN)/.stamp
 	$(VENV_RUN)/bin/pip install -q pytest hypothesis jsonschema
 	$(VENV_RUN)/bin/python -m pytest -m "not torch" --durations=15
+
+# What a plain `pip install` gives a user: the wheel, installed non-editable with its extras in a
+# clean venv, each command run from another folder (.ci/test-wheel). Reuses pip's cache of .venv.
+test-wheel: $(VENV)/.stamp
+	PYTHON=$(PYTHON) .ci/test-wheel
 
 # The demo model's data: 5,000 synthetic radiographs (the recipe in configs/demo-train.yaml).
 dataset: $(VENV)/.stamp
