@@ -9,9 +9,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from btxrd.export.trust.defaults import DEFAULT_METHOD, DEFAULT_RETENTION, MIN_VAL_PER_CLASS
 from btxrd.runtime.atomic import destination, protect, write_bytes, write_text
 from btxrd.runtime.cliutil import (
     CONTEXT_SETTINGS,
@@ -25,6 +27,10 @@ from btxrd.runtime.contract import OOD_METHODS
 from btxrd.runtime.errors import ConfigError, ModelError
 from btxrd.runtime.inputs import collect_folder
 from btxrd.runtime.paths import default_samples_dir
+from btxrd.runtime.validation import describe
+
+if TYPE_CHECKING:
+    from btxrd.export.trust.fit import DataSource, TrustFit
 from btxrd.runtime.selftest import SELFTEST_TOLERANCE, selftest_images
 
 # The parity set is derived with Pillow (the reference decode); DICOM sources would need pydicom.
@@ -56,29 +62,45 @@ _NOT_PARITY_SOURCES = (".dcm", ".dicom")
     "--intended-use", help="Intended-use text stored in the model (default: research only)."
 )
 @click.option(
+    "--model-name",
+    help="Name stored in the model (default: the checkpoint's model_name, else its file name).",
+)
+@click.option(
+    "--model-version",
+    help="Version stored in the model (default: the checkpoint's model_version, else none).",
+)
+@click.option(
     "--calibration-data",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="BTXRD-layout folder to fit calibration and the out-of-distribution gate on "
-    "(without it the model has neither).",
+    type=click.Path(exists=True, path_type=Path),
+    help="Labelled images to fit calibration and the out-of-distribution gate on (without it "
+    "the model has neither): an ImageFolder (one sub-folder per class), a CSV of image,label "
+    "or a BTXRD-layout folder (docs/own-model.md).",
 )
 @click.option(
     "--split",
     "split_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Split file (train/val/test image ids) of --calibration-data; default: the stratified "
-    "seed-0 split training makes.",
+    help="Split file (train/val/test image ids) of --calibration-data; default: a stratified "
+    "seed-0 split, written beside the model as OUT.split.json.",
+)
+@click.option(
+    "--min-val-per-class",
+    type=click.IntRange(1),
+    default=MIN_VAL_PER_CLASS,
+    show_default=True,
+    help="Fewest validation images of any class the fit accepts; below it export refuses.",
 )
 @click.option(
     "--ood-method",
     type=click.Choice(OOD_METHODS),
-    default="mahalanobis_multilayer",
+    default=DEFAULT_METHOD,
     show_default=True,
     help="Out-of-distribution score put into the model (models/README.md says why the default).",
 )
 @click.option(
     "--ood-retention",
     type=click.FloatRange(0.5, 1.0),
-    default=0.99,
+    default=DEFAULT_RETENTION,
     show_default=True,
     help="Share of the validation images the gate's threshold keeps.",
 )
@@ -92,19 +114,25 @@ def main(
     out_path: Path | None,
     parity_images: Path | None,
     intended_use: str | None,
+    model_name: str | None,
+    model_version: str | None,
     calibration_data: Path | None,
     split_file: Path | None,
     ood_method: str,
     ood_retention: float,
+    min_val_per_class: int,
     opset: int,
     debug: bool,
 ) -> None:
     """Export CHECKPOINT to one ONNX file that carries its class names, preprocessing contract
     and provenance, then prove on real image files that its scores match PyTorch.
 
-    With --calibration-data the file also carries trust, fitted on that folder: temperature
-    scaling (outputs `probabilities`, fitted on the val split) and an out-of-distribution score
-    (output `ood_score`, statistics from the train split, threshold set on the val split).
+    With --calibration-data the file also carries trust, fitted on those labelled images:
+    temperature scaling (output `probabilities`, fitted on the val split) and an
+    out-of-distribution score (output `ood_score`, statistics from the train split, threshold
+    set on the val split). Without --split the split is made here and written beside the
+    model (OUT.split.json). Export then prints the figures `btxrd-run --labels` gives for the
+    same images, and writes them into the parity report.
 
     Here exit code 1 means no model is written because parity failed (ONNX and PyTorch
     disagree) or a --parity-images or --calibration-data file cannot be read.
@@ -114,7 +142,7 @@ def main(
         btxrd-export --checkpoint models/btxrd-demo.pt --out models/btxrd-demo.onnx \\
             --calibration-data data/synthetic --split models/btxrd-demo.split.json
 
-        btxrd-export my-model.pt -o my-model.onnx
+        btxrd-export my-model.pt -o my-model.onnx --calibration-data my-data/
     """
     if checkpoint is not None and checkpoint_path is not None:
         raise click.UsageError("give the checkpoint as CHECKPOINT or --checkpoint, not both")
@@ -122,11 +150,23 @@ def main(
     if checkpoint_path is None:
         raise click.UsageError("which checkpoint? give CHECKPOINT (or --checkpoint PATH)")
     out_path = out_path or checkpoint_path.with_suffix(".onnx")
-    options = _TrustOptions(calibration_data, split_file, ood_method, ood_retention)
+    options = _TrustOptions(
+        calibration_data, split_file, ood_method, ood_retention, min_val_per_class
+    )
+    identity = _Identity(intended_use, model_name, model_version)
     run_cli(
-        lambda: _export(checkpoint_path, out_path, parity_images, intended_use, opset, options),
+        lambda: _export(checkpoint_path, out_path, parity_images, identity, opset, options),
         debug,
     )
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """What the file says it is, where the command line says it (None: from the checkpoint)."""
+
+    intended_use: str | None
+    name: str | None
+    version: str | None
 
 
 @dataclass(frozen=True)
@@ -135,13 +175,14 @@ class _TrustOptions:
     split_file: Path | None
     method: str
     retention: float
+    min_val_per_class: int = MIN_VAL_PER_CLASS
 
 
 def _export(
     checkpoint_path: Path,
     out_path: Path,
     parity_dir: Path | None,
-    intended_use: str | None,
+    identity: _Identity,
     opset: int,
     trust_options: _TrustOptions,
 ) -> int:
@@ -166,7 +207,8 @@ def _export(
     prepare_output_dir(out_path.parent)
     # The ONNX file and its parity report must never replace the checkpoint they come from.
     protect([checkpoint_path], "checkpoint")
-    for written in (out_path, out_path.with_suffix(".parity.json")):
+    split_out = out_path.with_suffix(".split.json")
+    for written in (out_path, out_path.with_suffix(".parity.json"), split_out):
         destination(written)
     checkpoint = load_checkpoint(checkpoint_path)
     sources = _parity_sources(parity_dir or default_samples_dir())
@@ -184,13 +226,21 @@ def _export(
     }
     head = reference_trust = None
     if fitted is not None:
-        head = TrustHead(fitted.temperature, fitted.scorer)
-        reference_trust = TrustReference(arch, fitted.temperature, fitted.scorer)
+        head = TrustHead(fitted.fit.temperature, fitted.fit.scorer)
+        reference_trust = TrustReference(arch, fitted.fit.temperature, fitted.fit.scorer)
         reference.update(
             _trust_reference_scores(model, selftest, selftest_rgb, prep, reference_trust)
         )
-    trust = fitted.trust if fitted is not None else None
-    metadata = build_metadata(checkpoint, arch, reference, intended_use, trust)
+    trust = fitted.fit.trust if fitted is not None else None
+    metadata = build_metadata(
+        checkpoint,
+        arch,
+        reference,
+        identity.intended_use,
+        trust,
+        name=identity.name,
+        version=identity.version,
+    )
     data = finalise(export_model_proto(model, arch, prep.image_size, opset, trust=head), metadata)
     report_path = out_path.with_suffix(".parity.json")
     with tempfile.TemporaryDirectory(prefix="btxrd-parity-") as tmp:
@@ -198,12 +248,15 @@ def _export(
         candidate.write_bytes(data)
         cases = write_parity_images(sources, Path(tmp) / "images")
         report = check_parity(model, candidate, cases, prep, reference_trust)
+        figures = _labelled_figures(candidate, fitted) if fitted and report["passed"] else None
     report.update(
         model=out_path.name,
         checkpoint=str(checkpoint_path),
         checkpoint_sha256=checkpoint.sha256,
         export_seconds=round(time.perf_counter() - started, 1),
     )
+    if fitted is not None and figures is not None:
+        report["labelled_data"] = fitted.labelled_data(figures)
     write_text(report_path, json.dumps(report, indent=2) + "\n")
     if not report["passed"]:
         click.echo(
@@ -214,8 +267,19 @@ def _export(
         )
         return 1
     write_bytes(out_path, data)
+    if fitted is not None:
+        if fitted.source.split_text is not None:
+            write_text(split_out, fitted.source.split_text)
+            _note(f"wrote the split it made, {split_out} (pass it as --split to refit the same)")
+        _note(
+            f"the model on all {len(fitted.images)} labelled images of {fitted.data} (what "
+            "btxrd-run --labels reports for them):"
+        )
+        for line in describe(report["labelled_data"]["figures"]):
+            _note("  " + line)
     click.echo(
-        f"wrote {out_path} ({len(data) / 1e6:.1f} MB, {arch.name}, classes "
+        f"wrote {out_path} ({len(data) / 1e6:.1f} MB, {metadata.name}"
+        f"{f' version {metadata.version}' if metadata.version else ''}, {arch.name}, classes "
         f"{', '.join(checkpoint.class_names)}); parity on {report['num_images']} images: "
         f"max |dp| {report['max_abs_diff']:.2e}, top-1 agreement {report['top1_agreement']:.0%}"
         f"{_trust_summary(trust, report)}; report {report_path} ({report['export_seconds']} s)"
@@ -223,7 +287,26 @@ def _export(
     return 0
 
 
-def _fit_trust(model, arch, checkpoint, opset: int, options: _TrustOptions):
+@dataclass(frozen=True)
+class _Fitted:
+    """Trust fitted on --calibration-data, where it came from, and its labelled images (path,
+    label), in the order ``btxrd-run --dir`` lists them."""
+
+    fit: TrustFit
+    source: DataSource
+    data: Path
+    images: list[tuple[Path, str]]
+
+    def labelled_data(self, figures: dict) -> dict:
+        return {
+            "data": self.source.data,
+            "layout": self.source.layout,
+            "num_images": len(self.images),
+            "figures": figures,
+        }
+
+
+def _fit_trust(model, arch, checkpoint, opset: int, options: _TrustOptions) -> _Fitted | None:
     """Fit calibration and the gate on --calibration-data, or say (once) that there are none."""
     if options.data is None:
         click.echo(
@@ -235,28 +318,55 @@ def _fit_trust(model, arch, checkpoint, opset: int, options: _TrustOptions):
         return None
     from btxrd.export.onnx_export import probe_bytes
     from btxrd.export.trust.calibration import TEMPERATURE_BOUNDS
-    from btxrd.export.trust.fit import Probe, fit_trust, log_to_stderr, score_parts, split_parts
+    from btxrd.export.trust.fit import Probe, fit_trust, score_parts, split_parts
     from btxrd.export.trust.taps import tap_widths
 
     names = checkpoint.class_names
-    parts, source = split_parts(options.data, options.split_file, names)
-    log_to_stderr(f"fitting trust on {options.data} ({sum(map(len, parts.values()))} images)")
+    parts, source = split_parts(
+        options.data, options.split_file, names, min_val_per_class=options.min_val_per_class
+    )
+    count = sum(map(len, parts.values()))
+    _note(f"fitting trust on {options.data} ({source.layout}, {count} images)")
     probe = Probe(
         probe_bytes(model, arch, checkpoint.preprocessing.image_size, opset),
         checkpoint.preprocessing,
     )
-    scored = score_parts(probe, parts, names, log_to_stderr)
+    scored = score_parts(probe, parts, names, _note)
     widths = tap_widths(model, arch, checkpoint.preprocessing.image_size)
     fitted = fit_trust(
         scored, source, len(names), widths, method=options.method, retention=options.retention
     )
     low, high = TEMPERATURE_BOUNDS
     if not low * 1.001 < fitted.temperature < high / 1.001:
-        log_to_stderr(
+        _note(
             f"note: the fitted temperature {fitted.temperature:.3g} lies at the end of the "
             "search range: the model's scores say little about these labels"
         )
-    return fitted
+    images = sorted(
+        ((s.image_path, s.label) for part in parts.values() for s in part),
+        key=lambda item: item[0].as_posix(),
+    )
+    return _Fitted(fitted, source, options.data, images)
+
+
+def _labelled_figures(model_file: Path, fitted: _Fitted) -> dict:
+    """What ``btxrd-run --labels`` reports for every image of the fitting data with the
+    exported file: the same classifier and the same figures, so the two agree exactly (the
+    gate decides in the graph's float32, which numpy's fit cannot promise to the last bit)."""
+    from btxrd.runtime.classifier import Classifier
+    from btxrd.runtime.progress import progress
+    from btxrd.runtime.validation import validate
+
+    classifier = Classifier(model_file)
+    paths = [path for path, _ in fitted.images]
+    labels = {os.path.abspath(path): label for path, label in fitted.images}
+    _note(f"classifying the {len(paths)} labelled images with the exported file")
+    predictions = progress(classifier.predict_many(paths), len(paths), "checking", "image")
+    return validate((p.to_record() for p in predictions), labels, classifier.class_names)
+
+
+def _note(message: str) -> None:
+    click.echo(f"btxrd-export: {message}", err=True)
 
 
 def _trust_reference_scores(model, selftest, images, prep, trust) -> dict:

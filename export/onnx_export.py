@@ -35,11 +35,13 @@ from btxrd.runtime.contract import (
     LOGITS_NAME,
     OOD_SCORE_NAME,
     PROBABILITIES_NAME,
+    TENSOR_MEANINGS,
     ModelMetadata,
     Trust,
     intended_use_for,
 )
 from btxrd.runtime.errors import ModelError
+from btxrd.runtime.install import btxrd_version
 
 DEFAULT_OPSET = 18
 # Output of the probe graph export fits trust with (the pooled taps); never in a shipped file.
@@ -173,17 +175,46 @@ def probe_bytes(
 
 
 def finalise(proto: onnx.ModelProto, metadata: ModelMetadata) -> bytes:
-    """Attach metadata, clamp the IR version for onnxruntime, run the full checker."""
+    """Attach metadata and descriptions, clamp the IR version for onnxruntime, run the full
+    checker."""
     del proto.metadata_props[:]
     for key, value in metadata.to_metadata_props().items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
+    for value in (*proto.graph.input, *proto.graph.output):
+        value.doc_string = TENSOR_MEANINGS.get(value.name, "")
+    proto.doc_string = describe_file(proto, metadata)
     proto.producer_name = "btxrd-export"
+    proto.producer_version = btxrd_version()
     if any(init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer):
         raise ModelError("exported graph references external data; btxrd ships single files")
     _clamp_ir_version(proto)
     onnx.checker.check_model(proto, full_check=True)
     return proto.SerializeToString()
+
+
+def describe_file(proto: onnx.ModelProto, metadata: ModelMetadata) -> str:
+    """The model's description (ONNX ``doc_string``), for tools that show it (Netron,
+    onnxruntime's ``ModelMetadata.description``) and for integrators without btxrd."""
+    name = metadata.name or "btxrd model"
+    version = f" version {metadata.version}" if metadata.version else ""
+    lines = [
+        f"{name}{version}: bone radiograph classifier exported by btxrd-export ({metadata.arch}).",
+        f"Intended use: {metadata.intended_use}",
+        f"Classes, in output order: {', '.join(metadata.class_names)}.",
+        "Input and outputs (N is the batch):",
+    ]
+    for value in (*proto.graph.input, *proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        shape = " x ".join(d.dim_param or str(d.dim_value) for d in dims)
+        lines.append(f"- {value.name} [{shape}]: {TENSOR_MEANINGS.get(value.name, '')}")
+    lines.append(
+        "Metadata (metadata_props, each value JSON under btxrd.*): class_names, "
+        "preprocessing (the input contract), model (name, version), arch, provenance, "
+        "intended_use, reference_scores"
+        + (", trust (calibration and the gate)." if metadata.trust else ".")
+    )
+    return "\n".join(lines)
 
 
 def _clamp_ir_version(proto: onnx.ModelProto) -> None:
@@ -209,7 +240,13 @@ def build_metadata(
     reference_scores: dict,
     intended_use: str | None,
     trust: Trust | None = None,
+    *,
+    name: str | None = None,
+    version: str | None = None,
 ) -> ModelMetadata:
+    """The file's metadata. ``name`` and ``version`` default to the checkpoint's
+    ``model_name`` and ``model_version`` (``save_checkpoint(..., model_name=...)``), the name
+    then to the checkpoint file's stem."""
     training = checkpoint.extra.get("training") if isinstance(checkpoint.extra, dict) else None
     is_demo = bool(isinstance(training, dict) and training.get("demo"))
     return ModelMetadata(
@@ -229,7 +266,13 @@ def build_metadata(
         intended_use=intended_use or intended_use_for(is_demo),
         reference_scores=reference_scores,
         trust=trust,
+        name=name or _text(checkpoint.extra.get("model_name")) or checkpoint.path.stem,
+        version=version or _text(checkpoint.extra.get("model_version")),
     )
+
+
+def _text(value: object) -> str | None:
+    return str(value) if isinstance(value, (str, int, float)) and str(value) else None
 
 
 @contextlib.contextmanager

@@ -152,7 +152,12 @@ def _parse(options: dict) -> RunOptions:
     is_flag=True,
     help="Classify images the model's out-of-distribution gate would refuse (each record says so).",
 )
-@click.option("--info", is_flag=True, help="Print what the model file says about itself and exit.")
+@click.option(
+    "--info",
+    is_flag=True,
+    help="Print what the model file says about itself (inputs and outputs, classes, "
+    "calibration, gate, provenance) and exit; with --json, all of it as JSON.",
+)
 @click.option(
     "--selftest", is_flag=True, help="Check this machine reproduces the model's reference scores."
 )
@@ -215,7 +220,7 @@ def _run(options: RunOptions) -> int:
         fast_decode_margin=inference.fast_decode_margin,
     )
     if options.info:
-        return _print_info(classifier)
+        return _print_info(classifier, as_json=options.output_format == "json")
     if options.selftest:
         return _selftest(classifier)
     if options.cam and not classifier.info.has_cam:
@@ -486,8 +491,14 @@ def _inputs(
     return listing.paths, listing.problems
 
 
-def _print_info(classifier) -> int:
-    click.echo(json.dumps(classifier.info.document(), indent=2))
+def _print_info(classifier, as_json: bool) -> int:
+    if as_json:
+        click.echo(json.dumps(classifier.info.document(), indent=2))
+        return EXIT_OK
+    from btxrd.runtime.info import describe_model
+
+    for line in describe_model(classifier.info):
+        click.echo(line)
     return EXIT_OK
 
 

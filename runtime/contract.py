@@ -26,6 +26,22 @@ CAM_NAME = "cam"
 PROBABILITIES_NAME = "probabilities"  # N x C, softmax(logits / temperature)
 OOD_SCORE_NAME = "ood_score"  # N, higher = more unlike the training data
 
+# What each graph input and output means: written into the file (each value's doc_string and
+# the model's description) and printed by ``btxrd-run --info``, for whoever integrates the file
+# without btxrd (C++, C#, another runtime).
+TENSOR_MEANINGS = {
+    INPUT_NAME: "the preprocessed radiograph (btxrd.preprocessing), N x 3 x H x W float32: RGB "
+    "resized to H x W, scaled to [0, 1], then mean/std normalised",
+    LOGITS_NAME: "raw class scores, N x C, in the order of btxrd.class_names; their softmax "
+    "is uncalibrated",
+    CAM_NAME: "Grad-CAM of every class on the last feature map, N x C x h x w, ReLU applied, "
+    "not normalised or resized; upsample to the input size to overlay",
+    PROBABILITIES_NAME: "calibrated class probabilities, N x C: softmax(logits / temperature), "
+    "the temperature in btxrd.trust",
+    OOD_SCORE_NAME: "out-of-distribution score, N: above btxrd.trust's ood threshold the image "
+    "is unlike the data the model was fitted on and gets no class",
+}
+
 # Metadata keys (each stored as METADATA_PREFIX + key, each value JSON).
 KEY_SCHEMA = "schema_version"
 KEY_CLASSES = "class_names"
@@ -35,6 +51,7 @@ KEY_PROVENANCE = "provenance"
 KEY_INTENDED_USE = "intended_use"
 KEY_REFERENCE = "reference_scores"
 KEY_TRUST = "trust"  # optional: calibration and the out-of-distribution gate (``Trust``)
+KEY_MODEL = "model"  # optional: {"name": ..., "version": ...} (files of 2026-12-07 on)
 REQUIRED_KEYS = (KEY_SCHEMA, KEY_CLASSES, KEY_PREPROCESS, KEY_ARCH)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -369,6 +386,9 @@ class ModelMetadata:
     reference_scores: Mapping[str, Any] = field(default_factory=dict)
     # Calibration and the out-of-distribution gate; None for a file exported without them.
     trust: Trust | None = None
+    # What the exporter called the model and which version it is (None: not recorded).
+    name: str | None = None
+    version: str | None = None
 
     def to_metadata_props(self) -> dict[str, str]:
         values: dict[str, Any] = {
@@ -382,6 +402,8 @@ class ModelMetadata:
         }
         if self.trust is not None:
             values[KEY_TRUST] = self.trust.to_json()
+        if self.name is not None:
+            values[KEY_MODEL] = {"name": self.name, "version": self.version}
         return {METADATA_PREFIX + k: json.dumps(v, sort_keys=True) for k, v in values.items()}
 
     @classmethod
@@ -437,6 +459,7 @@ class ModelMetadata:
                 trust = Trust.from_json(parsed[KEY_TRUST])
             except ModelError as exc:
                 raise ModelError(f"{source}: {exc}") from None
+        model_name, model_version = _name_and_version(parsed.get(KEY_MODEL), source)
         return cls(
             class_names=tuple(names),
             preprocessing=prep,
@@ -446,7 +469,27 @@ class ModelMetadata:
             intended_use=parsed.get(KEY_INTENDED_USE) or DEFAULT_INTENDED_USE,
             reference_scores=parsed.get(KEY_REFERENCE) or {},
             trust=trust,
+            name=model_name,
+            version=model_version,
         )
+
+
+def _name_and_version(value: Any, source: str) -> tuple[str | None, str | None]:
+    if value is None:
+        return None, None
+    if not isinstance(value, dict) or set(value) - {"name", "version"}:
+        raise ModelError(f"{source}: metadata 'model' must be an object of name and version")
+    name, version = value.get("name"), value.get("version")
+    for key, text in (("name", name), ("version", version)):
+        if text is not None and not (isinstance(text, str) and 0 < len(text) <= MAX_NAME_LENGTH):
+            raise ModelError(
+                f"{source}: metadata model.{key} must be a string of 1 to {MAX_NAME_LENGTH} "
+                "characters or null"
+            )
+    return name, version
+
+
+MAX_NAME_LENGTH = 200
 
 
 # The JSON type of each metadata value besides class names and preprocessing, checked at load so

@@ -1,4 +1,4 @@
-"""The install command for an extra, as it works for the btxrd that is running.
+"""The installed btxrd: its version, and the install command for an extra as it works for it.
 
 ``pip install 'btxrd[parquet]'`` works only where btxrd came from an index. Installed from a
 source folder (the README's route) or from a wheel file, pip records where it came from
@@ -15,6 +15,14 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 DISTRIBUTION = "btxrd"
+
+
+def btxrd_version() -> str:
+    """The installed btxrd's version, or "unknown" when it runs uninstalled."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def install_hint(extra: str) -> str:

@@ -18,6 +18,7 @@ from btxrd.runtime.contract import (
     LOGITS_NAME,
     OOD_SCORE_NAME,
     PROBABILITIES_NAME,
+    TENSOR_MEANINGS,
     ModelMetadata,
     Trust,
 )
@@ -27,13 +28,33 @@ from btxrd.runtime.onnxheader import HeaderError, OnnxHeader, read_header
 
 
 @dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output as onnxruntime reports it: name, element type (``float32``)
+    and shape, a symbolic dimension (the batch) as its name."""
+
+    name: str
+    type: str
+    shape: tuple[int | str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "shape": list(self.shape),
+            "meaning": TENSOR_MEANINGS.get(self.name, "not part of btxrd's contract"),
+        }
+
+
+@dataclass(frozen=True)
 class ModelInfo:
-    """A model's identity, as recorded with every result."""
+    """A model's identity, as recorded with every result, and its graph's signature."""
 
     path: Path
     sha256: str
     metadata: ModelMetadata
     has_cam: bool
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -59,6 +80,9 @@ class ModelInfo:
         return {
             **self.identity(),
             "path": str(self.path),
+            "model": {"name": meta.name, "version": meta.version},
+            "inputs": [spec.to_json() for spec in self.inputs],
+            "outputs": [spec.to_json() for spec in self.outputs],
             "has_cam": self.has_cam,
             "preprocessing": meta.preprocessing.to_json(),
             "trust": _trust_summary(meta.trust),
@@ -103,12 +127,14 @@ class OnnxModel:
             self.session = _open_session(data, self.path, threads, header)
         raw_meta = self.session.get_modelmeta().custom_metadata_map
         metadata = ModelMetadata.from_metadata_props(raw_meta, str(self.path))
-        outputs = {o.name for o in self.session.get_outputs()}
+        outputs = tuple(_spec(o) for o in self.session.get_outputs())
         self.info = ModelInfo(
             path=self.path,
             sha256=digest.result(),
             metadata=metadata,
-            has_cam=CAM_NAME in outputs,
+            has_cam=any(o.name == CAM_NAME for o in outputs),
+            inputs=tuple(_spec(i) for i in self.session.get_inputs()),
+            outputs=outputs,
         )
         self.fixed_batch = _check_signature(self.session, metadata, self.path)
 
@@ -130,6 +156,14 @@ class OnnxModel:
             ood_score=None if OOD_SCORE_NAME not in values else values[OOD_SCORE_NAME].reshape(-1),
             cam=values.get(CAM_NAME),
         )
+
+
+def _spec(value: Any) -> TensorSpec:
+    # onnxruntime says "tensor(float)"; numpy's name for it is what integrators look for.
+    element = value.type.removeprefix("tensor(").removesuffix(")")
+    element = {"float": "float32", "double": "float64", "float16": "float16"}.get(element, element)
+    shape = tuple(d if isinstance(d, int) else str(d or "?") for d in value.shape)
+    return TensorSpec(value.name, element, shape)
 
 
 def _joined(parts: list[ModelOutputs], rows: int) -> ModelOutputs:

@@ -2,17 +2,18 @@
 timm's ``onnx_validate`` does: accuracy, per-class precision and recall, macro AUC, each with a
 bootstrap 95 % interval, the ECE and the confusion matrix.
 
-Labels come from a CSV with an ``image`` (or ``image_id``/``image_name``) column and a ``label``
-column, e.g. the ``labels.csv`` of ``models/samples``, or from a BTXRD-layout folder, whose
-metadata sheet gives each ``image_id`` its class by BTXRD's rule. An image is matched by its path
-as given, then by its file name, then by its name without the extension (the real sheet says
-``.jpeg`` of some ``.jpg`` files). Images the gate refused or that failed are not scored; they
-are counted.
+Labels come in any layout ``btxrd.runtime.labelled`` reads: a CSV ``image,label`` (e.g. the
+``labels.csv`` of ``models/samples``), a BTXRD-layout folder or an ImageFolder. An image is
+matched by the file it is, then by its path as given, then by its file name, then by its name
+without the extension (the real sheet says ``.jpeg`` of some ``.jpg`` files); a name that two
+labelled images share matches neither. Images the gate refused or that failed are not scored;
+they are counted. ``btxrd-export`` reports its fit data's figures with ``figures`` and
+``describe``, so both commands print the same numbers for the same images.
 """
 
 from __future__ import annotations
 
-import csv
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,67 +21,47 @@ from typing import Any
 import numpy as np
 
 from btxrd.runtime.errors import ConfigError, InputError
+from btxrd.runtime.labelled import read_labelled
 from btxrd.runtime.metrics import (
     classification_metrics,
     expected_calibration_error,
     metric_intervals,
 )
-from btxrd.runtime.sheet import find_root, label_from_row, read_rows
-
-_IMAGE_COLUMNS = ("image", "image_id", "image_name", "path")
 
 
 def read_labels(path: Path, class_names: Sequence[str]) -> dict[str, str]:
-    """``image -> label`` from a CSV or a BTXRD-layout folder; ``ConfigError`` naming the file
-    for anything unusable."""
-    labels = _sheet_labels(path) if path.is_dir() else _csv_labels(path)
-    unknown = sorted(set(labels.values()) - set(class_names))
-    if unknown:
-        raise ConfigError(
-            f"{path}: labels {unknown} are not among the model's classes {list(class_names)}"
-        )
+    """``image -> label`` from any layout ``read_labelled`` knows, keyed by the image's key (as
+    the CSV, sheet or folder names it) and by its absolute path; ``ConfigError`` naming the
+    file for anything unusable."""
+    try:
+        labelled = read_labelled(path, class_names)
+    except InputError as exc:  # no layout, an unreadable sheet, an unknown class
+        raise ConfigError(str(exc)) from None
+    labels = {}
+    for image in labelled.images:
+        labels[image.key] = image.label
+        labels[_absolute(image.path)] = image.label
     return labels
 
 
-def _sheet_labels(folder: Path) -> dict[str, str]:
-    try:
-        rows = read_rows(find_root(folder))
-    except InputError as exc:  # no sheet, an unreadable one, or not BTXRD's columns
-        raise ConfigError(str(exc)) from None
-    return {str(row["image_id"]).strip(): label_from_row(row) for row in rows}
-
-
-def _csv_labels(path: Path) -> dict[str, str]:
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the labels ({exc.strerror or exc})") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(f"{path}: not a UTF-8 CSV file ({exc})") from None
-    columns = set(rows[0]) if rows else set()
-    image_column = next((c for c in _IMAGE_COLUMNS if c in columns), None)
-    if image_column is None or "label" not in columns:
-        raise ConfigError(
-            f"{path}: needs a 'label' column and an image column (one of "
-            f"{', '.join(_IMAGE_COLUMNS)}); found {sorted(columns) or 'no rows'}"
-        )
-    return {row[image_column].strip(): row["label"].strip() for row in rows}
+def _absolute(path: Path | str) -> str:
+    return os.path.abspath(path)
 
 
 def validate(
     records: Iterable[dict[str, Any]], labels: dict[str, str], class_names: Sequence[str]
 ) -> dict[str, Any]:
-    """The figures of the labelled, classified records (keys as ``classification_metrics``,
-    plus ``ece``, ``intervals`` and the counts of what was left out)."""
-    by_name = {Path(key).name: label for key, label in labels.items()}
-    by_stem = {Path(key).stem: label for key, label in labels.items()}
+    """The figures of the labelled, classified records (as ``figures``)."""
+    by_name = _unambiguous({Path(key).name: label for key, label in labels.items()}, labels)
+    by_stem = _unambiguous({Path(key).stem: label for key, label in labels.items()}, labels)
     y_true, rows = [], []
     unlabelled = not_scored = 0
     for record in records:
         name = record["image_name"]
+        path = record.get("path") or ""
         label = (
-            labels.get(record.get("path") or "")
+            (labels.get(_absolute(path)) if path else None)
+            or labels.get(path)
             or by_name.get(name)
             or by_stem.get(Path(name).stem)
         )
@@ -92,15 +73,39 @@ def validate(
             y_true.append(class_names.index(label))
             rows.append([record["scores"][name] for name in class_names])
     counts = {"scored": len(rows), "unlabelled": unlabelled, "not_classified": not_scored}
-    if not rows:
+    return figures(
+        np.asarray(y_true, dtype=int), np.asarray(rows, dtype=np.float64), class_names, counts
+    )
+
+
+def figures(
+    truth: np.ndarray,
+    probabilities: np.ndarray,
+    class_names: Sequence[str],
+    counts: dict[str, int],
+) -> dict[str, Any]:
+    """Accuracy, precision, recall, AUC (``classification_metrics``), ``ece`` and the 95 %
+    bootstrap ``intervals`` of the scored images (``truth`` class indices, ``probabilities``
+    N x C), with ``counts`` of what was scored and left out."""
+    if not len(truth):
         return {"counts": counts}
-    truth, probabilities = np.asarray(y_true), np.asarray(rows, dtype=np.float64)
     return {
         **classification_metrics(truth, probabilities, class_names),
         "ece": expected_calibration_error(truth, probabilities),
         "intervals": metric_intervals(truth, probabilities, class_names),
         "counts": counts,
     }
+
+
+def _unambiguous(by_part: dict[str, str], labels: dict[str, str]) -> dict[str, str]:
+    """``by_part`` without the names two different labelled images share."""
+    images: dict[str, set[str]] = {}
+    for key in labels:
+        if not os.path.isabs(key):
+            continue  # each image appears once under its absolute path
+        images.setdefault(Path(key).name, set()).add(key)
+        images.setdefault(Path(key).stem, set()).add(key)
+    return {part: label for part, label in by_part.items() if len(images.get(part, ())) <= 1}
 
 
 def describe(figures: dict[str, Any]) -> list[str]:

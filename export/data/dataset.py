@@ -23,6 +23,7 @@ from btxrd.runtime.sheet import DatasetError, find_dir, find_root, label_from_ro
 __all__ = [
     "BTXRD_CLASSES",
     "METADATA_COLUMNS",
+    "SPLIT_FRACTIONS",
     "SPLIT_NAMES",
     "Annotation",
     "AnnotationError",
@@ -34,6 +35,7 @@ __all__ = [
     "read_annotation",
     "read_split",
     "split_dataset",
+    "split_json",
     "write_split",
 ]
 
@@ -52,6 +54,7 @@ METADATA_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
+SPLIT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)  # of each class
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpeg", ".jpg")
 
 
@@ -62,7 +65,7 @@ class Sample:
     image_id: str
     image_path: Path
     label: str
-    center: int
+    center: int | None  # BTXRD's centre; None for data in another layout
     annotation_path: Path | None
     metadata: Mapping[str, object] = field(hash=False)
 
@@ -106,7 +109,7 @@ def split_dataset(
     samples: Sequence[Sample],
     *,
     seed: int = 0,
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    fractions: tuple[float, float, float] = SPLIT_FRACTIONS,
 ) -> dict[str, list[Sample]]:
     """Split into train/val/test, stratified by class; the same seed gives the same split."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
@@ -130,11 +133,16 @@ def split_dataset(
 
 def write_split(path: str | Path, split: Mapping[str, Iterable[Sample | str]]) -> None:
     """Write ``{"train": [image_id, ...], "val": [...], "test": [...]}`` as JSON, atomically."""
+    write_text(path, split_json(split))
+
+
+def split_json(split: Mapping[str, Iterable[Sample | str]]) -> str:
+    """The text ``write_split`` writes and ``read_split`` reads."""
     data = {
         name: [item.image_id if isinstance(item, Sample) else str(item) for item in split[name]]
         for name in SPLIT_NAMES
     }
-    write_text(path, json.dumps(data, indent=1) + "\n")
+    return json.dumps(data, indent=1) + "\n"
 
 
 def read_split(path: str | Path) -> dict[str, list[str]]:

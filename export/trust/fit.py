@@ -11,22 +11,25 @@ final file with an independent PyTorch + numpy computation.
 from __future__ import annotations
 
 import hashlib
-import sys
+import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import onnxruntime as ort
 
 from btxrd.export.data.dataset import (
+    SPLIT_FRACTIONS,
     SPLIT_NAMES,
     DatasetError,
     Sample,
     load_dataset,
     read_split,
     split_dataset,
+    split_json,
 )
 from btxrd.export.trust.calibration import (
     ECE_BINS,
@@ -34,6 +37,7 @@ from btxrd.export.trust.calibration import (
     fit_temperature,
     softmax,
 )
+from btxrd.export.trust.defaults import DEFAULT_METHOD, DEFAULT_RETENTION, MIN_VAL_PER_CLASS
 from btxrd.export.trust.ood import OodScorer, fit_scorer, threshold_at
 from btxrd.runtime.contract import (
     INPUT_NAME,
@@ -47,14 +51,12 @@ from btxrd.runtime.contract import (
 )
 from btxrd.runtime.errors import BtxrdError
 from btxrd.runtime.imageio import load_image
+from btxrd.runtime.labelled import read_labelled
 from btxrd.runtime.model import session_options
 from btxrd.runtime.preprocess import preprocess
 from btxrd.runtime.progress import progress
 
-DEFAULT_RETENTION = 0.99
-# Chosen by `make trust` (models/README.md): the only candidate that refuses every
-# out-of-distribution set; the last feature map alone lets flat fields and inverted images by.
-DEFAULT_METHOD = "mahalanobis_multilayer"
+VAL_FRACTION = SPLIT_FRACTIONS[1]
 _BATCH = 32
 _PROBE_FEATURES = "features"  # btxrd.export.onnx_export.FEATURES_NAME
 
@@ -131,12 +133,15 @@ class Part:
 
 @dataclass(frozen=True)
 class DataSource:
-    """Where fitting data came from: the folder's name (not its path), the split file's name and
-    sha256 (both None when the split was made at export)."""
+    """Where fitting data came from: the folder's (or CSV's) name, not its path, and the split:
+    a split file's name and sha256, or, for the split made at export, its sha256 and text
+    (``split_text``; export writes it beside the model and names that file)."""
 
     data: str
+    layout: str = "btxrd"  # as btxrd.runtime.labelled.LAYOUTS
     split_file: str | None = None
     split_sha256: str | None = None
+    split_text: str | None = field(default=None, repr=False)
 
     def fitted_on(self, part: Part) -> FittedOn:
         return FittedOn(
@@ -158,47 +163,99 @@ class TrustFit:
 
 
 def split_parts(
-    data_dir: Path, split_file: Path | None, class_names: Sequence[str]
+    data: Path,
+    split_file: Path | None,
+    class_names: Sequence[str],
+    *,
+    min_val_per_class: int = MIN_VAL_PER_CLASS,
 ) -> tuple[dict[str, list[Sample]], DataSource]:
-    """The train/val/test samples of ``data_dir`` per ``split_file`` (or, without one, the
-    stratified seed-0 split training makes), and where they came from."""
-    samples = load_dataset(data_dir)
+    """The train/val/test samples of ``data`` (any layout ``btxrd.runtime.labelled`` reads) per
+    ``split_file``, or without one the stratified seed-0 split training makes (its file text is
+    ``DataSource.split_text``, for export to write beside the model), and where they came from.
+
+    ``DatasetError`` for a split that does not fit the data, a class missing from train, or a
+    class with fewer than ``min_val_per_class`` validation images: a temperature and a
+    threshold set on fewer say little."""
+    samples, layout = labelled_samples(data, class_names)
     by_id = {s.image_id: s for s in samples}
     if split_file is None:
         parts = split_dataset(samples, seed=0)
-        source = DataSource(data=data_dir.resolve().name)
+        text = split_json(parts)
+        source = DataSource(
+            data=data.resolve().name,
+            layout=layout,
+            split_sha256=hashlib.sha256(text.encode()).hexdigest(),
+            split_text=text,
+        )
     else:
         ids = read_split(split_file)
         unknown = [i for name in SPLIT_NAMES for i in ids[name] if i not in by_id]
         if unknown:
             raise DatasetError(
-                f"{split_file}: {len(unknown)} image id(s) are not in {data_dir} (first: "
-                f"{unknown[0]}); pass the split file made for this folder"
+                f"{split_file}: {len(unknown)} image id(s) are not in {data} (first: "
+                f"{unknown[0]}); pass the split file made for this data"
             )
         parts = {name: [by_id[i] for i in ids[name]] for name in SPLIT_NAMES}
         source = DataSource(
-            data=data_dir.resolve().name,
+            data=data.resolve().name,
+            layout=layout,
             split_file=split_file.name,
             split_sha256=hashlib.sha256(split_file.read_bytes()).hexdigest(),
         )
     foreign = sorted({s.label for part in parts.values() for s in part} - set(class_names))
     if foreign:
         raise DatasetError(
-            f"{data_dir}: labels {foreign} are not among the model's classes {list(class_names)}"
+            f"{data}: labels {foreign} are not among the model's classes {list(class_names)}"
         )
     for name in SPLIT_NAMES:
         if not parts[name]:
             raise DatasetError(
-                f"{split_file or data_dir}: the {name} split is empty; calibration needs images "
+                f"{split_file or data}: the {name} split is empty; calibration needs images "
                 "in train, val and test"
             )
     absent = [c for c in class_names if not any(s.label == c for s in parts["train"])]
     if absent:
         raise DatasetError(
-            f"{split_file or data_dir}: no training images of {', '.join(absent)}; the "
+            f"{split_file or data}: no training images of {', '.join(absent)}; the "
             "out-of-distribution statistics need every class"
         )
+    _check_enough(parts["val"], class_names, min_val_per_class, split_file or data)
     return parts, source
+
+
+def labelled_samples(data: Path, class_names: Sequence[str]) -> tuple[list[Sample], str]:
+    """Every labelled image of ``data`` as a ``Sample``, and the layout: a BTXRD-layout folder
+    through ``load_dataset`` (sheet rows, annotations), an ImageFolder or a CSV through the
+    runtime's reader; ``DatasetError`` naming the first image that is not there."""
+    labelled = read_labelled(data, class_names)
+    if labelled.layout == "btxrd":
+        return load_dataset(data), labelled.layout
+    missing = [image for image in labelled.images if not image.path.is_file()]
+    if missing:
+        raise DatasetError(
+            f"{data}: {len(missing)} labelled image(s) are not there (first: {missing[0].key}, "
+            f"looked for {missing[0].path}); image paths are relative to the CSV's folder"
+        )
+    samples = [
+        Sample(image.key, image.path, image.label, None, None, MappingProxyType({}))
+        for image in labelled.images
+    ]
+    return samples, labelled.layout
+
+
+def _check_enough(
+    val: Sequence[Sample], class_names: Sequence[str], minimum: int, where: Path
+) -> None:
+    counts = {name: sum(s.label == name for s in val) for name in class_names}
+    short = {name: n for name, n in counts.items() if n < minimum}
+    if short:
+        shown = ", ".join(f"{n} {name}" for name, n in short.items())
+        raise DatasetError(
+            f"{where}: too few images for a trustworthy calibration and gate: the val split has "
+            f"{shown}, and each class needs at least {minimum} (about "
+            f"{math.ceil(minimum / VAL_FRACTION)} images per class with a {VAL_FRACTION:.0%} val "
+            "split); add labelled images, or lower --min-val-per-class to accept a weaker fit"
+        )
 
 
 def score_parts(
@@ -260,7 +317,3 @@ def fit_trust(
 
 def _rounded(values: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 6) for k, v in values.items()}
-
-
-def log_to_stderr(message: str) -> None:
-    print(f"btxrd-export: {message}", file=sys.stderr, flush=True)

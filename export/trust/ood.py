@@ -210,12 +210,25 @@ def fit_scorer(
     return OodScorer(method, widths, tuple(taps), combine)
 
 
+# Above the highest score when every score is kept: far beyond float32's rounding of it.
+THRESHOLD_MARGIN = 1e-4
+
+
 def threshold_at(scores: np.ndarray, retention: float) -> float:
-    """The smallest observed score that keeps at least ``retention`` of ``scores`` (refused
-    means above it)."""
+    """A threshold that keeps the fewest of ``scores`` that is at least ``retention`` of them
+    (refused means above it): halfway between the highest kept score and the next one.
+
+    Why not the kept score itself: the exported graph computes the score in float32, a few
+    parts in a million away from the numpy fit, so an image scored exactly at the threshold
+    would be kept at export and refused by ``btxrd-run`` about half the time."""
     if not 0.0 < retention <= 1.0:
         raise ValueError(f"retention must be within (0, 1], got {retention}")
-    return float(np.quantile(np.asarray(scores, dtype=np.float64), retention, method="higher"))
+    ordered = np.sort(np.asarray(scores, dtype=np.float64))
+    kept = float(np.quantile(ordered, retention, method="higher"))
+    above = ordered[ordered > kept]
+    if len(above):
+        return (kept + float(above[0])) / 2
+    return kept + THRESHOLD_MARGIN * max(1.0, abs(kept))
 
 
 def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:

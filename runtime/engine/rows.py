@@ -13,12 +13,12 @@ import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from btxrd.runtime.dicom import DICOM_FIELDS
 from btxrd.runtime.engine.manifest import Shard, require_pyarrow
+from btxrd.runtime.install import btxrd_version
 from btxrd.runtime.report import record_of
 from btxrd.runtime.text import text_of
 
@@ -41,13 +41,6 @@ _FLATTENED = frozenset(
 )
 _TIMINGS = ("decode_preprocess", "inference")
 _CHUNK = 1 << 20
-
-
-def btxrd_version() -> str:
-    try:
-        return version("btxrd")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def extra_fields(classifier: Any) -> list[str]:

@@ -5,7 +5,7 @@
   for the same files, plus ``views`` (each result's film and heatmap addresses) and ``errors``
   (one line per input that failed). 200 when every file was classified, 422 when one was not
   (the CLI's exit 1).
-- ``GET /api/model``: what ``btxrd-run --info`` prints. ``GET /api/health``: status, limits,
+- ``GET /api/model``: what ``btxrd-run --info --json`` prints. ``GET /api/health``: status, limits,
   queue.
 - ``GET /api/results/{id}/film.png``, ``.../heatmap/{class}.png`` (the layer the page's opacity
   slider fades), ``.../overlay/{class}.png`` (the overlay ``btxrd-run --cam`` draws);

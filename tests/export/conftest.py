@@ -56,6 +56,12 @@ def make_model():
 
 
 @pytest.fixture(scope="session")
+def make_radiograph():
+    """``draw_radiograph`` as a fixture, for tests that draw their own data sets."""
+    return draw_radiograph
+
+
+@pytest.fixture(scope="session")
 def radiograph_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("radiographs")
     for i, (w, h) in enumerate([(300, 420), (520, 380)]):

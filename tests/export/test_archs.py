@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 from btxrd.export.archs import get_arch  # noqa: E402
 from btxrd.export.cli import main as export_main  # noqa: E402
 from btxrd.runtime.errors import ModelError  # noqa: E402
+from btxrd.runtime.install import install_hint  # noqa: E402
 
 pytestmark = pytest.mark.torch
 CLASSES = ["Normal", "Benign", "Malignant"]
@@ -101,7 +102,7 @@ def test_export_names_the_extra_when_timm_is_not_installed(
 ) -> None:
     monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` raises ImportError
     result, path, out = _export(tmp_path, "timm/efficientnet_b0")
-    _assert_refused(result, path, out, "needs timm", "pip install 'btxrd[timm]'")
+    _assert_refused(result, path, out, "needs timm", install_hint("timm"))
 
 
 def test_a_very_long_architecture_name_is_shortened(tmp_path: Path) -> None:

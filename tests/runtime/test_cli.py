@@ -333,7 +333,7 @@ def test_help_documents_every_exit_code():
 
 
 def test_info_prints_the_model_contract_as_json(tiny_onnx):
-    result = run("--model", tiny_onnx, "--info")
+    result = run("--model", tiny_onnx, "--info", "--json")
     assert result.exit_code == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["class_names"] == CLASSES
@@ -574,7 +574,7 @@ def test_entry_point_missing_model_exits_3(tmp_path):
 
 def test_default_model_is_the_shipped_demo_from_any_folder(demo_onnx, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # not the repo root: the demo model is found via the package
-    result = run("--info")
+    result = run("--info", "--json")
     assert result.exit_code == 0, result.stderr
     info = json.loads(result.stdout)
     # From a checkout this is models/; from a plain install, the package's copy of the same file.

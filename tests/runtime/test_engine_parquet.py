@@ -27,6 +27,7 @@ from engine_files import (
 )
 
 from btxrd.runtime.cli import main
+from btxrd.runtime.install import install_hint
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -213,7 +214,7 @@ def test_without_pyarrow_one_line_says_what_to_install(demo_onnx, folder, tmp_pa
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     result = run("--model", demo_onnx, "--dir", folder, "--parquet", "-o", tmp_path / "out")
     assert result.exit_code == 2
-    assert "pip install 'btxrd[parquet]'" in result.stderr
+    assert install_hint("parquet") in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -223,7 +224,7 @@ def test_without_ray_one_line_says_what_to_install(demo_onnx, folder, tmp_path, 
     out = tmp_path / "out.parquet"
     result = run("--model", demo_onnx, "--dir", folder, "--engine", "ray", "-o", out)
     assert result.exit_code == 2
-    assert "pip install 'btxrd[ray]'" in result.stderr
+    assert install_hint("ray") in result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()
 

@@ -111,7 +111,7 @@ def test_the_sample_annotations_follow_the_schema():
 
 
 def test_info_follows_the_schema(demo_onnx):
-    result = run("--model", demo_onnx, "--info")
+    result = run("--model", demo_onnx, "--info", "--json")
     assert result.exit_code == 0, result.stderr
     assert_valid(json.loads(result.stdout), "model_info")
 

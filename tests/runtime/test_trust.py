@@ -184,8 +184,8 @@ def test_no_overlay_for_a_refused_image(trust_onnx, dark_and_bright, tmp_path):
 
 
 def test_info_says_whether_the_gate_is_there(trust_onnx, tiny_onnx):
-    gated_info = json.loads(run("--model", trust_onnx, "--info").stdout)
-    plain_info = json.loads(run("--model", tiny_onnx, "--info").stdout)
+    gated_info = json.loads(run("--model", trust_onnx, "--info", "--json").stdout)
+    plain_info = json.loads(run("--model", tiny_onnx, "--info", "--json").stdout)
     assert_valid(gated_info, "model_info")
     assert_valid(plain_info, "model_info")
     gated = gated_info["trust"]

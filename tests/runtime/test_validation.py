@@ -122,9 +122,11 @@ def test_a_btxrd_folder_gives_the_labels_of_its_sheet(tiny_onnx, labelled, tmp_p
     assert folder_figures == json.loads(from_csv.stdout)["summary"]["validation"]
 
 
-def test_a_folder_without_btxrd_sheet_is_a_usage_error(tiny_onnx, labelled, tmp_path):
+def test_a_folder_in_no_known_layout_is_a_usage_error(tiny_onnx, labelled, tmp_path):
+    # Images, but neither a sheet nor class sub-folders.
     folder, _ = labelled
     result = run("--model", tiny_onnx, "--dir", folder, "--labels", folder)
     assert result.exit_code == 2 and result.stdout == ""
-    assert f"{folder}: neither dataset.xlsx nor dataset.csv" in result.stderr
+    assert f"{folder}: no labelled data found; btxrd reads a CSV of image,label" in result.stderr
+    assert "BTXRD-layout folder" in result.stderr and "ImageFolder" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -77,7 +77,7 @@ def test_health_names_the_model_and_the_limits(server):
 
 def test_model_is_what_info_prints(server):
     done = subprocess.run(
-        [sys.executable, "-m", "btxrd.runtime.cli", "--info"],
+        [sys.executable, "-m", "btxrd.runtime.cli", "--info", "--json"],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from serve_support import REPO_ROOT, SERVE, request, start_server
 
+from btxrd.runtime.install import install_hint
 from btxrd.runtime.serve.cli import is_loopback, main
 
 WEB = ("starlette", "uvicorn", "multipart", "python_multipart")
@@ -84,7 +85,7 @@ def test_without_the_extra_it_says_how_to_install_it():
     assert done.returncode == 3
     assert done.stderr.strip().splitlines() == [
         "btxrd-serve: error: the web page needs the [serve] extra (starlette, uvicorn, multipart "
-        "missing); install it with pip install 'btxrd[serve]'"
+        f"missing); install it with {install_hint('serve')}"
     ]
 
 
