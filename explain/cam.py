@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,12 +52,14 @@ def compute_cams(
     *,
     freeze: bool = True,
     batch_size: int = CAM_BATCH,
+    reshape: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[CamResult]:
     """CAMs for preprocessed ``inputs`` (N, 3, H, W), one target class index per image.
 
     ``freeze=False`` runs pytorch-grad-cam as it comes (every parameter collects gradients); the
-    maps are the same, only slower. A degenerate map comes back with ``problem`` set, never as a
-    map.
+    maps are the same, only slower. ``reshape`` lays a token model's tokens on their grid
+    (pytorch-grad-cam's ``reshape_transform``). A degenerate map comes back with ``problem``
+    set, never as a map.
     """
     check_method(method)
     tensor = torch.as_tensor(np.asarray(inputs) if not torch.is_tensor(inputs) else inputs)
@@ -73,7 +75,7 @@ def compute_cams(
         for start in range(0, len(tensor), batch_size):
             chunk = tensor[start : start + batch_size].float().contiguous()
             wanted = [int(t) for t in targets[start : start + batch_size]]
-            maps = _run_pytorch_grad_cam(model, target_layer, chunk, wanted, method)
+            maps = _run_pytorch_grad_cam(model, target_layer, chunk, wanted, method, reshape)
             size = tuple(chunk.shape[-2:])
             results.extend(_checked(m, t, size, method) for m, t in zip(maps, wanted, strict=True))
     return results
@@ -124,7 +126,12 @@ def load_backend():
 
 
 def _run_pytorch_grad_cam(
-    model: nn.Module, layer: nn.Module, batch: torch.Tensor, targets: list[int], method: str
+    model: nn.Module,
+    layer: nn.Module,
+    batch: torch.Tensor,
+    targets: list[int],
+    method: str,
+    reshape: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> np.ndarray:
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -134,7 +141,8 @@ def _run_pytorch_grad_cam(
         # Its __exit__ prints the exceptions it swallows; keep stdout for results.
         with (
             contextlib.redirect_stdout(sys.stderr),
-            cam_class(model=model, target_layers=[layer]) as cam,
+            cam_class(model=model, target_layers=[layer], reshape_transform=reshape) as cam,
+            _passed_on_as_copy(layer),
         ):
             maps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(t) for t in targets])
     except RuntimeError as exc:
@@ -147,6 +155,18 @@ def _run_pytorch_grad_cam(
             f"swallowed an IndexError); are the target classes {targets} valid for this model?"
         )
     return np.asarray(maps)
+
+
+@contextlib.contextmanager
+def _passed_on_as_copy(layer: nn.Module) -> Iterator[None]:
+    """The layer's output goes on as a copy, after pytorch-grad-cam's hooks have kept it, so an
+    in-place operation after the layer (torchvision DenseNet's ``relu(inplace=True)``) cannot
+    change the activations it weighs, nor trip over a tensor that requires gradients."""
+    handle = layer.register_forward_hook(lambda _module, _args, output: output.clone())
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _checked(cam: np.ndarray, target: int, size: tuple[int, ...], method: str) -> CamResult:

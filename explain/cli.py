@@ -84,6 +84,11 @@ def _model_options(function: Callable) -> Callable:
             help="CAM method (default: config gradcam.method, gradcam).",
         ),
         click.option(
+            "--target-layer",
+            help="CAM layer, a module name of the network (default: the one btxrd-export "
+            "finds, as btxrd-run --info names it).",
+        ),
+        click.option(
             "--model",
             type=click.Path(path_type=Path),
             help="The ONNX file exported from the checkpoint: its out-of-distribution gate and "
@@ -231,6 +236,7 @@ class ImagesOptions:
     as_json: bool
     checkpoint: Path | None
     method: str | None
+    target_layer: str | None
     model: Path | None
     config_path: Path | None
     quiet: bool
@@ -247,6 +253,7 @@ class DatasetOptions:
     iou_threshold: float | None
     checkpoint: Path | None
     method: str | None
+    target_layer: str | None
     model: Path | None
     config_path: Path | None
     quiet: bool
@@ -268,7 +275,7 @@ class _Settings:
 
 def _images(options: ImagesOptions) -> int:
     settings = _settings(options.config_path, options.checkpoint, options.method, options.out)
-    explainer = _load_explainer(settings.checkpoint)
+    explainer = _load_explainer(settings.checkpoint, options.target_layer)
     gate, gate_line = _gate(explainer, options.model, settings)
     class_name = options.class_name
     if class_name is not None and class_name not in explainer.class_names:
@@ -333,7 +340,7 @@ def _dataset_command(command: str, options: DatasetOptions) -> int:
         options.k,
         options.iou_threshold,
     )
-    explainer = _load_explainer(settings.checkpoint)
+    explainer = _load_explainer(settings.checkpoint, options.target_layer)
     gate, gate_line = _gate(explainer, options.model, settings)
     say = _notifier(options.quiet)
     say(_intended_use(explainer))
@@ -448,7 +455,7 @@ def _settings(
     return resolved
 
 
-def _load_explainer(path: Path):
+def _load_explainer(path: Path, target_layer: str | None = None):
     if not path.is_file():
         raise ModelError(
             f"{path}: checkpoint not found; pass --checkpoint, or train the demo model with "
@@ -461,7 +468,7 @@ def _load_explainer(path: Path):
             f"{path}: btxrd-explain needs PyTorch and pytorch-grad-cam ({exc.name} is missing); "
             f"install them with {install_hint('explain')}"
         ) from None
-    return load_explainer(path)
+    return load_explainer(path, target_layer)
 
 
 def _gate(explainer, model: Path | None, settings: _Settings):

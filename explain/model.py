@@ -3,8 +3,8 @@ the runtime's one preprocessing, and predict without gradients."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from torch import nn
 
 from btxrd.export.archs import Arch
 from btxrd.export.checkpoint import Checkpoint, build_model, load_checkpoint
+from btxrd.export.parts import ModelParts
 from btxrd.runtime.contract import Preprocessing
 from btxrd.runtime.imageio import DecodedImage, load_image
 from btxrd.runtime.preprocess import preprocess
@@ -43,14 +44,23 @@ class Explainer:
 
     @property
     def target_layer_name(self) -> str:
-        layer = self.target_layer
-        return next((name for name, m in self.model.named_modules() if m is layer), "?")
+        return self._parts.target
 
-    @cached_property
+    @property
     def cam_grid(self) -> tuple[int, int]:
-        """(rows, columns) of the target layer's output: the grid every CAM of this model is
-        upsampled from (7 x 7 for EfficientNet-B0 at 224 px). Measured once per explainer."""
-        return measure_cam_grid(self.model, self.target_layer, self.prep.image_size)
+        """(rows, columns) of the target layer's output, tokens laid on their patch grid: the
+        grid every CAM of this model is upsampled from (7 x 7 for EfficientNet-B0 at 224 px)."""
+        return self._parts.grid
+
+    @property
+    def cam_reshape(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """For a token model, how pytorch-grad-cam lays the target's tokens on the grid."""
+        return self._parts.to_grid if self._parts.prefix_tokens is not None else None
+
+    @property
+    def _parts(self) -> ModelParts:
+        assert self.arch.parts is not None  # build_model locates them
+        return self.arch.parts
 
     @property
     def demo(self) -> bool:
@@ -59,8 +69,7 @@ class Explainer:
         return bool(_training(self.checkpoint).get("demo", False))
 
     def identity(self) -> dict[str, Any]:
-        """What reports record about the model. Measures ``cam_grid`` (one forward pass) on first
-        use; a run asks once (``ExplainRun.model_identity``)."""
+        """What reports record about the model."""
         return {
             "checkpoint": str(self.checkpoint.path),
             "sha256": self.checkpoint.sha256,
@@ -80,28 +89,12 @@ class Explainer:
         return str(split) if split else None
 
 
-def load_explainer(path: str | Path) -> Explainer:
-    """Load a checkpoint safely (``weights_only=True``) and build its network in eval mode."""
+def load_explainer(path: str | Path, target_layer: str | None = None) -> Explainer:
+    """Load a checkpoint safely (``weights_only=True``) and build its network in eval mode;
+    ``target_layer`` names the Grad-CAM layer (default: found from the network)."""
     checkpoint = load_checkpoint(path)
-    model, arch = build_model(checkpoint)
+    model, arch = build_model(checkpoint, target_layer)
     return Explainer(model=model.eval(), arch=arch, checkpoint=checkpoint)
-
-
-def measure_cam_grid(
-    model: nn.Module, target_layer: nn.Module, image_size: tuple[int, int]
-) -> tuple[int, int]:
-    """(rows, columns) of ``target_layer``'s output for one zero input of ``image_size``."""
-    shapes: list[tuple[int, ...]] = []
-    handle = target_layer.register_forward_hook(
-        lambda _module, _inputs, output: shapes.append(tuple(output.shape[-2:]))
-    )
-    try:
-        with torch.inference_mode():
-            model(torch.zeros((1, 3, *image_size)))
-    finally:
-        handle.remove()
-    rows, columns = shapes[0]
-    return int(rows), int(columns)
 
 
 def load_input(path: str | Path, prep: Preprocessing) -> tuple[DecodedImage, np.ndarray]:

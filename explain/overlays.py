@@ -71,6 +71,7 @@ def explain_images(
                 batch[explained],
                 [targets[n] for n in explained],
                 method,
+                reshape=explainer.cam_reshape,
             )
             indices = list(loaded)
             for n, result in zip(explained, results, strict=True):

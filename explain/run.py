@@ -67,6 +67,7 @@ class ExplainRun:
                 inputs,
                 [target for _, target, _ in part],
                 method,
+                reshape=self.explainer.cam_reshape,
             )
             self._cams.update(zip(part, results, strict=True))
         return [self._cams[key] for key in keys]

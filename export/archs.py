@@ -1,19 +1,21 @@
-"""Supported architectures: how to build each, where its last feature map and linear head are,
-and its Grad-CAM target layer. The one place these facts live (export and explain both use it).
+"""Architectures: how to build each by name, and, once built, where its parts are.
 
-Every supported head is global-average-pool then linear, which is what lets the exported graph
-compute Grad-CAM without gradients (see ``btxrd.export.onnx_export``).
+Any torchvision classification model (``torchvision.models.list_models``), the demo model's
+``efficientnet_b0_os16``, and ``timm/<name>`` for any model the installed timm lists. Where a
+network's Grad-CAM layer, classifier and penultimate vector are is found from the network
+itself (``btxrd.export.parts``), not from a table: ``Arch.locate`` does that once it is built.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
+from btxrd.export.parts import ModelParts, find_parts
 from btxrd.runtime.errors import ModelError
 from btxrd.runtime.install import install_hint
 
@@ -26,11 +28,36 @@ _TIMM_NAME = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)?")
 
 @dataclass(frozen=True)
 class Arch:
+    """An architecture by name; ``parts`` once ``locate`` has looked at a built network."""
+
     name: str
     build: Callable[[int], nn.Module]  # num_classes -> randomly initialised model
-    features: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # last feature map (N, K, h, w)
-    head: Callable[[nn.Module], nn.Linear]  # the linear layer after global average pooling
-    target_layer: Callable[[nn.Module], nn.Module]  # Grad-CAM layer; its output is `features`
+    parts: ModelParts | None = None
+
+    def locate(
+        self, model: nn.Module, image_size: tuple[int, int], target: str | None = None
+    ) -> Arch:
+        """This architecture with the parts of ``model`` (``find_parts``), its training mode
+        kept; ``target`` names the Grad-CAM layer (``--target-layer``)."""
+        training = model.training
+        try:
+            parts = find_parts(model, image_size, target)
+        finally:
+            model.train(training)
+        return dataclasses.replace(self, parts=parts)
+
+    def head(self, model: nn.Module) -> nn.Linear:
+        """The final linear layer (its input is the penultimate vector)."""
+        return self._located().classifier_layer(model)
+
+    def target_layer(self, model: nn.Module) -> nn.Module:
+        """The Grad-CAM layer."""
+        return self._located().target_layer(model)
+
+    def _located(self) -> ModelParts:
+        if self.parts is None:
+            raise RuntimeError(f"{self.name}: call locate() on a built model first")
+        return self.parts
 
 
 def _torchvision(name: str) -> Callable[[int], nn.Module]:
@@ -72,50 +99,17 @@ def set_output_stride(model: nn.Module, stride: int) -> None:
     opening.stride = (2, 2) if stride == 32 else (1, 1)
 
 
-def _resnet_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
-    return model.layer4(model.layer3(model.layer2(model.layer1(x))))
-
-
-TORCHVISION_ARCHS: dict[str, Arch] = {
-    "efficientnet_b0": Arch(
-        name="efficientnet_b0",
-        build=_torchvision("efficientnet_b0"),
-        features=lambda m, x: m.features(x),
-        head=lambda m: m.classifier[-1],
-        target_layer=lambda m: m.features[-1],
-    ),
-    "efficientnet_b0_os16": Arch(
-        name="efficientnet_b0_os16",
-        build=_efficientnet_b0_os16,
-        features=lambda m, x: m.features(x),
-        head=lambda m: m.classifier[-1],
-        target_layer=lambda m: m.features[-1],
-    ),
-    **{
-        name: Arch(
-            name=name,
-            build=_torchvision(name),
-            features=_resnet_features,
-            head=lambda m: m.fc,
-            target_layer=lambda m: m.layer4[-1],
-        )
-        for name in ("resnet18", "resnet50")
-    },
+# The demo model's network, built here; every other torchvision name is torchvision's own.
+DEMO_ARCHS: dict[str, Callable[[int], nn.Module]] = {
+    "efficientnet_b0_os16": _efficientnet_b0_os16,
 }
 
 
-def _timm_target_layer(model: nn.Module) -> nn.Module:
-    # The predecessor's choices: bn2 (conv_head + BN + activation) for EfficientNets,
-    # the last block of layer4 for ResNets.
-    if hasattr(model, "bn2") and hasattr(model, "conv_head"):
-        return model.bn2
-    if hasattr(model, "layer4"):
-        return model.layer4[-1]
-    raise ModelError(
-        f"no Grad-CAM target layer known for timm's {type(model).__name__}; btxrd supports "
-        "timm EfficientNets and ResNets"
-    )
+def torchvision_names() -> list[str]:
+    """torchvision's classification models (not its detection, segmentation or video ones)."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
 def _timm_arch(timm_name: str) -> Arch:
@@ -124,18 +118,16 @@ def _timm_arch(timm_name: str) -> Arch:
 
         return timm.create_model(timm_name, pretrained=False, num_classes=num_classes)
 
-    return Arch(
-        name=TIMM_PREFIX + timm_name,
-        build=build,
-        features=lambda m, x: m.forward_features(x),
-        head=lambda m: m.get_classifier(),
-        target_layer=_timm_target_layer,
-    )
+    return Arch(name=TIMM_PREFIX + timm_name, build=build)
 
 
 def known_architectures() -> str:
-    """The supported names, for messages: torchvision's, then the timm form."""
-    return ", ".join([*TORCHVISION_ARCHS, TIMM_PREFIX + "<timm model name> (needs btxrd[timm])"])
+    """The supported names, for messages."""
+    return (
+        "any torchvision classification model (e.g. resnet18, densenet121, convnext_tiny, "
+        f"mobilenet_v3_large), {', '.join(DEMO_ARCHS)}, or {TIMM_PREFIX}<timm model name> "
+        "(needs btxrd[timm])"
+    )
 
 
 def _shown(name: str) -> str:
@@ -144,13 +136,15 @@ def _shown(name: str) -> str:
 
 
 def get_arch(name: str) -> Arch:
-    """``efficientnet_b0``, ``efficientnet_b0_os16``, ``resnet18``, ``resnet50`` (torchvision)
-    or ``timm/<name>``, a plain model name that the installed timm lists.
+    """A torchvision classification model's name, ``efficientnet_b0_os16``, or
+    ``timm/<name>``, a plain model name that the installed timm lists.
 
     ``ModelError`` for anything else (the caller adds which file named it).
     """
-    if name in TORCHVISION_ARCHS:
-        return TORCHVISION_ARCHS[name]
+    if name in DEMO_ARCHS:
+        return Arch(name=name, build=DEMO_ARCHS[name])
+    if name in torchvision_names():
+        return Arch(name=name, build=_torchvision(name))
     if not name.startswith(TIMM_PREFIX):
         raise ModelError(f"unknown architecture {_shown(name)}; known: {known_architectures()}")
     timm_name = name.removeprefix(TIMM_PREFIX)

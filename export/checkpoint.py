@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from btxrd.export.archs import TIMM_PREFIX, TORCHVISION_ARCHS, Arch, get_arch
+from btxrd.export.archs import DEMO_ARCHS, TIMM_PREFIX, Arch, get_arch, torchvision_names
 from btxrd.runtime.contract import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from btxrd.runtime.errors import ModelError
 
@@ -123,31 +123,39 @@ def save_checkpoint(
         torch.save(payload, handle)
 
 
-def build_model(checkpoint: Checkpoint) -> tuple[nn.Module, Arch]:
-    """The network with the checkpoint's weights, in eval mode, and its architecture.
+def build_model(checkpoint: Checkpoint, target_layer: str | None = None) -> tuple[nn.Module, Arch]:
+    """The network with the checkpoint's weights, in eval mode, and its architecture with its
+    parts located (``Arch.locate``; ``target_layer`` names the Grad-CAM layer).
 
     ``ModelError`` naming the checkpoint for an architecture btxrd does not support (unknown,
-    not a plain timm name, timm not installed, no linear head or Grad-CAM layer) or weights that
-    do not fit it.
+    not a plain timm name, timm not installed, no linear classifier) or weights that fit none
+    of the networks the name may mean.
     """
     state = _strip_prefix(checkpoint.state_dict)
     try:
-        arch = _resolve_arch(checkpoint.arch, state)
+        candidates = _candidate_archs(checkpoint.arch, state)
     except ModelError as exc:
         raise ModelError(f"{checkpoint.path}: {exc}") from None
-    model = arch.build(len(checkpoint.class_names))
+    model = arch = None
+    misfit: ModelError | None = None
+    for candidate in candidates:
+        built = candidate.build(len(checkpoint.class_names))
+        try:
+            _load_state(built, state, checkpoint)
+        except ModelError as exc:
+            misfit = misfit or exc
+            continue
+        model, arch = built, candidate
+        break
+    if model is None or arch is None:
+        assert misfit is not None
+        raise misfit
+    model.eval()
     try:
-        arch.target_layer(model)  # every supported network has one; refuse the rest here
+        arch = arch.locate(model, checkpoint.preprocessing.image_size, target_layer)
     except ModelError as exc:
         raise ModelError(f"{checkpoint.path}: architecture {arch.name!r}: {exc}") from None
-    head = arch.head(model)
-    if not isinstance(head, nn.Linear):
-        raise ModelError(
-            f"{checkpoint.path}: architecture {arch.name!r} has no linear layer after global "
-            f"average pooling (its classifier is {type(head).__name__}); btxrd cannot export it"
-        )
-    _load_state(model, state, checkpoint)
-    return model.eval(), arch
+    return model, arch
 
 
 def _parse(raw: dict[str, Any], path: Path, sha256: str) -> Checkpoint:
@@ -200,13 +208,25 @@ def _strip_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def _resolve_arch(declared: str, state: Mapping[str, torch.Tensor]) -> Arch:
-    # `efficientnet_b0` names both torchvision's and timm's network; the weights tell which.
-    # Any other bare name is the predecessor's timm backbone. `get_arch` checks the result
-    # against what btxrd supports before timm sees it.
-    if declared in TORCHVISION_ARCHS and not _looks_like_timm(state):
-        return get_arch(declared)
-    return get_arch(declared if declared.startswith(TIMM_PREFIX) else TIMM_PREFIX + declared)
+def _candidate_archs(declared: str, state: Mapping[str, torch.Tensor]) -> list[Arch]:
+    """The networks ``declared`` may mean, most likely first; the weights pick among them.
+
+    A bare name torchvision knows may also be a timm network of the same name (the
+    predecessor saved its timm backbones bare): torchvision's first unless the weights look
+    like timm's. Any other bare name is the predecessor's timm backbone. ``get_arch`` checks
+    each against what btxrd supports before timm sees it."""
+    if declared.startswith(TIMM_PREFIX):
+        return [get_arch(declared)]
+    if declared in DEMO_ARCHS or declared in torchvision_names():
+        torchvision_arch = get_arch(declared)
+        try:
+            timm_arch = get_arch(TIMM_PREFIX + declared)
+        except ModelError:  # timm missing, or no timm model of that name
+            return [torchvision_arch]
+        if _looks_like_timm(state):
+            return [timm_arch, torchvision_arch]
+        return [torchvision_arch, timm_arch]
+    return [get_arch(TIMM_PREFIX + declared)]
 
 
 def _looks_like_timm(state: Mapping[str, torch.Tensor]) -> bool:

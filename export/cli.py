@@ -70,6 +70,12 @@ _NOT_PARITY_SOURCES = (".dcm", ".dicom")
     help="Version stored in the model (default: the checkpoint's model_version, else none).",
 )
 @click.option(
+    "--target-layer",
+    help="Grad-CAM layer, a module name of the network such as layer4 (default: found from the "
+    "network: its last feature map before the classifier; a token model's last block's first "
+    "norm). btxrd-run --info names the layer used.",
+)
+@click.option(
     "--calibration-data",
     type=click.Path(exists=True, path_type=Path),
     help="Labelled images to fit calibration and the out-of-distribution gate on (without it "
@@ -116,6 +122,7 @@ def main(
     intended_use: str | None,
     model_name: str | None,
     model_version: str | None,
+    target_layer: str | None,
     calibration_data: Path | None,
     split_file: Path | None,
     ood_method: str,
@@ -153,7 +160,7 @@ def main(
     options = _TrustOptions(
         calibration_data, split_file, ood_method, ood_retention, min_val_per_class
     )
-    identity = _Identity(intended_use, model_name, model_version)
+    identity = _Identity(intended_use, model_name, model_version, target_layer)
     run_cli(
         lambda: _export(checkpoint_path, out_path, parity_images, identity, opset, options),
         debug,
@@ -162,11 +169,13 @@ def main(
 
 @dataclass(frozen=True)
 class _Identity:
-    """What the file says it is, where the command line says it (None: from the checkpoint)."""
+    """What the file says it is and where its heatmaps look, where the command line says it
+    (None: from the checkpoint, or found from the network)."""
 
     intended_use: str | None
     name: str | None
     version: str | None
+    target_layer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -191,7 +200,7 @@ def _export(
     from btxrd.export.onnx_export import (
         TrustHead,
         build_metadata,
-        export_model_proto,
+        export_with_cam,
         finalise,
     )
     from btxrd.export.parity import (
@@ -212,7 +221,7 @@ def _export(
         destination(written)
     checkpoint = load_checkpoint(checkpoint_path)
     sources = _parity_sources(parity_dir or default_samples_dir())
-    model, arch = build_model(checkpoint)
+    model, arch = build_model(checkpoint, identity.target_layer)
     prep = checkpoint.preprocessing
     fitted = _fit_trust(model, arch, checkpoint, opset, trust_options)
     selftest = selftest_images()
@@ -232,6 +241,9 @@ def _export(
             _trust_reference_scores(model, selftest, selftest_rgb, prep, reference_trust)
         )
     trust = fitted.fit.trust if fitted is not None else None
+    proto, cam = export_with_cam(model, arch, prep.image_size, opset, trust=head)
+    if cam.kind == "none":
+        _note(f"note: this model has no cam output: {cam.reason}; btxrd-explain draws Grad-CAM")
     metadata = build_metadata(
         checkpoint,
         arch,
@@ -240,8 +252,9 @@ def _export(
         trust,
         name=identity.name,
         version=identity.version,
+        cam=cam,
     )
-    data = finalise(export_model_proto(model, arch, prep.image_size, opset, trust=head), metadata)
+    data = finalise(proto, metadata)
     report_path = out_path.with_suffix(".parity.json")
     with tempfile.TemporaryDirectory(prefix="btxrd-parity-") as tmp:
         candidate = Path(tmp) / out_path.name

@@ -14,9 +14,11 @@ the weighted sum: SiLU features can be negative.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import io
 import logging
+import math
 import warnings
 
 import numpy as np
@@ -27,8 +29,9 @@ from torch import nn
 
 from btxrd.export.archs import Arch
 from btxrd.export.checkpoint import Checkpoint
+from btxrd.export.parts import CAM_GRADIENT, catch
 from btxrd.export.trust.ood import OodScorer, TapFit
-from btxrd.export.trust.taps import feature_maps
+from btxrd.export.trust.taps import tap_modules
 from btxrd.runtime.contract import (
     CAM_NAME,
     INPUT_NAME,
@@ -36,6 +39,7 @@ from btxrd.runtime.contract import (
     OOD_SCORE_NAME,
     PROBABILITIES_NAME,
     TENSOR_MEANINGS,
+    CamSource,
     ModelMetadata,
     Trust,
     intended_use_for,
@@ -102,41 +106,196 @@ class TrustHead(nn.Module):
 
 
 class CamModel(nn.Module):
-    """The classifier, re-wired to also return its class activation maps, and with ``trust``
-    its calibrated probabilities and out-of-distribution score. ``probe`` returns the logits and
-    the pooled taps, concatenated, instead (what export fits trust on)."""
+    """The classifier, run by its own forward, re-wired to also return its class activation
+    maps, and with ``trust`` its calibrated probabilities and out-of-distribution score.
+    ``probe`` returns the logits and the pooled taps, concatenated, instead (what export fits
+    trust on); ``cam=False`` leaves the maps out.
+
+    Where the head is global average pooling + linear (``parts.cam == "linear"``), Grad-CAM is
+    the closed form of the module docstring. For any other head the maps need the head's
+    gradient, which ``torch.export`` cannot trace: the forward and its gradients are traced to
+    plain operations first (``make_fx``), and that graph is exported."""
 
     def __init__(
-        self, model: nn.Module, arch: Arch, trust: TrustHead | None = None, probe: bool = False
+        self,
+        model: nn.Module,
+        arch: Arch,
+        trust: TrustHead | None = None,
+        probe: bool = False,
+        cam: bool = True,
+        example: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
+        assert arch.parts is not None, "locate the architecture's parts first"
         self.model = model
-        self._arch = arch
+        self.parts = arch.parts
         self.head = arch.head(model)
+        self.stages = tap_modules(model)
         self.trust = trust
         self.probe = probe
+        self.with_cam = cam and not probe
+        self.traced: nn.Module | None = None
+        if self.with_cam and self.parts.cam == CAM_GRADIENT:
+            assert example is not None, "tracing the gradients needs an example input"
+            self.traced = _trace_gradients(self, example)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if self.trust is None and not self.probe:
-            maps = [self._arch.features(self.model, image)]
+        if self.traced is not None:
+            logits, activation, weights, *pooled = self.traced(image)
+            cam = torch.relu(torch.einsum("nkhw,nck->nchw", activation, weights))
         else:
-            maps = feature_maps(self.model, self._arch, image)
-        fmap = maps[-1]
-        pooled = [m.mean(dim=(2, 3)) for m in maps]
-        logits = self.head(pooled[-1])
-        if self.probe:
-            return logits, torch.cat(pooled, dim=1)
-        cam = torch.relu(torch.einsum("nkhw,ck->nchw", fmap, self.head.weight))
+            with catch(self.model, self.parts, self.stages) as caught:
+                logits = self.model(image)
+            pooled = caught.pooled()
+            if self.probe:
+                return logits, torch.cat(pooled, dim=1)
+            if self.with_cam:
+                activation = self.parts.to_grid(caught.target)
+                cam = torch.relu(torch.einsum("nkhw,ck->nchw", activation, self.head.weight))
+        outputs = (logits, cam) if self.with_cam else (logits,)
         if self.trust is None:
-            return logits, cam
-        return (logits, cam, *self.trust(pooled, logits))
+            return outputs
+        return (*outputs, *self.trust(pooled, logits))
+
+    def forward_with_gradients(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Logits, the target's output on its grid (N, K, h, w), Grad-CAM's channel weights of
+        every class (N, C, K: the gradient of the class score averaged over the positions, as
+        pytorch-grad-cam computes them) and the pooled taps."""
+        # Original view tracking: autograd replays views by their own functions, not as
+        # as_strided on a zero-filled copy, which has no ONNX form.
+        with (
+            torch.enable_grad(),
+            torch.autograd._force_original_view_tracking(True),
+            catch(self.model, self.parts, self.stages, leaf=True) as seen,
+        ):
+            logits = self.model(image)
+            classes = logits.shape[1]
+            gradients = [
+                torch.autograd.grad(logits[:, c].sum(), seen.target, retain_graph=c < classes - 1)[
+                    0
+                ]
+                for c in range(classes)
+            ]
+        assert seen.target is not None
+        weights = torch.stack([self.parts.to_grid(g).mean(dim=(2, 3)) for g in gradients], dim=1)
+        activation = self.parts.to_grid(seen.target.detach())
+        return logits.detach(), activation, weights, *(p.detach() for p in seen.pooled())
 
 
-def output_names(trust: bool, probe: bool = False) -> list[str]:
+def _trace_gradients(wrapper: CamModel, example: torch.Tensor) -> nn.Module:
+    """``wrapper.forward_with_gradients`` as a graph of plain operations, batch size symbolic."""
+    from torch._decomp import core_aten_decompositions
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def forward_with_gradients(image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return wrapper.forward_with_gradients(image)
+
+    # The math form of attention and the core decompositions: the backward passes of fused
+    # attention and of view operations otherwise leave operators that have no ONNX form.
+    with _quiet_exporter(), sdpa_kernel(SDPBackend.MATH):
+        decompositions = {
+            **core_aten_decompositions(),
+            torch.ops.aten.convolution_backward.default: _convolution_input_gradient,
+        }
+        traced = make_fx(
+            forward_with_gradients,
+            decomposition_table=decompositions,
+            tracing_mode="symbolic",
+            _allow_non_fake_inputs=True,
+        )(example)
+    _reshape_strided_copies(traced)
+    return traced
+
+
+def _convolution_input_gradient(
+    grad_output: torch.Tensor,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias_sizes: object,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    transposed: bool,
+    output_padding: list[int],
+    groups: int,
+    output_mask: list[bool],
+) -> tuple[torch.Tensor | None, None, None]:
+    """A 2-d convolution's gradient with respect to its input, as the transposed convolution
+    it is (ONNX ConvTranspose): a Grad-CAM layer before convolutions of the head
+    (``--target-layer layer3``) needs it, and ``convolution_backward`` has no ONNX form. Only
+    the input's gradient is asked for: every other layer's weights are not differentiated."""
+    if transposed or input.dim() != 4 or not output_mask[0] or any(output_mask[1:]):
+        raise NotImplementedError("only the input gradient of a 2-d convolution")
+    size, kernel, out = input.shape[2:], weight.shape[2:], grad_output.shape[2:]
+    # The rows and columns the forward convolution's stride left over, restored.
+    extra = [
+        size[i] - ((out[i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (kernel[i] - 1) + 1)
+        for i in range(2)
+    ]
+    grad_input = torch.nn.functional.conv_transpose2d(
+        grad_output, weight, None, stride, padding, extra, groups, dilation
+    )
+    return grad_input, None, None
+
+
+def _reshape_strided_copies(graph_module: torch.fx.GraphModule) -> None:
+    """Rewrite, in place, the one backward idiom with no ONNX form: autograd hands a gradient
+    back through a view of a permuted tensor (ConvNeXt's LayerNorm2d on the pooled map) by
+    copying it into a zero-filled buffer (``full``, ``as_strided``, ``copy_``) and reading the
+    buffer back with ``as_strided``. Where the copy and every read are contiguous views of the
+    same elements from offset 0, each read is a reshape of what was copied."""
+    aten = torch.ops.aten
+    graph = graph_module.graph
+    for copy in [n for n in graph.nodes if n.target is aten.copy_.default]:
+        view, source = copy.args[0], copy.args[1]
+        if getattr(view, "target", None) is not aten.as_strided.default:
+            continue
+        buffer = view.args[0]
+        if buffer.target is not aten.full.default or buffer.args[1] != 0:
+            continue
+        reads = [user for user in buffer.users if user is not view]
+        views = [view, *reads]
+        if not all(n.target is aten.as_strided.default and _contiguous(n) for n in views):
+            continue
+        if not all(_same_elements(view, read) for read in reads):
+            continue
+        for read in reads:
+            with graph.inserting_before(read):
+                reshaped = graph.call_function(aten.reshape.default, (source, read.args[1]))
+            read.replace_all_uses_with(reshaped)
+            graph.erase_node(read)
+        graph.erase_node(copy)
+        graph.erase_node(view)
+        graph.erase_node(buffer)
+    graph.lint()
+    graph_module.recompile()
+
+
+def _contiguous(view: torch.fx.Node) -> bool:
+    """An ``as_strided`` view with row-major strides from offset 0 (sizes known past dim 0)."""
+    size, stride = view.args[1], view.args[2]
+    offset = view.args[3] if len(view.args) > 3 else view.kwargs.get("storage_offset", 0)
+    if offset != 0 or not all(isinstance(d, int) for d in size[1:]):
+        return False
+    expected = [math.prod(size[i + 1 :]) for i in range(len(size))]
+    return list(stride) == expected
+
+
+def _same_elements(first: torch.fx.Node, second: torch.fx.Node) -> bool:
+    """Both views cover the same number of elements: the same symbolic leading size, and the
+    same product of the known ones."""
+    a, b = first.args[1], second.args[1]
+    same_leading = a[0] is b[0] or a[0] == b[0]
+    return same_leading and math.prod(a[1:]) == math.prod(b[1:])
+
+
+def output_names(trust: bool, probe: bool = False, cam: bool = True) -> list[str]:
     """The graph's outputs, in order."""
     if probe:
         return [LOGITS_NAME, FEATURES_NAME]
-    return [LOGITS_NAME, CAM_NAME, *((PROBABILITIES_NAME, OOD_SCORE_NAME) if trust else ())]
+    names = [LOGITS_NAME, *((CAM_NAME,) if cam else ())]
+    return [*names, *((PROBABILITIES_NAME, OOD_SCORE_NAME) if trust else ())]
 
 
 def export_model_proto(
@@ -146,23 +305,55 @@ def export_model_proto(
     opset: int = DEFAULT_OPSET,
     trust: TrustHead | None = None,
     probe: bool = False,
+    cam: bool = True,
 ) -> onnx.ModelProto:
     """Trace ``model`` (eval mode) to ONNX with a dynamic batch axis."""
-    wrapper = CamModel(model.eval(), arch, trust, probe).eval()
     dummy = torch.zeros(2, 3, *image_size)
+    wrapper = CamModel(model.eval(), arch, trust, probe, cam, example=dummy).eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
     with _quiet_exporter(), torch.no_grad():
         program = torch.onnx.export(
             wrapper,
             (dummy,),
             input_names=[INPUT_NAME],
-            output_names=output_names(trust is not None, probe),
+            output_names=output_names(trust is not None, probe, cam and not probe),
             opset_version=opset,
             dynamo=True,
             external_data=False,
             dynamic_shapes={"image": {0: batch}},
         )
     return program.model_proto
+
+
+def export_with_cam(
+    model: nn.Module,
+    arch: Arch,
+    image_size: tuple[int, int],
+    opset: int = DEFAULT_OPSET,
+    trust: TrustHead | None = None,
+) -> tuple[onnx.ModelProto, CamSource]:
+    """The graph with its ``cam`` output, and how that output is made. Where the head's
+    gradient cannot be exported (an operation with no ONNX form in its backward pass), the
+    graph has no ``cam`` output and the source says why."""
+    parts = arch.parts
+    assert parts is not None
+    source = CamSource(
+        kind=parts.cam,
+        target_layer=parts.target,
+        grid=parts.grid,
+        tokens=parts.prefix_tokens is not None,
+        target_chosen=parts.chosen_by,
+        classifier=parts.classifier,
+    )
+    try:
+        return export_model_proto(model, arch, image_size, opset, trust=trust), source
+    except Exception as exc:  # torch.export and onnxscript raise many types, none of them ours
+        if parts.cam != CAM_GRADIENT:
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = f"the gradient of its head could not be exported ({type(exc).__name__}: {first})"
+    proto = export_model_proto(model, arch, image_size, opset, trust=trust, cam=False)
+    return proto, dataclasses.replace(source, kind="none", reason=reason)
 
 
 def probe_bytes(
@@ -243,6 +434,7 @@ def build_metadata(
     *,
     name: str | None = None,
     version: str | None = None,
+    cam: CamSource | None = None,
 ) -> ModelMetadata:
     """The file's metadata. ``name`` and ``version`` default to the checkpoint's
     ``model_name`` and ``model_version`` (``save_checkpoint(..., model_name=...)``), the name
@@ -268,6 +460,7 @@ def build_metadata(
         trust=trust,
         name=name or _text(checkpoint.extra.get("model_name")) or checkpoint.path.stem,
         version=version or _text(checkpoint.extra.get("model_version")),
+        cam=cam,
     )
 
 

@@ -230,6 +230,7 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
 
     arch = get_arch(mcfg["arch"])
     model = arch.build(len(class_names))
+    arch = arch.locate(model, prep.image_size)
     head = arch.head(model)
     init = _initialise(model, mcfg.get("init_checkpoint"), class_names)
     if init is None:

@@ -52,6 +52,7 @@ KEY_INTENDED_USE = "intended_use"
 KEY_REFERENCE = "reference_scores"
 KEY_TRUST = "trust"  # optional: calibration and the out-of-distribution gate (``Trust``)
 KEY_MODEL = "model"  # optional: {"name": ..., "version": ...} (files of 2026-12-07 on)
+KEY_CAM = "cam"  # optional: how the cam output is made, or why there is none (``CamSource``)
 REQUIRED_KEYS = (KEY_SCHEMA, KEY_CLASSES, KEY_PREPROCESS, KEY_ARCH)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -372,6 +373,50 @@ def _check_calibration_metrics(metrics: Any) -> None:
                 raise ModelError(f"trust calibration.metrics.{part}.{name} must be >= 0")
 
 
+CAM_KINDS = ("linear", "gradient", "none")
+
+
+@dataclass(frozen=True)
+class CamSource:
+    """How the graph's ``cam`` output is Grad-CAM (metadata key ``btxrd.cam``): ``linear``, the
+    closed form for a global-average-pool + linear head; ``gradient``, the head differentiated
+    inside the graph; ``none``, no ``cam`` output (``reason`` says why; btxrd-explain still
+    draws Grad-CAM with the checkpoint). ``target_layer`` names the layer in the checkpoint's
+    network, ``grid`` its rows and columns, ``tokens`` whether they are a token model's."""
+
+    kind: str
+    target_layer: str
+    grid: tuple[int, int]
+    tokens: bool = False
+    target_chosen: str = "found"  # or "given" (btxrd-export --target-layer)
+    classifier: str = ""
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["grid"] = list(self.grid)
+        return values
+
+    @classmethod
+    def from_json(cls, data: Any) -> CamSource:
+        if not isinstance(data, dict):
+            raise ModelError("metadata 'cam' must be a JSON object")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ModelError(f"metadata 'cam' has unknown keys {unknown}; upgrade btxrd")
+        kind, grid = data.get("kind"), data.get("grid")
+        if kind not in CAM_KINDS:
+            raise ModelError(f"metadata cam.kind {kind!r} is not one of {CAM_KINDS}")
+        if not (isinstance(grid, list) and len(grid) == 2 and all(_is_int(v) for v in grid)):
+            raise ModelError("metadata cam.grid must be two whole numbers")
+        texts = ("target_layer", "target_chosen", "classifier", "reason")
+        if not all(isinstance(data.get(k, ""), str) for k in texts):
+            raise ModelError(f"metadata cam {', '.join(texts)} must be strings")
+        if "target_layer" not in data:
+            raise ModelError("metadata cam lacks target_layer")
+        return cls(**{**data, "grid": (grid[0], grid[1]), "tokens": bool(data.get("tokens"))})
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
     """Everything an exported model says about itself."""
@@ -389,6 +434,8 @@ class ModelMetadata:
     # What the exporter called the model and which version it is (None: not recorded).
     name: str | None = None
     version: str | None = None
+    # How the ``cam`` output is made (None: not recorded, files before 2026-12-07).
+    cam: CamSource | None = None
 
     def to_metadata_props(self) -> dict[str, str]:
         values: dict[str, Any] = {
@@ -404,6 +451,8 @@ class ModelMetadata:
             values[KEY_TRUST] = self.trust.to_json()
         if self.name is not None:
             values[KEY_MODEL] = {"name": self.name, "version": self.version}
+        if self.cam is not None:
+            values[KEY_CAM] = self.cam.to_json()
         return {METADATA_PREFIX + k: json.dumps(v, sort_keys=True) for k, v in values.items()}
 
     @classmethod
@@ -460,6 +509,10 @@ class ModelMetadata:
             except ModelError as exc:
                 raise ModelError(f"{source}: {exc}") from None
         model_name, model_version = _name_and_version(parsed.get(KEY_MODEL), source)
+        try:
+            cam = CamSource.from_json(parsed[KEY_CAM]) if parsed.get(KEY_CAM) else None
+        except ModelError as exc:
+            raise ModelError(f"{source}: {exc}") from None
         return cls(
             class_names=tuple(names),
             preprocessing=prep,
@@ -471,6 +524,7 @@ class ModelMetadata:
             trust=trust,
             name=model_name,
             version=model_version,
+            cam=cam,
         )
 
 

@@ -83,9 +83,23 @@ def _gate(info: ModelInfo) -> str:
 
 
 def _cam(info: ModelInfo) -> str:
-    if info.has_cam:
-        return "cam output in the graph (btxrd-run --cam); btxrd-explain draws Grad-CAM with torch"
-    return "no cam output: btxrd-explain draws Grad-CAM with the PyTorch checkpoint"
+    source = info.metadata.cam
+    if not info.has_cam:
+        reason = f" ({source.reason})" if source is not None and source.reason else ""
+        return f"no cam output{reason}: btxrd-explain draws Grad-CAM with the PyTorch checkpoint"
+    if source is None:
+        return "Grad-CAM in the graph (btxrd-run --cam)"
+    how = {
+        "linear": "closed form, global-average-pool + linear head",
+        "gradient": "the head's gradient computed in the graph",
+    }.get(source.kind, source.kind)
+    rows, columns = source.grid
+    tokens = ", tokens on their patch grid" if source.tokens else ""
+    given = ", given by --target-layer" if source.target_chosen == "given" else ""
+    return (
+        f"Grad-CAM in the graph on {source.target_layer} ({rows} x {columns}{tokens}{given}; "
+        f"{how}); btxrd-run --cam draws it"
+    )
 
 
 def _provenance(provenance: dict[str, Any] | Any) -> str:

@@ -84,6 +84,7 @@ class ModelInfo:
             "inputs": [spec.to_json() for spec in self.inputs],
             "outputs": [spec.to_json() for spec in self.outputs],
             "has_cam": self.has_cam,
+            "cam": None if meta.cam is None else meta.cam.to_json(),
             "preprocessing": meta.preprocessing.to_json(),
             "trust": _trust_summary(meta.trust),
             "provenance": dict(meta.provenance),

@@ -89,7 +89,7 @@ def tiny_resnet():
     _vary(model)
     with torch.no_grad():
         model.fc.weight.mul_(20.0)
-    return model.eval(), arch
+    return model.eval(), arch.locate(model, (TINY_SIZE, TINY_SIZE))
 
 
 @pytest.fixture(scope="session")

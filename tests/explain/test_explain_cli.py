@@ -83,14 +83,26 @@ def test_images_json_and_class(synth_data, tiny_checkpoint, tmp_path) -> None:
     assert record["confidence"] == record["scores"][record["prediction"]]
 
 
+def test_images_on_a_given_target_layer(synth_data, tiny_checkpoint, tmp_path) -> None:
+    image = sorted((synth_data / "images").iterdir())[0]
+    argv = ["images", image, "--checkpoint", tiny_checkpoint, "--out", tmp_path, "--json", "-q"]
+    result = _run([*argv, "--target-layer", "layer3"])
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["model"]["target_layer"] == "layer3"
+    assert document["model"]["cam_grid"] == [4, 4]  # layer3 of a resnet at 64 px: stride 16
+    assert document["results"][0]["overlay"]
+
+
 @pytest.mark.parametrize(
     ("extra", "code", "message"),
     [
+        (["--target-layer", "layer9"], 3, "--target-layer 'layer9' is not a module"),
         (["--class", "Osteoma"], 2, "not one of"),
         (["--method", "scorecam"], 2, "scorecam"),
         (["--checkpoint", "missing.pt"], 3, "checkpoint not found"),
     ],
-    ids=["unknown-class", "unknown-method", "missing-checkpoint"],
+    ids=["unknown-target-layer", "unknown-class", "unknown-method", "missing-checkpoint"],
 )
 def test_images_usage_and_model_errors(synth_data, tiny_checkpoint, tmp_path, extra, code, message):
     image = sorted((synth_data / "images").iterdir())[0]
@@ -142,7 +154,7 @@ def test_metrics_json(report_run) -> None:
     assert sum(map(sum, metrics["confusion_matrix"])) == 24
     for key in ("precision", "recall", "auc"):
         assert set(metrics[key]) == set(CLASSES)
-    assert metrics["model"]["arch"] == "resnet18" and metrics["model"]["target_layer"] == "layer4.1"
+    assert metrics["model"]["arch"] == "resnet18" and metrics["model"]["target_layer"] == "layer4"
     for name, rows in metrics["gallery"].items():
         for kind in ("TP", "FP", "FN"):
             assert len(rows[kind]) == min(3, rows["available"][kind])

@@ -16,19 +16,22 @@ from btxrd.export.checkpoint import save_checkpoint  # noqa: E402
 CLASSES = ("Normal", "Benign", "Malignant")
 
 
-def varied_model(arch: str, num_classes: int = 3, seed: int = 0) -> torch.nn.Module:
+def varied_model(
+    arch: str, num_classes: int = 3, seed: int = 0, image_size: tuple[int, int] = (64, 64)
+) -> torch.nn.Module:
     """A randomly initialised network whose outputs differ clearly between images.
 
     Fresh networks give near-uniform probabilities, which would make parity trivially true;
     random BatchNorm statistics and a scaled head make every image score differently.
     """
     torch.manual_seed(seed)
-    model = get_arch(arch).build(num_classes)
+    built = get_arch(arch)
+    model = built.build(num_classes)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.2, 0.2)
             module.running_var.uniform_(0.5, 2.0)
-    head = get_arch(arch).head(model)
+    head = built.locate(model, image_size).head(model)
     with torch.no_grad():
         head.weight.mul_(2)
     return model.eval()
@@ -51,7 +54,7 @@ def draw_radiograph(width: int, height: int, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def make_model():
-    """Factory fixture: ``make_model(arch, num_classes=3, seed=0)``."""
+    """Factory fixture: ``make_model(arch, num_classes=3, seed=0, image_size=(64, 64))``."""
     return varied_model
 
 
@@ -124,3 +127,59 @@ class _PredecessorFactory:
 @pytest.fixture
 def make_predecessor_checkpoint() -> _PredecessorFactory:
     return _PredecessorFactory()
+
+
+@pytest.fixture(scope="session")
+def assert_cam_is_grad_cam():
+    """``check(checkpoint, onnx_file, image)``: every class's ``cam`` output of the exported
+    file, scaled as pytorch-grad-cam scales its maps, equals pytorch-grad-cam's GradCAM on the
+    layer the file names, to 1e-4; a class whose map has no positive evidence is flat on both
+    sides, and at least one class must have a map to compare."""
+    cv2 = pytest.importorskip("cv2")
+    pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from btxrd.export.checkpoint import build_model, load_checkpoint
+    from btxrd.runtime.classifier import Classifier
+    from btxrd.runtime.imageio import load_image
+    from btxrd.runtime.preprocess import preprocess
+
+    def min_max(cam: np.ndarray) -> np.ndarray:
+        # pytorch-grad-cam's scale_cam_image: min-max with its epsilon (per layer, then again).
+        cam = cam - cam.min()
+        return cam / (1e-7 + cam.max())
+
+    def check(checkpoint: Path, onnx_file: Path, image: Path) -> None:
+        classifier = Classifier(onnx_file, ood_gate=False)
+        assert classifier.info.has_cam
+        source = classifier.info.metadata.cam
+        model, arch = build_model(load_checkpoint(checkpoint), source.target_layer)
+        parts = arch.parts
+        prediction = classifier.predict(image, with_cam=True)
+        x = torch.from_numpy(
+            preprocess(load_image(image), classifier.info.metadata.preprocessing)[None]
+        )
+        layer = parts.target_layer(model)
+        reshape = parts.to_grid if parts.prefix_tokens is not None else None
+        compared = 0
+        for target in range(len(classifier.class_names)):
+            with GradCAM(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+                # After pytorch-grad-cam's hooks: the layer's output goes on as a copy, so an
+                # in-place ReLU after it (torchvision DenseNet) leaves what Grad-CAM read alone.
+                handle = layer.register_forward_hook(lambda _m, _a, out: out.clone())
+                try:
+                    expected = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])[0]
+                finally:
+                    handle.remove()
+            raw = prediction.cam[target]
+            if raw.max() - raw.min() <= 1e-12:  # no positive evidence: pytorch-grad-cam says 0
+                assert np.abs(expected).max() <= 1e-4
+                continue
+            size = (x.shape[-1], x.shape[-2])
+            got = min_max(cv2.resize(min_max(raw).astype(np.float32), size))
+            assert np.abs(got - expected).max() <= 1e-4, (onnx_file, target)
+            compared += 1
+        assert compared, "every class map was flat: nothing was compared"
+
+    return check

@@ -41,7 +41,7 @@ from btxrd.export.trust.ood import (  # noqa: E402
     fit_scorer,
     threshold_at,
 )
-from btxrd.export.trust.taps import feature_maps, tap_modules, tap_widths  # noqa: E402
+from btxrd.export.trust.taps import pooled_taps, tap_modules, tap_widths  # noqa: E402
 from btxrd.runtime.contract import (  # noqa: E402
     CAM_NAME,
     LOGITS_NAME,
@@ -182,17 +182,34 @@ def test_other_scores_in_the_graph_equal_numpy(method: str) -> None:
 
 
 @pytest.mark.parametrize("arch_name", ["resnet18", "efficientnet_b0"])
-def test_taps_end_with_the_last_feature_map(arch_name: str, make_model) -> None:
+def test_taps_end_with_what_the_classifier_reads(arch_name: str, make_model) -> None:
     from btxrd.export.archs import get_arch
 
-    arch = get_arch(arch_name)
     model = make_model(arch_name)
+    arch = get_arch(arch_name).locate(model, (64, 64))
     x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        maps = feature_maps(model, arch, x)
-        torch.testing.assert_close(maps[-1], arch.features(model, x))
-    assert len(maps) == len(tap_modules(model)) > 1
+    seen = []
+    handle = arch.head(model).register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    try:
+        logits, taps = pooled_taps(model, arch, x)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(taps[-1], seen[0])
+    torch.testing.assert_close(logits, model(x))
+    assert len(taps) == len(tap_modules(model)) > 1
     assert tap_widths(model, arch, (64, 64))[-1] == arch.head(model).in_features
+
+
+@pytest.mark.parametrize("arch_name", ["densenet121", "timm/convnext_atto"])
+def test_other_layouts_have_one_tap_the_penultimate_vector(arch_name: str, make_model) -> None:
+    from btxrd.export.archs import get_arch
+
+    if arch_name.startswith("timm/"):
+        pytest.importorskip("timm")
+    model = make_model(arch_name)
+    arch = get_arch(arch_name).locate(model, (64, 64))
+    assert tap_modules(model) is None
+    assert tap_widths(model, arch, (64, 64)) == (arch.head(model).in_features,)
 
 
 def test_threshold_keeps_the_stated_share() -> None:
