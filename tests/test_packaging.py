@@ -35,7 +35,8 @@ def wheel_names(tmp_path_factory) -> set[str]:
         if (ROOT / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, source / name)
-    build = ("wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(source))
+    # Isolated, as pip builds for a user: the environment's own setuptools may be too old.
+    build = ("wheel", "-q", "--no-deps", "-w", str(out), str(source))
     subprocess.run([sys.executable, "-m", "pip", *build], check=True, capture_output=True)
     (wheel,) = out.glob("btxrd-*.whl")
     return set(zipfile.ZipFile(wheel).namelist())
