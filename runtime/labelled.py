@@ -134,6 +134,7 @@ def _from_btxrd(folder: Path, class_names: Sequence[str]) -> list[LabelledImage]
     root = find_root(folder)
     rows = read_sheet_rows(root)
     images_dir = find_dir(root, "images") or root / "images"
+    # The first file of a stem in name order wins (.jpeg before .jpg), as training's loader has it.
     by_stem = {
         p.stem: p
         for p in sorted(images_dir.iterdir() if images_dir.is_dir() else (), reverse=True)
