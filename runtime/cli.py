@@ -20,6 +20,7 @@ from btxrd.runtime.cliutil import (
     documents_exit_codes,
     model_option,
     prepare_output_dir,
+    require_stdout,
     run_cli,
     setting_range,
     version_lines,
@@ -194,6 +195,8 @@ def _run(options: RunOptions) -> int:
     from btxrd.runtime.paths import default_model_path
     from btxrd.runtime.settings import CamSettings, InferenceSettings
 
+    if options.output is None:
+        require_stdout("the results")
     if options.version:
         config = load_config(options.config_path)
         model = options.model_path or default_model_path(config["paths"]["model"])

@@ -148,6 +148,16 @@ def check_output_file(path: Path) -> None:
         raise OutputError(f"{path}: output folder {folder} is not writable; choose another")
 
 
+def require_stdout(what: str) -> None:
+    """Refuse, before any work, to write ``what`` to a standard output the process was started
+    without (cron or a service manager may close it): it would be lost without a word."""
+    if sys.stdout is None:
+        raise OutputError(
+            f"standard output is closed, so {what} would be lost; pass --output FILE (or start "
+            "the command with stdout open)"
+        )
+
+
 def exit_code_for(error: BtxrdError) -> int:
     if isinstance(error, ConfigError):
         return EXIT_USAGE
@@ -169,7 +179,8 @@ def run_cli(action: Callable[[], int], debug: bool) -> None:
     unprotect_all()
     try:
         code = action()
-        sys.stdout.flush()  # a full stdout (/dev/full) fails here, inside the error handling
+        if sys.stdout is not None:  # None: started with stdout closed (cron, `>&-`)
+            sys.stdout.flush()  # a full stdout (/dev/full) fails here, inside the error handling
     except click.ClickException:
         raise  # usage errors: click prints them with the usage line and exits 2
     except BtxrdError as exc:

@@ -272,6 +272,31 @@ def test_stdout_on_a_full_device_is_one_clear_line(tiny_onnx, scans):
     assert "No space left on device" in stderr and len(stderr.strip().splitlines()) == 1
 
 
+def _with_stdout_closed() -> None:
+    os.close(1)  # as cron, a service manager or `>&-` may start a command
+
+
+@pytest.mark.parametrize("fmt", ["--jsonl", "--json", "--csv"])
+def test_closed_stdout_with_an_output_file_writes_every_record(tiny_onnx, scans, tmp_path, fmt):
+    out = tmp_path / f"results.{fmt.lstrip('-')}"
+    images = [scans / "scan0.png", scans / "scan1.png"]
+    done = run_process(
+        "--model", tiny_onnx, fmt, "-o", out, *images, preexec_fn=_with_stdout_closed
+    )
+    stderr = done.stderr.decode()
+    assert done.returncode == 0, stderr
+    assert "error" not in stderr and "Traceback" not in stderr
+    text = out.read_text(encoding="utf-8")
+    assert all(str(image) in text for image in images)
+
+
+def test_closed_stdout_without_an_output_file_is_refused_before_any_work(tiny_onnx, scans):
+    done = run_process("--model", tiny_onnx, "--json", scans / "scan0.png",
+                       preexec_fn=_with_stdout_closed)  # fmt: skip
+    assert done.returncode == 3
+    assert_one_clear_line(done.stderr.decode(), "standard output is closed", "--output FILE")
+
+
 def test_protection_lasts_one_run_not_the_process(tiny_onnx, scans, tmp_path):
     """In one process (a test runner, a server), a file that was an input of an earlier run may
     be the output of a later one: protection belongs to a run."""
