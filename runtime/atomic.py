@@ -14,6 +14,7 @@ What stands at the destination decides how it is written:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -145,6 +146,31 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_open(path, "w") as handle:
         handle.write(text)
+
+
+# What to do about a failed write, by its cause: each cause has its own fix.
+_FIXES = {
+    errno.ENOSPC: "Free some space",
+    errno.EDQUOT: "Free some space within your disk quota",
+    errno.EFBIG: "The file outgrew the size limit of this process or file system; choose "
+    "another --output",
+    errno.ENOENT: "Its folder was removed or renamed while btxrd ran; create it again",
+    errno.ENOTDIR: "Its folder was replaced by a file while btxrd ran; put the folder back",
+    errno.EISDIR: "A folder now stands at that path; move it away",
+    errno.EACCES: "Make the folder writable, or choose another --output",
+    errno.EPERM: "Make the folder writable, or choose another --output",
+    errno.EROFS: "The file system is read-only; choose another --output",
+}
+
+
+def cannot_write(exc: OSError) -> str:
+    """The cause of a failed write in words, for ``PATH: {cannot_write(exc)}``."""
+    return f"cannot write ({exc.strerror or exc})"
+
+
+def fix_for(exc: OSError) -> str:
+    """What the user can do about ``exc``, as a sentence."""
+    return _FIXES.get(exc.errno, "Check the disk and the path") if exc.errno else "Check the disk"
 
 
 def _existing(path: Path) -> os.stat_result | None:

@@ -5,6 +5,7 @@ exit codes (the README's table lists them; every command maps the same fault to 
 from __future__ import annotations
 
 import inspect
+import io
 import os
 import signal
 import sys
@@ -172,6 +173,9 @@ def run_cli(action: Callable[[], int], debug: bool) -> None:
     from btxrd.runtime.imageio import quiet_decoder_warnings
 
     program = click.get_current_context().command_path
+    _hold_closed_standard_descriptors()
+    _block_on_full_pipes()
+    _never_fail_on_stderr()
     quiet_decoder_warnings()
     _terminate_like_ctrl_c()
     # Files protected from overwriting belong to one command run: a process that runs several
@@ -212,6 +216,81 @@ def run_cli(action: Callable[[], int], debug: bool) -> None:
         )
         sys.exit(EXIT_MODEL)
     sys.exit(code)
+
+
+def _hold_closed_standard_descriptors() -> None:
+    """Put ``/dev/null`` on standard descriptors the process was started without (``2>&-``).
+
+    Otherwise the next file opened (the output's lock, the journal) would get that number, and
+    whatever writes to "stderr" (onnxruntime's own log, Python's last words) would write into
+    it. ``sys.stdout`` stays None for a closed stdout, so ``require_stdout`` still refuses.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def _block_on_full_pipes() -> None:
+    """Wait, as every Unix filter does, when the reader of stdout or stderr is slower than btxrd.
+
+    A parent may hand over a pipe in non-blocking mode (Node.js does); a full pipe would then
+    fail a write with EAGAIN and lose the result that was being written.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and not os.get_blocking(stream.fileno()):
+                os.set_blocking(stream.fileno(), True)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            continue  # closed, or not a file descriptor (a test runner's buffer)
+
+
+class _StderrThatCannotFail(io.RawIOBase):
+    """File descriptor 2, where a failed write (stderr on ``/dev/full``, a closed terminal, a
+    full log disk) loses the message, never the run: results go elsewhere and must be written."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self._fd)
+
+    def write(self, data) -> int:  # type: ignore[override]
+        try:
+            return os.write(self._fd, data)
+        except OSError:
+            return len(data)  # nowhere left to say it
+
+
+def _never_fail_on_stderr() -> None:
+    """Give ``sys.stderr`` a writer that cannot fail, also when the process started without one;
+    only for the real fd 2 (a test runner's captured stream is left alone)."""
+    try:
+        # None: started without stderr, which now holds /dev/null (above).
+        if sys.stderr is not None and sys.stderr.fileno() != 2:
+            return
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return
+    if isinstance(getattr(sys.stderr, "buffer", None), io.BufferedWriter) and isinstance(
+        getattr(sys.stderr.buffer, "raw", None), _StderrThatCannotFail
+    ):
+        return
+    sys.stderr = io.TextIOWrapper(
+        io.BufferedWriter(_StderrThatCannotFail(2)),
+        encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
+        errors="backslashreplace",
+        line_buffering=True,
+    )
 
 
 def _terminate_like_ctrl_c() -> None:
