@@ -22,7 +22,7 @@ from btxrd.runtime.errors import InputError
 from btxrd.runtime.inputs import display_names, output_names
 from btxrd.runtime.overlay import caption_for, explained_overlay
 from btxrd.runtime.settings import GradcamSettings
-from btxrd.runtime.text import text_of
+from btxrd.runtime.text import name_text, text_of
 
 OVERLAY_SUFFIX = "_gradcam.png"
 _CHUNK = 16
@@ -103,13 +103,15 @@ def explain_images(
 
 def _blank_record(path: Path, display_name: str) -> dict[str, Any]:
     """The run's record fields (``results.schema.json``), filled in as the image is explained."""
+    path_text, escaped = name_text(path)
     return {
         "image_name": text_of(Path(path).name),
         "display_name": text_of(display_name),
         "prediction": None,
         "confidence": None,
         "scores": {},
-        "path": text_of(path),
+        "path": path_text,
+        "path_escaped": escaped,
         "error": None,
         "notes": [],
         "ood": None,

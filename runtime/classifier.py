@@ -25,7 +25,7 @@ from btxrd.runtime.model import ModelInfo, ModelOutputs, OnnxModel
 from btxrd.runtime.postprocess import finite_rows, softmax
 from btxrd.runtime.preprocess import preprocess
 from btxrd.runtime.settings import InferenceSettings
-from btxrd.runtime.text import text_of
+from btxrd.runtime.text import name_text, text_of
 
 _DEFAULTS = InferenceSettings()
 
@@ -99,6 +99,8 @@ class Prediction:
     # How the pixels were decoded: "exact", or "jpeg-draft-1/k" with --fast-decode; None when
     # the input was never decoded.
     decode: str | None = None
+    # ``path`` holds escapes (the name is not UTF-8; ``text.name_text``).
+    path_escaped: bool = False
     # Uncalibrated softmax of the logits (what --selftest compares); not part of the record.
     softmax: Mapping[str, float] = field(default_factory=dict, repr=False, compare=False)
     # Per-class maps (C, h, w) when asked for with ``with_cam``; not part of the record.
@@ -117,6 +119,7 @@ class Prediction:
             "confidence": self.confidence,
             "scores": dict(self.scores),
             "path": self.path,
+            "path_escaped": self.path_escaped,
             # Messages quote file names, which may hold bytes that are not UTF-8.
             "error": None if self.error is None else text_of(self.error),
             "notes": [text_of(note) for note in self.notes],
@@ -301,6 +304,7 @@ class Classifier:
         return Prediction(
             image_name=_name(source),
             path=_path(source),
+            path_escaped=_path_escaped(source),
             prediction=None if refused else names[best],
             confidence=None if refused else float(probs[best]),
             scores={n: float(p) for n, p in zip(names, probs, strict=True)},
@@ -333,6 +337,11 @@ class Classifier:
             gate_on=self.ood_gate,
         )
 
+    def result_settings(self) -> dict[str, bool]:
+        """The settings that change a result (not only its speed): what ``--resume`` checks a
+        kept result against, with the model's sha256 and the input's identity."""
+        return {"fast_decode": bool(self.fast_decode), "ood_gate": bool(self.ood_gate)}
+
     def failure(self, source: ImageSource, error: str) -> Prediction:
         """The error record of an input that was never classified (``error`` names the cause)."""
         return self._failure(source, error, 0.0)
@@ -341,6 +350,7 @@ class Classifier:
         return Prediction(
             image_name=_name(source),
             path=_path(source),
+            path_escaped=_path_escaped(source),
             prediction=None,
             confidence=None,
             scores={},
@@ -398,4 +408,8 @@ def _name(source: ImageSource) -> str:
 
 
 def _path(source: ImageSource) -> str | None:
-    return text_of(source) if isinstance(source, (str, Path)) else None
+    return name_text(source)[0] if isinstance(source, (str, Path)) else None
+
+
+def _path_escaped(source: ImageSource) -> bool:
+    return name_text(source)[1] if isinstance(source, (str, Path)) else False

@@ -56,6 +56,7 @@ class RunOptions:
     labels: Path | None = None
     metrics_out: Path | None = None
     no_ood_gate: bool = False
+    force: bool = False
     info: bool = False
     selftest: bool = False
     version: bool = False
@@ -99,6 +100,12 @@ def _parse(options: dict) -> RunOptions:
     is_flag=True,
     help="With --jsonl or --parquet --output: finish an earlier run; inputs already classified "
     "are kept, failed ones are tried again.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write the output even on a file system that cannot lock files (some network mounts), "
+    "where btxrd cannot make sure no other run writes it at the same time.",
 )
 @click.option(
     "--engine",
@@ -248,50 +255,99 @@ def _run(options: RunOptions) -> int:
         exclude=tuple(p for p in (cam_out,) if p),
     )
     from btxrd.runtime.atomic import protect
+    from btxrd.runtime.inputs import display_names
+    from btxrd.runtime.jsonl import identity, input_key
     from btxrd.runtime.report import make_sink
+    from btxrd.runtime.text import text_of
 
     # No output may replace an input or the model, however the paths are spelled.
     protect(paths, "input image")
     protect([model_file], "model")
-    sink = make_sink(fmt, classifier.info, options.output, resume=options.resume)
-    todo = [p for p in paths if not sink.already_recorded(p)]
-    failures = [classifier.failure(path, message) for path, message in problems]
-    if not options.quiet:
-        _notice(classifier.info.metadata.intended_use)
-        if classifier.info.trust is None:
-            _notice(
-                "note: this model has no out-of-distribution gate; it gives a class to any "
-                "image, radiograph or not (btxrd-run --info)"
-            )
-        elif options.no_ood_gate:
-            _notice("note: --no-ood-gate: images unlike the training data are classified anyway")
-        if sink.recorded:
-            _notice(
-                f"resuming: {len(paths) - len(todo)} of {len(paths)} inputs already in "
-                f"{options.output}"
-            )
-    if fmt == "parquet":
-        return _run_sharded(classifier, paths, problems, options, config)
-    return _classify(
-        classifier,
-        todo,
-        sink,
-        failures=failures,
-        labels=labels,
-        metrics_out=options.metrics_out,
-        human=fmt == HUMAN,
-        with_original=options.cam_with_original,
-        cam_out=cam_out,
-        cam_class=cam_class,
-        folder=options.folder,
-        quiet=options.quiet,
-        alpha=cam_settings.alpha,
-    )
+    # One writer per output: the lock is taken before the output is touched and held to the end.
+    with _one_writer(options.output, fmt, force=options.force):
+        if fmt == "parquet":
+            _say_what_the_model_is(classifier, options)
+            return _run_sharded(classifier, paths, problems, options, config)
+        shown = display_names(paths, options.folder)
+        keys = [(input_key(p), text_of(name)) for p, name in zip(paths, shown, strict=True)]
+        expected = {}
+        if fmt == "jsonl" and options.output is not None:  # identities go into each line
+            expected = {key: identity(p) for key, p in zip(keys, paths, strict=True)}
+        sink = make_sink(
+            fmt,
+            classifier.info,
+            options.output,
+            resume=options.resume,
+            expected=expected,
+            settings=classifier.result_settings(),
+        )
+        todo = [i for i, key in enumerate(keys) if not sink.already_recorded(key)]
+        failures = [classifier.failure(path, message) for path, message in problems]
+        _say_what_the_model_is(classifier, options)
+        if not options.quiet and sink.resumed is not None:
+            _say_what_was_resumed(sink.resumed, len(paths) - len(todo), len(paths), options.output)
+        return _classify(
+            classifier,
+            [paths[i] for i in todo],
+            [shown[i] for i in todo],
+            sink,
+            failures=failures,
+            labels=labels,
+            metrics_out=options.metrics_out,
+            human=fmt == HUMAN,
+            with_original=options.cam_with_original,
+            cam_out=cam_out,
+            cam_class=cam_class,
+            folder=options.folder,
+            quiet=options.quiet,
+            alpha=cam_settings.alpha,
+        )
+
+
+def _say_what_the_model_is(classifier, options: RunOptions) -> None:
+    if options.quiet:
+        return
+    _notice(classifier.info.metadata.intended_use)
+    if classifier.info.trust is None:
+        _notice(
+            "note: this model has no out-of-distribution gate; it gives a class to any "
+            "image, radiograph or not (btxrd-run --info)"
+        )
+    elif options.no_ood_gate:
+        _notice("note: --no-ood-gate: images unlike the training data are classified anyway")
+
+
+_NAMED = 5  # changed inputs named one by one on resume; the rest are counted
+
+
+def _say_what_was_resumed(resumed, kept: int, inputs: int, output: Path | None) -> None:
+    from btxrd.runtime.text import for_terminal
+
+    counts = (resumed.other_settings, resumed.unproven, resumed.not_inputs, resumed.duplicates)
+    if not (resumed.lines or resumed.changed or any(counts)):
+        return  # nothing there to resume from
+    _notice(f"resuming: {kept} of {inputs} inputs already in {output}")
+    for name in resumed.changed[:_NAMED]:
+        _notice(f"resuming: {for_terminal(name)} changed since it was classified; classified again")
+    if len(resumed.changed) > _NAMED:
+        _notice(f"resuming: ... and {len(resumed.changed) - _NAMED} more changed inputs")
+    dropped = {
+        "made with other settings (--fast-decode, --no-ood-gate): classified again": (
+            resumed.other_settings
+        ),
+        "without the input file's identity (an older btxrd): classified again": resumed.unproven,
+        "of files that are not inputs of this run: removed": resumed.not_inputs,
+        "repeated: removed": resumed.duplicates,
+    }
+    for what, count in dropped.items():
+        if count:
+            _notice(f"resuming: {plural(count, 'record')} {what}")
 
 
 def _classify(
     classifier,
     paths: list[Path],
+    shown: list[str],
     sink,
     *,
     failures: list,
@@ -310,7 +366,6 @@ def _classify(
     from btxrd.runtime.text import for_terminal
 
     cam_names = output_names(paths, folder, "_cam.png") if cam_out else []
-    shown = display_names(paths, folder)
     predictions = []
     started = time.perf_counter()
     interrupted = False
@@ -326,7 +381,7 @@ def _classify(
                     classifier, prediction, cam_out / cam_names[i], cam_class, alpha, with_original
                 )
             predictions.append(prediction)
-            sink.add(prediction, shown[i])
+            sink.add(prediction, shown[i], paths[i])
     except KeyboardInterrupt:
         interrupted = True
     summary = summarise(predictions, time.perf_counter() - started)
@@ -442,6 +497,19 @@ def _say_what_was_written(sink, summary, cam_out: Path | None, metrics_out: Path
         _notice(f"wrote {plural(overlays, 'overlay')} to {cam_out}/ ({{stem}}_cam.png)")
     if metrics_out is not None:
         _notice(f"wrote the validation figures to {metrics_out}")
+
+
+def _one_writer(output: Path | None, fmt: str, *, force: bool):
+    """The lock of ``output`` (``btxrd.runtime.outlock``); none for stdout, a FIFO or a device,
+    which no rename replaces and no second run could share unnoticed."""
+    import contextlib
+
+    from btxrd.runtime.atomic import destination
+    from btxrd.runtime.outlock import output_lock
+
+    if output is None or (fmt != "parquet" and destination(output).direct):
+        return contextlib.nullcontext()
+    return output_lock(output, force=force)
 
 
 def _check_usage(options: RunOptions) -> str:

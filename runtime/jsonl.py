@@ -5,7 +5,8 @@ flushed, and the journal is fsynced at least every ``FSYNC_SECONDS``, so a kille
 finished record on disk (a power cut loses at most the last seconds). When the run ends, also by
 Ctrl-C or SIGTERM, the journal is fsynced and renamed over ``OUT``; until then a previous ``OUT``
 stays as it was. ``--resume`` continues the journal of an unfinished run, or else ``OUT``, and
-only when every record there was written by btxrd-run for the same model file.
+only when every record there was written by btxrd-run for the same model file; of those it keeps
+only what it can prove a fresh run would write (``read_finished``), and classifies the rest again.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from btxrd.runtime.atomic import Destination, destination, replace_into
+from btxrd.runtime.atomic import Destination, cannot_write, destination, replace_into
 from btxrd.runtime.errors import OutputError
+from btxrd.runtime.text import name_bytes
 
 JOURNAL_SUFFIX = ".partial"
 FSYNC_SECONDS = 2.0
@@ -31,18 +34,60 @@ def journal_path(output: Path) -> Path:
     return output.with_name(output.name + JOURNAL_SUFFIX)
 
 
-def input_key(path: str) -> str:
-    """How an input is recognised across runs: its absolute, symlink-free path, so ``a.png``,
-    ``./a.png`` and ``/data/a.png`` are one input."""
-    return os.path.realpath(path)
+def input_key(path: str | Path) -> str:
+    """How an input is recognised across runs: the name given, made absolute and normalised
+    (``a.png``, ``./a.png`` and ``/data/a.png`` are one input), not resolved: two names of one
+    file (a symlink beside its target) are two inputs, each with a record of its own."""
+    return os.path.abspath(os.fspath(path))
 
 
-def read_finished(path: Path, model_sha256: str) -> tuple[list[str], frozenset[str]]:
-    """The lines of ``path`` that record a classified input, and those inputs' keys.
+def record_key(record: Mapping[str, Any]) -> InputKey:
+    """The key of the input a record is about: its name (unescaped, see ``text.name_text``) and
+    display name, which tells apart two occurrences of one name in the input list."""
+    raw = name_bytes(record["path"], bool(record.get("path_escaped")))
+    return input_key(os.fsdecode(raw)), record.get("display_name")
 
-    Records of failed inputs are dropped (they run again), as is a last line cut by a kill. A line
-    that is not a btxrd-run record, or a record of another model, is an ``OutputError``: resuming
-    onto it would mix results that do not belong together.
+
+def identity(path: str | Path) -> dict[str, int] | None:
+    """An input file's size and mtime as a record stores them; None when it cannot be looked at."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+
+
+# (input_key, display name): one per position in the input list.
+InputKey = tuple[str, Any]
+
+
+@dataclass
+class Resumed:
+    """What ``--resume`` keeps of an earlier file, and what it does not and why."""
+
+    lines: list[str] = field(default_factory=list)
+    finished: set[InputKey] = field(default_factory=set)
+    changed: list[str] = field(default_factory=list)  # inputs whose file changed since
+    other_settings: int = 0  # records made with other settings that change a result
+    unproven: int = 0  # records without the input's identity (older btxrd versions)
+    not_inputs: int = 0  # records of names that are not inputs of this run
+    duplicates: int = 0
+
+
+def read_finished(
+    path: Path,
+    model_sha256: str,
+    expected: Mapping[InputKey, dict[str, int] | None],
+    settings: Mapping[str, Any],
+) -> Resumed:
+    """The records of ``path`` that are proven to be what this run would write, by key.
+
+    A record is kept when it is about an input of this run (``expected``: each input's key and
+    current identity), that input's file has the size and mtime it had when it was read, it was
+    made with the same ``settings``, and no earlier line holds that input. Records of failed
+    inputs are dropped (they run again), as is a last line cut by a kill. A line that is not a
+    btxrd-run record, or a record of another model, is an ``OutputError``: resuming onto it
+    would mix results that do not belong together.
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -51,8 +96,7 @@ def read_finished(path: Path, model_sha256: str) -> tuple[list[str], frozenset[s
     except OSError as exc:
         raise OutputError(f"{path}: cannot read it to resume ({exc.strerror or exc})") from None
     lines = text.split("\n")
-    kept: list[str] = []
-    keys: set[str] = set()
+    resumed = Resumed()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -71,27 +115,54 @@ def read_finished(path: Path, model_sha256: str) -> tuple[list[str], frozenset[s
                 "another --output"
             )
         if record["error"] is None and isinstance(record["path"], str):
-            kept.append(line)
-            keys.add(input_key(record["path"]))
-    return kept, frozenset(keys)
+            _keep_if_proven(record, line, expected, settings, resumed)
+    return resumed
+
+
+def _keep_if_proven(
+    record: dict[str, Any],
+    line: str,
+    expected: Mapping[InputKey, dict[str, int] | None],
+    settings: Mapping[str, Any],
+    resumed: Resumed,
+) -> None:
+    key = record_key(record)
+    if key not in expected:
+        resumed.not_inputs += 1
+    elif key in resumed.finished:
+        resumed.duplicates += 1
+    elif "input" not in record or "settings" not in record:
+        resumed.unproven += 1
+    elif record["settings"] != settings:
+        resumed.other_settings += 1
+    elif expected[key] is None or record["input"] != expected[key]:
+        resumed.changed.append(record["path"])
+    else:
+        resumed.lines.append(line)
+        resumed.finished.add(key)
 
 
 class JsonlJournal:
     """The journal of one run's JSONL output (see the module docstring)."""
 
-    def __init__(self, output: Path, model_sha256: str, resume: bool) -> None:
+    def __init__(
+        self,
+        output: Path,
+        model_sha256: str,
+        resume: bool,
+        expected: Mapping[InputKey, dict[str, int] | None] | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
         self.output = output
         self.journal = journal_path(output)
         self._where: Destination = destination(output)
         destination(self.journal)  # a folder or a protected file there is refused as well
-        self.finished: frozenset[str] = frozenset()
-        kept: list[str] = []
+        self.resumed = Resumed()
         if resume:
             source = self.journal if self.journal.exists() else output
             if source.exists():
-                kept, self.finished = read_finished(source, model_sha256)
-        self.resumed = len(kept)
-        self._handle: IO[str] = self._open(kept)
+                self.resumed = read_finished(source, model_sha256, expected or {}, settings or {})
+        self._handle: IO[str] = self._open(self.resumed.lines)
         self._synced = time.monotonic()
 
     def write(self, record: dict[str, Any]) -> None:
@@ -115,13 +186,22 @@ class JsonlJournal:
             self._handle.close()
 
     def _open(self, kept: Iterable[str]) -> IO[str]:
-        handle = open(self.journal, "w", encoding="utf-8")  # noqa: SIM115 - closed by commit
+        try:
+            handle = open(self.journal, "w", encoding="utf-8")  # noqa: SIM115 - closed by commit
+        except OSError as exc:
+            raise OutputError(f"{self.journal}: {cannot_write(exc)}") from None
         try:
             os.chmod(self.journal, self._where.mode_bits)
             for line in kept:
                 handle.write(line + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                handle.close()
+            raise OutputError(
+                f"{self.journal}: {cannot_write(exc)}; {self.output} is unchanged"
+            ) from None
         except BaseException:
             handle.close()
             raise

@@ -12,14 +12,15 @@ import io
 import json
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from btxrd.runtime.atomic import AtomicFile, destination, write_text
+from btxrd.runtime.atomic import AtomicFile, destination, fix_for, write_text
 from btxrd.runtime.errors import OutputError
-from btxrd.runtime.jsonl import JsonlJournal, input_key
+from btxrd.runtime.jsonl import InputKey, JsonlJournal, Resumed, input_key
 from btxrd.runtime.text import for_terminal, text_of
 
 if TYPE_CHECKING:  # the CLI imports this module for its flags; onnxruntime loads only to classify
@@ -33,7 +34,7 @@ class Sink:
     """Base: collects records; subclasses decide when and where they are written.
 
     ``suffix`` is the file suffix that selects this writer for ``--output FILE`` without a
-    format flag, ``help`` the flag's help; ``recorded`` the inputs a resumed file already holds.
+    format flag, ``help`` the flag's help; ``resumed`` what a resumed file already holds.
     """
 
     suffix: str | None = None
@@ -43,14 +44,16 @@ class Sink:
         self.info = info
         self.output = output
         self.records: list[dict[str, Any]] = []
-        self.recorded: frozenset[str] = frozenset()
+        self.resumed: Resumed | None = None
 
-    def add(self, prediction: Prediction, display_name: str | None = None) -> None:
+    def add(
+        self, prediction: Prediction, display_name: str | None = None, source: Path | None = None
+    ) -> None:
         self.records.append(record_of(prediction, display_name))
 
-    def already_recorded(self, path: str | Path) -> bool:
-        """Whether a resumed file already holds ``path``'s result (however it is spelled)."""
-        return bool(self.recorded) and input_key(text_of(path)) in self.recorded
+    def already_recorded(self, key: InputKey) -> bool:
+        """Whether a resumed file already holds the result of the input ``key`` names."""
+        return self.resumed is not None and key in self.resumed.finished
 
     def close(self, summary: dict[str, Any]) -> None:
         """Write what was collected (also called after an interruption)."""
@@ -71,7 +74,7 @@ class Sink:
 def _cannot_write(path: Path, exc: OSError) -> OutputError:
     return OutputError(
         f"{path}: cannot write the results ({exc.strerror or exc}); any previous file there "
-        "is unchanged. Free some space or choose another --output"
+        f"is unchanged. {fix_for(exc)}"
     )
 
 
@@ -109,15 +112,25 @@ class JsonlSink(Sink):
     """One record per line as results arrive, each line written and flushed whole.
 
     To a file, lines go through a journal (``btxrd.runtime.jsonl``) that a killed run leaves
-    behind with every finished record, and that ``resume`` continues; ``recorded`` holds the
-    inputs it already has, keyed by ``jsonl.input_key``.
+    behind with every finished record, and that ``resume`` continues. Each line also carries
+    the model's sha256, the input file's identity (``expected``, by ``jsonl.InputKey``) and the
+    ``settings`` that change a result, which is what ``resume`` checks before keeping it.
     """
 
     suffix = ".jsonl"
     help = "One JSON record per line as results arrive."
 
-    def __init__(self, info: ModelInfo, output: Path | None, resume: bool = False) -> None:
+    def __init__(
+        self,
+        info: ModelInfo,
+        output: Path | None,
+        resume: bool = False,
+        expected: Mapping[InputKey, dict[str, int] | None] | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(info, output)
+        self._expected = expected or {}
+        self._settings = dict(settings or {})
         self._journal: JsonlJournal | None = None
         self._direct: AtomicFile | None = None
         if output is None:
@@ -126,12 +139,20 @@ class JsonlSink(Sink):
             self._direct = AtomicFile(output)
             self._handle = self._direct.handle
         else:
-            self._journal = JsonlJournal(output, info.sha256, resume)
-            self.recorded = self._journal.finished
+            self._journal = JsonlJournal(
+                output, info.sha256, resume, self._expected, self._settings
+            )
+            self.resumed = self._journal.resumed
 
-    def add(self, prediction: Prediction, display_name: str | None = None) -> None:
+    def add(
+        self, prediction: Prediction, display_name: str | None = None, source: Path | None = None
+    ) -> None:
         record = record_of(prediction, display_name)
         record["model_sha256"] = self.info.sha256
+        if self._journal is not None:
+            key = (input_key(source), record["display_name"]) if source is not None else None
+            record["input"] = self._expected.get(key) if key else None
+            record["settings"] = self._settings
         try:
             if self._journal is not None:
                 self._journal.write(record)
@@ -156,10 +177,13 @@ class JsonlSink(Sink):
         if self._journal is None:
             return _cannot_write(self.output, exc)
         self._journal.abandon()
-        return OutputError(
-            f"{self.output}: cannot write the results ({exc.strerror or exc}); every finished "
-            f"record is in {self._journal.journal}. Free some space and rerun with --resume"
-        )
+        journal = self._journal.journal
+        if journal.is_file():
+            kept = f"every finished record is in {journal}. {fix_for(exc)} and rerun with --resume"
+        else:
+            kept = f"{journal}, which held the finished records, is gone. {fix_for(exc)} and rerun"
+        cause = exc.strerror or exc
+        return OutputError(f"{self.output}: cannot write the results ({cause}); {kept}")
 
 
 class CsvSink(Sink):
@@ -174,6 +198,7 @@ class CsvSink(Sink):
             [
                 "image_name",
                 "path",
+                "path_escaped",
                 "prediction",
                 "confidence",
                 *names,
@@ -190,6 +215,7 @@ class CsvSink(Sink):
                 [
                     _cell(r["image_name"]),
                     _cell(r["path"]),
+                    "true" if r.get("path_escaped") else "false",
                     _cell(r["prediction"] or ""),
                     _fmt(r["confidence"]),
                     *scores,
@@ -220,7 +246,9 @@ class HumanSink(Sink):
         self._names = list(info.class_names)
         self._header_done = False
 
-    def add(self, prediction: Prediction, display_name: str | None = None) -> None:
+    def add(
+        self, prediction: Prediction, display_name: str | None = None, source: Path | None = None
+    ) -> None:
         super().add(prediction, display_name)
         if not self._header_done:
             cols = "".join(f"{n[:10]:>11}" for n in self._names)
@@ -276,15 +304,24 @@ def format_for_suffix(path: Path) -> str | None:
     return by_suffix.get(path.suffix.lower())
 
 
-def make_sink(fmt: str, info: ModelInfo, output: Path | None, resume: bool = False) -> Sink:
+def make_sink(
+    fmt: str,
+    info: ModelInfo,
+    output: Path | None,
+    resume: bool = False,
+    expected: Mapping[InputKey, dict[str, int] | None] | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> Sink:
+    """The writer of ``fmt``; JSON lines get each input's identity (``expected``) and the
+    ``settings`` that change a result, which ``resume`` checks records against."""
     if fmt == HUMAN:
         return HumanSink(info, output)
     if fmt == "parquet":  # resumed shard by shard (btxrd.runtime.engine), not here
         return ParquetSink(info, output)
+    if WRITERS[fmt] is JsonlSink:
+        return JsonlSink(info, output, resume, expected, settings)
     if resume:
-        if WRITERS[fmt] is not JsonlSink:
-            raise ValueError("only JSON lines can be resumed")
-        return JsonlSink(info, output, resume=True)
+        raise ValueError("only JSON lines can be resumed")
     return WRITERS[fmt](info, output)
 
 

@@ -18,6 +18,32 @@ def text_of(path: str | Path) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+def name_text(path: str | Path) -> tuple[str, bool]:
+    """A file name as record text that names it unambiguously, and whether it is escaped.
+
+    A name that is valid UTF-8 is its own text. One that is not (Linux allows any bytes) is
+    escaped: each byte that is not UTF-8 as ``\\xNN`` and each backslash doubled, and the
+    flag says so, so the name ``scan-\\xff.png`` (literal text) and a name holding the byte 0xff
+    never share a record key. ``name_bytes`` reverses it.
+    """
+    raw = os.fsencode(path)
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace"), True
+
+
+_ESCAPE = re.compile(rb"\\(\\|x[0-9a-f]{2})")
+
+
+def name_bytes(text: str, escaped: bool) -> bytes:
+    """The file name ``name_text`` wrote as ``text`` (with its ``escaped`` flag)."""
+    raw = text.encode("utf-8")
+    if not escaped:
+        return raw
+    return _ESCAPE.sub(lambda m: b"\\" if m[1] == b"\\" else bytes([int(m[1][1:], 16)]), raw)
+
+
 def for_terminal(text: str) -> str:
     """``text`` with control characters shown as escapes, so a file name cannot move the cursor,
     recolour or retitle the user's terminal (as ``ls`` and ``git`` quote such names)."""

@@ -20,7 +20,7 @@ from btxrd.runtime.dicom import DICOM_FIELDS
 from btxrd.runtime.engine.manifest import Shard, require_pyarrow
 from btxrd.runtime.install import btxrd_version
 from btxrd.runtime.report import record_of
-from btxrd.runtime.text import text_of
+from btxrd.runtime.text import name_text
 
 PROBABILITY_PREFIX = "prob_"
 # Record fields with columns of their own below; any other field becomes a text column.
@@ -32,6 +32,7 @@ _FLATTENED = frozenset(
         "confidence",
         "scores",
         "path",
+        "path_escaped",
         "error",
         "notes",
         "ood",
@@ -58,10 +59,12 @@ def schema_for(class_names: tuple[str, ...], extra: list[str]) -> Any:
         [
             ("input_index", pa.int64()),
             ("path", string),  # as given on the command line or found under --dir
+            ("path_escaped", pa.bool_()),  # path holds escapes: the name is not UTF-8
             ("image_name", string),
             ("display_name", string),
             ("file_size", pa.int64()),
             ("file_sha256", string),
+            ("file_mtime_ns", pa.int64()),  # the file's mtime when the run listed it
             ("model_sha256", string),
             ("prediction", string),
             ("confidence", double),
@@ -85,6 +88,7 @@ def row_of(
     record: dict[str, Any],
     index: int,
     facts: tuple[int | None, str | None],
+    mtime_ns: int | None,
     model_sha256: str,
     class_names: tuple[str, ...],
     extra: list[str],
@@ -97,10 +101,12 @@ def row_of(
     row: dict[str, Any] = {
         "input_index": index,
         "path": record.get("path"),
+        "path_escaped": bool(record.get("path_escaped")),
         "image_name": record.get("image_name"),
         "display_name": record.get("display_name"),
         "file_size": facts[0],
         "file_sha256": facts[1],
+        "file_mtime_ns": mtime_ns if facts[1] is not None else None,
         "model_sha256": model_sha256,
         "prediction": record.get("prediction"),
         "confidence": record.get("confidence"),
@@ -158,8 +164,10 @@ def classify_shard(classifier: Any, shard: Shard, extra: list[str]) -> Any:
             else:
                 prediction, fact = next(results)
             record = record_of(prediction, entry.display_name)
-            record["path"] = text_of(entry.path)
-            rows.append(row_of(record, entry.index, fact, model_sha256, names, extra, btxrd))
+            record["path"], record["path_escaped"] = name_text(entry.path)
+            rows.append(
+                row_of(record, entry.index, fact, entry.mtime_ns, model_sha256, names, extra, btxrd)
+            )
     return pa.Table.from_pylist(rows, schema=schema_for(names, extra))
 
 

@@ -60,15 +60,17 @@ def run_sharded(
 
         require_ray()
     entries = list_entries(paths, problems, display_names(list(paths), folder))
-    dataset = Dataset(run.output, entries, classifier.info.sha256, run.shard_size, run.resume)
+    dataset = Dataset(
+        run.output,
+        entries,
+        classifier.info.sha256,
+        run.shard_size,
+        run.resume,
+        classifier.result_settings(),
+    )
     todo = dataset.todo
     if not run.quiet and dataset.resumed:
-        retried = sum(len(s.entries) for s in dataset.retried.values())
-        again = f"; trying {plural(retried, 'failed input')} again" if retried else ""
-        _notice(
-            f"resuming: {len(dataset.finished)} of {plural(len(dataset.shards), 'shard')} "
-            f"already in {run.output}{again}"
-        )
+        _say_what_was_resumed(dataset, run.output)
     extra = extra_fields(classifier)
     started = time.perf_counter()
     done = 0
@@ -106,6 +108,22 @@ def run_sharded(
             f"to {run.output}/ ({summary['classified']} classified, {summary['failed']} failed)"
         )
     return EXIT_INPUT if summary["failed"] else EXIT_OK
+
+
+_NAMED = 5  # changed inputs named one by one on resume; the rest are counted
+
+
+def _say_what_was_resumed(dataset: Dataset, output: Path) -> None:
+    retried = sum(len(s.entries) for s in dataset.retried.values()) - len(dataset.changed)
+    again = f"; trying {plural(retried, 'failed input')} again" if retried else ""
+    _notice(
+        f"resuming: {len(dataset.finished)} of {plural(len(dataset.shards), 'shard')} "
+        f"already in {output}{again}"
+    )
+    for name in dataset.changed[:_NAMED]:
+        _notice(f"resuming: {for_terminal(name)} changed since it was classified; classified again")
+    if len(dataset.changed) > _NAMED:
+        _notice(f"resuming: ... and {len(dataset.changed) - _NAMED} more changed inputs")
 
 
 def _finished_shards(

@@ -147,10 +147,11 @@ def test_csv_table(tiny_onnx, images, bad_image):
     assert result.exit_code == 1
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert list(rows[0]) == [
-        *("image_name", "path", "prediction", "confidence", *CLASSES),
+        *("image_name", "path", "path_escaped", "prediction", "confidence", *CLASSES),
         *("ood_score", "in_distribution", "error"),
     ]
     assert [r["path"] for r in rows] == [str(p) for p in inputs]
+    assert {r["path_escaped"] for r in rows} == {"false"}
     for row in rows[:-1]:
         assert row["prediction"] in CLASSES and row["error"] == ""
         assert sum(float(row[c]) for c in CLASSES) == pytest.approx(1.0, abs=1e-5)

@@ -178,7 +178,7 @@ def test_export_writes_the_cli_csv_and_a_valid_document(server, tmp_path):
         for column in theirs:
             if column == "path":
                 continue
-            if column in ("image_name", "prediction", "in_distribution", "error"):
+            if column in ("image_name", "path_escaped", "prediction", "in_distribution", "error"):
                 assert mine[column] == theirs[column]
             elif theirs[column]:
                 assert float(mine[column]) == pytest.approx(float(theirs[column]), abs=2e-6)

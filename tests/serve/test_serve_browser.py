@@ -108,7 +108,8 @@ def test_drop_see_slide_pick_sort_download(server, tmp_path):
         with page.expect_download() as download:
             page.click("#download-csv")
         csv_text = Path(download.value.path()).read_text(encoding="utf-8")
-        assert csv_text.splitlines()[0].startswith("image_name,path,prediction,confidence")
+        header = csv_text.splitlines()[0]
+        assert header.startswith("image_name,path,path_escaped,prediction,confidence")
         assert len(csv_text.splitlines()) == 5
 
         shot = screenshot(browsing, tmp_path / "page.png")
