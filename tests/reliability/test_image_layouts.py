@@ -167,7 +167,8 @@ def test_deflated_dicom_bomb_is_refused_with_flat_memory(tiny_onnx, small_png, t
     # The baseline decodes a small DICOM, so pydicom's own imports count on both sides.
     small_dicom = write_dicom(tmp_path / "small.dcm", ramp(200, 160))
     base = peak_rss_kib("--model", tiny_onnx, "--quiet", small_dicom)
-    assert peak_rss_kib("--model", tiny_onnx, "--quiet", bomb) < base + 20_000
+    # Inflating it would take 226 MB; a fresh process's own peak varies by about 20 MB run to run.
+    assert peak_rss_kib("--model", tiny_onnx, "--quiet", bomb) < base + 100_000
 
 
 @pytest.mark.slow
