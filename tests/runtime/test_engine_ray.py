@@ -4,7 +4,9 @@ The head and one worker node (one CPU each) run as Ray's own fault tests run the
 (``ray.cluster_utils.Cluster``); ``btxrd-run`` joins it as a separate driver process. Each test
 classifies 500 small radiographs and compares every row with the local engine's:
 
-- the driver is killed after a few part files: ``--resume`` finishes the run;
+- the driver is killed after a few part files: ``--resume`` finishes the run (and takes over
+  the output lock the dead driver held);
+- a Ray run into an output another run holds is refused before it reaches the cluster;
 - SIGTERM stops it with whole part files, and ``--resume`` finishes it;
 - inputs that failed are tried again by ``--resume`` on the cluster;
 - the head node dies: one line, exit 2, and ``--resume`` finishes the run;
@@ -14,6 +16,8 @@ classifies 500 small radiographs and compares every row with the local engine's:
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -30,6 +34,8 @@ from engine_files import (
     readme_scale_commands,
     write_config,
 )
+
+from btxrd.runtime.outlock import lock_path, output_lock
 
 pytest.importorskip("pyarrow")
 pytest.importorskip("ray")
@@ -127,13 +133,38 @@ def test_a_killed_driver_is_finished_by_resume(
     process = subprocess.Popen(command, env=clean_env())
     kill_when_parts(process, out, 3)
     assert len(list(out.glob("part-*.parquet"))) < IMAGES // SHARD
+    # The driver held its output's lock: a killed one leaves the file naming it, and the
+    # resume below takes it over without a word.
+    assert json.loads(lock_path(out).read_text(encoding="utf-8"))["pid"] == process.pid
     resumed = subprocess.run(
         [*command, "--resume"], env=clean_env(), capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stderr
+    assert "another btxrd run" not in resumed.stderr and not lock_path(out).exists()
     rows = read_rows(out)
     assert [r["input_index"] for r in rows] == list(range(IMAGES))
     assert_same_rows(rows, reference)
+
+
+def test_a_ray_run_into_an_output_another_run_holds_is_refused(
+    demo_onnx, inputs, config, cluster, tmp_path
+):
+    """One writer per output, Ray driver included: refused before any work reaches the cluster,
+    one line naming the holder (here this test process, through the same lock)."""
+    head, _ = cluster
+    out = tmp_path / "ray.parquet"
+    with output_lock(out):
+        done = subprocess.run(
+            _ray_run(demo_onnx, inputs, config, out, head.address, "-q"),
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "another btxrd run is writing it" in done.stderr and f"pid {os.getpid()}" in done.stderr
+    assert not out.exists()
 
 
 def test_sigterm_saves_finished_parts_and_resume_finishes(
@@ -270,6 +301,7 @@ def test_a_lost_head_node_is_one_line_and_resume_finishes(
         [*local, "-q", "--resume"], env=clean_env(), capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr
+    assert "another btxrd run" not in resumed.stderr and not lock_path(out).exists()
     rows = read_rows(out)
     assert [r["input_index"] for r in rows] == list(range(IMAGES))
     assert_same_rows(rows, reference)
