@@ -321,7 +321,9 @@ def _agreement(exact: Path, fast: Path) -> dict[str, Any]:
 
     a, b = load(exact), load(fast)
     common = sorted(set(a) & set(b))
-    dps = [max(abs(a[k]["scores"][c] - b[k]["scores"][c]) for c in a[k]["scores"]) for k in common]
+    # A refused input has no scores (its withheld ones are not an answer to compare).
+    scored = [k for k in common if a[k]["scores"] and b[k]["scores"]]
+    dps = [max(abs(a[k]["scores"][c] - b[k]["scores"][c]) for c in a[k]["scores"]) for k in scored]
     agree = sum(a[k]["prediction"] == b[k]["prediction"] for k in common)
     return {
         "compared": len(common),

@@ -30,6 +30,7 @@ from btxrd.runtime.install import install_hint
 from btxrd.runtime.report import RESULTS_SCHEMA_VERSION
 from btxrd.runtime.settings import GradcamSettings
 from btxrd.runtime.text import for_terminal, plural
+from btxrd.runtime.verdict import is_refusal
 
 PROGRAM = "btxrd-explain"
 DEFAULT_COMMAND = "images"
@@ -320,7 +321,7 @@ def _images(options: ImagesOptions) -> int:
 
 def _print_line(record: dict[str, Any], class_names: tuple[str, ...]) -> None:
     if record["prediction"] is None:
-        refused = record["ood"] is not None and not record["ood"]["in_distribution"]
+        refused = is_refusal(record)
         click.echo(f"{for_terminal(record['path'])}  {'not classified' if refused else 'failed'}")
         return
     scores = "  ".join(f"{n} {record['scores'][n]:.3f}" for n in class_names)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from btxrd.runtime.classifier import OodVerdict
 from btxrd.runtime.errors import ConfigError, ModelError
 from btxrd.runtime.model import OnnxModel
+from btxrd.runtime.verdict import OodVerdict, verdict_for
 
 
 @dataclass(frozen=True)
@@ -61,16 +61,7 @@ class Gate:
         assert trust is not None
         outputs = self.model.run(np.ascontiguousarray(inputs, dtype=np.float32))
         assert outputs.ood_score is not None and outputs.probabilities is not None
-        verdicts = [
-            OodVerdict(
-                score=float(score),
-                threshold=trust.ood.threshold,
-                method=trust.ood.method,
-                in_distribution=not trust.ood.is_out_of_distribution(float(score)),
-                gate_on=True,
-            )
-            for score in outputs.ood_score
-        ]
+        verdicts = [verdict_for(trust, float(score)) for score in outputs.ood_score]
         return GateResult(verdicts, np.asarray(outputs.probabilities, dtype=np.float64))
 
 

@@ -16,13 +16,13 @@ from btxrd.explain.cam import compute_cams
 from btxrd.explain.gate import Gate
 from btxrd.explain.methods import METHODS
 from btxrd.explain.model import Explainer, load_input, predict_probabilities
-from btxrd.runtime.classifier import OodVerdict
 from btxrd.runtime.contract import intended_use_for
 from btxrd.runtime.errors import InputError
 from btxrd.runtime.inputs import display_names, output_names
 from btxrd.runtime.overlay import caption_for, explained_overlay
 from btxrd.runtime.settings import GradcamSettings
 from btxrd.runtime.text import name_text, text_of
+from btxrd.runtime.verdict import OodVerdict, refusal_message
 
 OVERLAY_SUFFIX = "_gradcam.png"
 _CHUNK = 16
@@ -134,11 +134,14 @@ def _scores(
 def _describe(
     record: dict[str, Any], names, row: np.ndarray, target: int, verdict: OodVerdict | None
 ) -> None:
-    record["scores"] = {name: float(p) for name, p in zip(names, row, strict=True)}
-    record["ood"] = None if verdict is None else verdict.to_json()
-    if verdict is not None and not verdict.in_distribution:
-        record["error"] = f"{record['path']}: {verdict.describe()}; not classified"
+    scores = {name: float(p) for name, p in zip(names, row, strict=True)}
+    if verdict is not None and verdict.refuses:
+        record["scores"] = None
+        record["ood"] = verdict.to_json(withheld=scores)
+        record["error"] = refusal_message(record["path"], verdict)
         return
+    record["scores"] = scores
+    record["ood"] = None if verdict is None else verdict.to_json()
     predicted = int(row.argmax())
     record["prediction"] = names[predicted]
     record["confidence"] = float(row[predicted])

@@ -23,9 +23,9 @@ from btxrd.explain.gallery import _views as gallery_views  # the gallery's own c
 from btxrd.explain.run import ExplainRun
 from btxrd.explain.selection import KINDS, cell_title
 from btxrd.export.data.masks import LesionMask
-from btxrd.runtime.classifier import OodVerdict
 from btxrd.runtime.overlay import NO_LESION_CLASS, jet
 from btxrd.runtime.settings import GradcamSettings
+from btxrd.runtime.verdict import OodVerdict
 
 # Thumbnails in the table: 96 px JPEG from the run's 240 px thumbnail, about 1.6 kB each on the
 # demo split (an optimised PNG is 3.4 kB and takes ten times as long).

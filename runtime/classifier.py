@@ -26,6 +26,7 @@ from btxrd.runtime.postprocess import finite_rows, softmax
 from btxrd.runtime.preprocess import preprocess
 from btxrd.runtime.settings import InferenceSettings
 from btxrd.runtime.text import name_text, text_of
+from btxrd.runtime.verdict import OodVerdict, refusal_message, verdict_for
 
 _DEFAULTS = InferenceSettings()
 
@@ -51,38 +52,12 @@ class _Prepared:
 
 
 @dataclass(frozen=True)
-class OodVerdict:
-    """The out-of-distribution gate's word on one input."""
-
-    score: float
-    threshold: float
-    method: str
-    in_distribution: bool
-    gate_on: bool  # False with --no-ood-gate: the input is classified whatever the verdict
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "score": round(self.score, 6) if np.isfinite(self.score) else None,
-            "threshold": self.threshold,
-            "method": self.method,
-            "in_distribution": self.in_distribution,
-            "gate": "on" if self.gate_on else "off",
-        }
-
-    def describe(self) -> str:
-        score = f"{self.score:.4g}" if np.isfinite(self.score) else "not a number"
-        return (
-            f"unlike the images this model was trained on (OOD score {score} > "
-            f"{self.threshold:.4g})"
-        )
-
-
-@dataclass(frozen=True)
 class Prediction:
     """One input's result. Exactly one of (``prediction``, ``error``) is set.
 
-    An input the out-of-distribution gate refuses has ``error`` set and ``refused`` True; its
-    ``scores`` and ``ood`` verdict stay in the record for audit."""
+    An input the out-of-distribution gate refuses has ``error`` set, ``refused`` True and no
+    ``scores``: its probabilities are ``withheld_scores``, which the record keeps for audit inside
+    its ``ood`` block only (``btxrd.runtime.verdict``)."""
 
     image_name: str
     path: str | None
@@ -94,6 +69,7 @@ class Prediction:
     timings_ms: Mapping[str, float] = field(default_factory=dict)
     ood: OodVerdict | None = None  # None: the model has no gate, or the input was not scored
     refused: bool = False
+    withheld_scores: Mapping[str, float] | None = None
     # What identifies a DICOM input (DICOM_FIELDS, as present in the file); None for other input.
     dicom: Mapping[str, str] | None = None
     # How the pixels were decoded: "exact", or "jpeg-draft-1/k" with --fast-decode; None when
@@ -117,13 +93,13 @@ class Prediction:
             "image_name": self.image_name,
             "prediction": self.prediction,
             "confidence": self.confidence,
-            "scores": dict(self.scores),
+            "scores": None if self.refused else dict(self.scores),
             "path": self.path,
             "path_escaped": self.path_escaped,
             # Messages quote file names, which may hold bytes that are not UTF-8.
             "error": None if self.error is None else text_of(self.error),
             "notes": [text_of(note) for note in self.notes],
-            "ood": None if self.ood is None else self.ood.to_json(),
+            "ood": None if self.ood is None else self.ood.to_json(self.withheld_scores),
             "dicom": None if self.dicom is None else {k: self.dicom.get(k) for k in DICOM_FIELDS},
             "decode": self.decode,
             "timings_ms": dict(self.timings_ms),
@@ -296,20 +272,22 @@ class Classifier:
         probs = raw if calibrated is None else np.asarray(calibrated, dtype=np.float64)
         verdict = self._verdict(outputs, row)
         best = int(np.argmax(probs))
-        refused = verdict is not None and verdict.gate_on and not verdict.in_distribution
+        refused = verdict is not None and verdict.refuses
         notes = item.notes
         if verdict is not None and not verdict.in_distribution and not verdict.gate_on:
             notes = (*notes, f"{verdict.describe()}; classified anyway (--no-ood-gate)")
         cams = outputs.cam
+        scores = {n: float(p) for n, p in zip(names, probs, strict=True)}
         return Prediction(
             image_name=_name(source),
             path=_path(source),
             path_escaped=_path_escaped(source),
             prediction=None if refused else names[best],
             confidence=None if refused else float(probs[best]),
-            scores={n: float(p) for n, p in zip(names, probs, strict=True)},
+            scores={} if refused else scores,
+            withheld_scores=scores if refused else None,
             error=(
-                f"{_path(source) or _name(source)}: {verdict.describe()}; not classified"
+                refusal_message(_path(source) or _name(source), verdict)
                 if refused and verdict is not None
                 else None
             ),
@@ -328,14 +306,7 @@ class Classifier:
         trust = self.info.trust
         if trust is None or outputs.ood_score is None:
             return None
-        score = float(outputs.ood_score[row])
-        return OodVerdict(
-            score=score,
-            threshold=trust.ood.threshold,
-            method=trust.ood.method,
-            in_distribution=not trust.ood.is_out_of_distribution(score),
-            gate_on=self.ood_gate,
-        )
+        return verdict_for(trust, float(outputs.ood_score[row]), gate_on=self.ood_gate)
 
     def result_settings(self) -> dict[str, bool]:
         """The settings that change a result (not only its speed): what ``--resume`` checks a

@@ -437,6 +437,11 @@ class ModelMetadata:
     # How the ``cam`` output is made (None: not recorded, files before 2026-12-07).
     cam: CamSource | None = None
 
+    @property
+    def is_demo(self) -> bool:
+        """The shipped demo model (trained on synthetic phantoms only), by what it says of itself."""
+        return self.intended_use == DEMO_INTENDED_USE
+
     def to_metadata_props(self) -> dict[str, str]:
         values: dict[str, Any] = {
             KEY_SCHEMA: self.schema_version,

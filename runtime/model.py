@@ -25,6 +25,7 @@ from btxrd.runtime.contract import (
 from btxrd.runtime.errors import ModelError
 from btxrd.runtime.imageio import LFS_POINTER_PREFIX
 from btxrd.runtime.onnxheader import HeaderError, OnnxHeader, read_header
+from btxrd.runtime.verdict import refusal_explanation
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,10 @@ class ModelInfo:
             "trust": _trust_summary(meta.trust),
             "provenance": dict(meta.provenance),
             "intended_use": meta.intended_use,
+            # What a refusal means, in the words the page shows a clinician (null: no gate).
+            "refusal_explanation": (
+                None if meta.trust is None else refusal_explanation(demo=meta.is_demo)
+            ),
         }
 
 

@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # the CLI imports this module for its flags; onnxruntime load
     from btxrd.runtime.classifier import Prediction
     from btxrd.runtime.model import ModelInfo
 
-RESULTS_SCHEMA_VERSION = 1
+# 2 since 2026-12-07: refused inputs carry no class probability (``btxrd.runtime.verdict``).
+RESULTS_SCHEMA_VERSION = 2
 
 
 class Sink:
@@ -208,19 +209,19 @@ class CsvSink(Sink):
             ]
         )
         for r in self.records:
-            scores = [_fmt(r["scores"].get(n)) for n in names]
+            scores = [_fmt((r["scores"] or {}).get(n)) for n in names]
             ood = r.get("ood") or {}
             verdict = ood.get("in_distribution")
             writer.writerow(
                 [
                     _cell(r["image_name"]),
                     _cell(r["path"]),
-                    "true" if r.get("path_escaped") else "false",
+                    _flag(r.get("path_escaped") or False),
                     _cell(r["prediction"] or ""),
                     _fmt(r["confidence"]),
                     *scores,
                     _fmt(ood.get("score")),
-                    "" if verdict is None else str(verdict).lower(),
+                    "" if verdict is None else _flag(verdict),
                     _cell(r["error"] or ""),
                 ]
             )
@@ -256,10 +257,7 @@ class HumanSink(Sink):
             self._header_done = True
         name = _shorten(for_terminal(self.records[-1]["display_name"]), 28)
         if prediction.refused and prediction.ood is not None:
-            _row(
-                f"{name:<28} {'NOT CLASSIFIED':<18} unlike the training images "
-                f"(OOD score {prediction.ood.score:.4g} > {prediction.ood.threshold:.4g})"
-            )
+            _row(f"{name:<28} {'NOT CLASSIFIED':<18} {prediction.ood.describe()}")
             return
         if prediction.error is not None:
             _row(f"{name:<28} {'ERROR':<12} {for_terminal(prediction.error)}")
@@ -342,14 +340,31 @@ def summarise(predictions: list[Prediction], wall_seconds: float) -> dict[str, A
     }
 
 
+# Every CSV cell is one of these three: text guarded against formulas, a number, a flag. Records
+# may come from a client (the page's export), so a value of the wrong kind is refused, never
+# written as it came.
+
+
 def _cell(text: str) -> str:
     """A CSV cell a spreadsheet shows as text, never runs as a formula (OWASP CSV injection:
     a cell that starts with =, +, -, @, tab or carriage return gets a leading apostrophe)."""
+    if not isinstance(text, str):
+        raise TypeError(f"expected text, not {type(text).__name__}")
     return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.6f}"
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, not {type(value).__name__}")
+    return f"{value:.6f}"
+
+
+def _flag(value: bool) -> str:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, not {type(value).__name__}")
+    return "true" if value else "false"
 
 
 def _shorten(text: str, width: int) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from btxrd.runtime.model import ModelInfo
 from btxrd.runtime.report import RESULTS_SCHEMA_VERSION, CsvSink
+from btxrd.runtime.verdict import is_refusal
 
 
 class _CsvText(CsvSink):
@@ -32,7 +33,7 @@ def export_document(records: list[dict[str, Any]], info: ModelInfo, fmt: str) ->
         sink.close({})
         return sink.text
     classified = [r for r in records if r["error"] is None]
-    refused = [r for r in records if r["error"] is not None and r["scores"]]
+    refused = [r for r in records if is_refusal(r)]
     document = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "model": {**info.identity(), "intended_use": info.metadata.intended_use},

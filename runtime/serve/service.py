@@ -26,6 +26,7 @@ from btxrd.runtime.inputs import display_names
 from btxrd.runtime.report import RESULTS_SCHEMA_VERSION, record_of, summarise
 from btxrd.runtime.serve.views import View, view_of
 from btxrd.runtime.text import text_of
+from btxrd.runtime.verdict import is_refusal
 
 # A file name longer than this is cut in records (file systems stop at 255 bytes anyway).
 _MAX_NAME = 255
@@ -168,5 +169,5 @@ def _relabel(record: dict[str, Any], spooled: str, label: str) -> dict[str, Any]
 
 
 def _error_line(record: dict[str, Any]) -> str:
-    kind = "not classified" if record.get("ood") and record["scores"] else "error"
+    kind = "not classified" if is_refusal(record) else "error"
     return f"{kind}: {record['error']}"

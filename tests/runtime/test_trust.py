@@ -143,7 +143,11 @@ def test_an_image_unlike_the_training_data_is_not_classified(trust_onnx, dark_an
     assert kept["prediction"] is not None and kept["error"] is None
     assert refused["prediction"] is None and refused["confidence"] is None
     assert refused["ood"]["in_distribution"] is False and refused["ood"]["score"] > THRESHOLD
-    assert sum(refused["scores"].values()) == pytest.approx(1.0)  # kept for audit
+    # No class probability where a reader could take it for an answer; kept for audit only.
+    assert refused["scores"] is None
+    withheld = refused["ood"]["withheld_scores"]
+    assert list(withheld) == list(kept["scores"]) and sum(withheld.values()) == pytest.approx(1.0)
+    assert "withheld_scores" not in kept["ood"]
     assert "unlike the images this model was trained on" in refused["error"]
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("btxrd-run: not classified: ") and str(bright) in line
@@ -158,6 +162,8 @@ def test_no_ood_gate_classifies_and_marks_each_record(trust_onnx, dark_and_brigh
     kept, forced = _records(result)
     assert forced["prediction"] is not None and forced["error"] is None
     assert forced["ood"]["gate"] == "off" and forced["ood"]["in_distribution"] is False
+    assert sum(forced["scores"].values()) == pytest.approx(1.0)  # today's behaviour, marked
+    assert "withheld_scores" not in forced["ood"]
     assert any("classified anyway" in note for note in forced["notes"])
     assert kept["ood"]["gate"] == "off" and not any("anyway" in n for n in kept["notes"])
 
@@ -173,6 +179,21 @@ def test_table_and_csv_show_the_verdict(trust_onnx, dark_and_bright):
     rows = list(csv.DictReader(io.StringIO(sheet.stdout)))
     assert [r["in_distribution"] for r in rows] == ["true", "false"]
     assert rows[1]["prediction"] == "" and float(rows[1]["ood_score"]) > THRESHOLD
+    names = ("confidence", "Normal", "Benign", "Malignant")
+    assert all(rows[0][n] for n in names) and not any(rows[1][n] for n in names)
+
+
+def test_parquet_has_no_probability_of_a_refused_image(trust_onnx, dark_and_bright, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    dark, bright = dark_and_bright
+    out = tmp_path / "results.parquet"
+    result = run("--model", trust_onnx, "--parquet", "-o", out, "--quiet", dark, bright)
+    assert result.exit_code == 1, result.stderr
+    rows = pq.read_table(out).sort_by("input_index").to_pylist()
+    probabilities = [k for k in rows[0] if k.startswith("prob_")] + ["confidence"]
+    assert len(probabilities) == 4
+    assert all(rows[0][k] is not None for k in probabilities)
+    assert all(rows[1][k] is None for k in probabilities) and rows[1]["in_distribution"] is False
 
 
 def test_no_overlay_for_a_refused_image(trust_onnx, dark_and_bright, tmp_path):
@@ -192,6 +213,8 @@ def test_info_says_whether_the_gate_is_there(trust_onnx, tiny_onnx):
     assert gated["calibration"]["temperature"] == TEMPERATURE
     assert gated["ood_gate"]["threshold"] == THRESHOLD
     assert gated["ood_gate"]["retention"] == 0.99
+    assert gated_info["refusal_explanation"].startswith("This image is unlike the images")
+    assert plain_info["refusal_explanation"] is None
     plain = plain_info["trust"]
     assert plain["ood_gate"].startswith("absent")
     assert plain["calibration"].startswith("absent")

@@ -36,22 +36,31 @@ TOLERANCE = 1e-6
 IGNORED = ("path", "timings_ms")
 
 
+def assert_same_scores(served: dict, cli: dict) -> None:
+    assert served.keys() == cli.keys()
+    for cls, p in cli.items():
+        assert served[cls] == pytest.approx(p, abs=TOLERANCE), cls
+
+
 def assert_same_record(served: dict, cli: dict, name: str) -> None:
     assert served["path"] == name
     for key in cli:
         if key in IGNORED:
             continue
         if key == "scores":
-            assert served[key].keys() == cli[key].keys()
-            for cls, p in cli[key].items():
-                assert served[key][cls] == pytest.approx(p, abs=TOLERANCE), cls
+            assert (served[key] is None) == (cli[key] is None)  # None: refused
+            assert_same_scores(served[key] or {}, cli[key] or {})
         elif key == "confidence" and cli[key] is not None:
             assert served[key] == pytest.approx(cli[key], abs=TOLERANCE)
         elif key == "ood" and cli[key] is not None:
             assert served[key]["score"] == pytest.approx(cli[key]["score"], rel=1e-5, abs=1e-6)
-            assert {k: v for k, v in served[key].items() if k != "score"} == {
-                k: v for k, v in cli[key].items() if k != "score"
+            numbers = ("score", "withheld_scores")
+            assert {k: v for k, v in served[key].items() if k not in numbers} == {
+                k: v for k, v in cli[key].items() if k not in numbers
             }
+            assert_same_scores(
+                served[key].get("withheld_scores", {}), cli[key].get("withheld_scores", {})
+            )
         elif key in ("error", "notes"):
             # Messages name the file as it was given: the CLI its path, the server the upload.
             given = cli["path"]
