@@ -439,7 +439,7 @@ class ModelMetadata:
 
     @property
     def is_demo(self) -> bool:
-        """The shipped demo model (trained on synthetic phantoms only), by what it says of itself."""
+        """The shipped demo model (trained on synthetic phantoms only), by its own statement."""
         return self.intended_use == DEMO_INTENDED_USE
 
     def to_metadata_props(self) -> dict[str, str]:
