@@ -134,6 +134,28 @@ class Classifier:
         self.limits = limits or _DEFAULTS.limits
         self._model = OnnxModel(self.model_path, threads=threads)
 
+    @classmethod
+    def from_settings(
+        cls,
+        model_path: str | Path,
+        inference: InferenceSettings,
+        *,
+        ood_gate: bool = True,
+        **overrides: Any,
+    ) -> Classifier:
+        """The classifier the ``inference:`` settings describe: the one way every command
+        (``btxrd-run``, ``btxrd-serve``) builds it, so each setting applies to all of them.
+        ``overrides``: constructor arguments a command sets from its flags (None: the setting)."""
+        arguments: dict[str, Any] = {
+            "threads": inference.threads,
+            "batch_size": inference.batch_size,
+            "limits": inference.limits,
+            "fast_decode": inference.fast_decode,
+            "fast_decode_margin": inference.fast_decode_margin,
+        }
+        arguments.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(model_path, ood_gate=ood_gate, **arguments)
+
     @property
     def info(self) -> ModelInfo:
         return self._model.info
@@ -151,12 +173,20 @@ class Classifier:
         return result
 
     def predict_many(
-        self, sources: Iterable[ImageSource], *, with_cam: bool = False
+        self,
+        sources: Iterable[ImageSource],
+        *,
+        with_cam: bool = False,
+        keep_side: int | None = None,
     ) -> Iterator[Prediction]:
         """Lazily yield one ``Prediction`` per source, in order; failures become error records.
 
         Decoding runs in a small thread pool ahead of inference (Pillow releases the GIL while
         it decodes and resizes), so large JPEGs do not serialise behind the network.
+        ``keep_side``: with ``with_cam``, the image kept with each prediction is reduced to at
+        most this many pixels on its longer side as soon as it is preprocessed, so the full-size
+        pixels are freed before the batch is scored (None: kept at full size, as ``--cam``
+        draws it).
         """
         lookahead = self.batch_size * 2
         iterator = iter(sources)
@@ -169,7 +199,7 @@ class Classifier:
                         source = next(iterator)
                     except StopIteration:
                         return
-                    pending.append(pool.submit(self._prepare, source, with_cam))
+                    pending.append(pool.submit(self._prepare, source, with_cam, keep_side))
 
             top_up()
             batch: list[_Prepared] = []
@@ -182,12 +212,14 @@ class Classifier:
             if batch:
                 yield from self._infer(batch, with_cam=with_cam)
 
-    def _prepare(self, source: ImageSource, keep_image: bool = True) -> _Prepared:
+    def _prepare(
+        self, source: ImageSource, keep_image: bool = True, keep_side: int | None = None
+    ) -> _Prepared:
         start = time.perf_counter()
         try:
             image = self._decode(source)
             array = preprocess(image, self.info.metadata.preprocessing)
-            kept = image if keep_image else None
+            kept = _reduced(image, keep_side) if keep_image else None
             dicom = dict(image.source_info) if image.source_mode == "DICOM" else None
             return _Prepared(
                 source, kept, array, None, _ms(start), image.notes, dicom, image.decode
@@ -353,6 +385,14 @@ class Classifier:
             fast_decode=state.get("fast_decode", False),
             fast_decode_margin=state.get("fast_decode_margin"),
         )
+
+
+def _reduced(image: DecodedImage, side: int | None) -> DecodedImage:
+    """``image``, reduced in place to at most ``side`` pixels on its longer side (None: as it
+    is). In place, not on a copy: a copy would hold the full-size pixels twice at the peak."""
+    if side is not None and max(image.image.size) > side:
+        image.image.thumbnail((side, side), Image.Resampling.BILINEAR)
+    return image
 
 
 def _ms(start: float) -> float:

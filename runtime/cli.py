@@ -220,14 +220,13 @@ def _run(options: RunOptions) -> int:
     cam_out = None
     if options.cam:
         cam_out = prepare_output_dir(options.cam_dir or Path(cam_settings.out))
-    classifier = Classifier(
+    classifier = Classifier.from_settings(
         model_file,
-        threads=options.threads or inference.threads,
-        batch_size=options.batch_size or inference.batch_size,
-        limits=inference.limits,
+        inference,
         ood_gate=not options.no_ood_gate,
-        fast_decode=options.fast_decode or inference.fast_decode,
-        fast_decode_margin=inference.fast_decode_margin,
+        threads=options.threads,
+        batch_size=options.batch_size,
+        fast_decode=options.fast_decode or None,
     )
     if options.info:
         return _print_info(classifier, as_json=options.output_format == "json")

@@ -73,6 +73,17 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 FORMAT_NAMES = "JPEG, PNG, TIFF, BMP, DICOM"
 IMAGE_SUFFIXES = (*(s for group in PILLOW_FORMATS.values() for s in group), *DICOM_SUFFIXES)
 
+
+def installed_formats() -> dict[str, tuple[str, ...]]:
+    """The formats this installation reads, by name, with their suffixes: DICOM only where
+    pydicom (the ``[dicom]`` extra) is installed. What the page offers in its file chooser."""
+    import importlib.util
+
+    formats = dict(PILLOW_FORMATS)
+    if importlib.util.find_spec("pydicom") is not None:
+        formats["DICOM"] = DICOM_SUFFIXES
+    return formats
+
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,

@@ -99,6 +99,10 @@ class ServeSettings:
     # wait unread, so memory stays bounded however many clients send at once.
     queue_size: int = _setting(16, Limits(1, 1024))
     kept_results: int = _setting(64, Limits(1, 100000))  # recent heatmaps the page can fetch
+    # An admitted request whose body stops for this long, or then falls below
+    # min_body_kb_per_s on average, is cut off with 408: a slow sender frees its queue place.
+    body_timeout_s: int = _setting(10, Limits(1, 3600))
+    min_body_kb_per_s: int = _setting(16, Limits(0, 10**6))  # 0: no rate floor
 
 
 @dataclass(frozen=True)

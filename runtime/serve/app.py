@@ -12,6 +12,11 @@
   ``GET /api/scale.png``: the colour scale.
 - ``POST /api/export?format=json|csv``: records sent back as the document or the CSV
   ``btxrd-run`` writes.
+- ``POST /api/clear``: forget every kept result (the page's Clear button).
+
+POSTs from another site are refused (403: ``Origin`` and ``Sec-Fetch-Site`` must say this
+server); another method on a POST route is a 405. An admitted body that stops or trickles is cut
+off (408), so a slow client cannot hold a place in the queue.
 
 Every refusal is a 4xx (503 when busy) with ``{"error": "one line"}``; an unforeseen fault is a
 500 with one line, never a traceback. Uploads wait for a place in a bounded queue before their
@@ -24,23 +29,25 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from btxrd.runtime.imageio import installed_formats
 from btxrd.runtime.serve import views as pictures
 from btxrd.runtime.serve.exporting import export_document
 from btxrd.runtime.serve.service import Service, Upload
@@ -64,8 +71,16 @@ _SECURITY_HEADERS = [
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
 
+_POST_ROUTES = ("/api/classify", "/api/export", "/api/clear")
+_NOT_POST = ["GET", "HEAD", "PUT", "PATCH", "DELETE"]
+
+
 class UploadTooLarge(Exception):
     """The request body grew past ``serve.max_upload_mb``."""
+
+
+class BodyTooSlow(Exception):
+    """The request body stopped, or came slower than ``serve.min_body_kb_per_s``."""
 
 
 def create_app(
@@ -83,6 +98,9 @@ def create_app(
         Route("/api/model", state.model),
         Route("/api/classify", state.classify, methods=["POST"]),
         Route("/api/export", state.export, methods=["POST"]),
+        Route("/api/clear", state.clear, methods=["POST"]),
+        # Without these, another method on a POST route would fall through to the page's files.
+        *(Route(path, _post_only, methods=_NOT_POST) for path in _POST_ROUTES),
         Route("/api/scale.png", state.scale),
         Route("/api/results/{key}/film.png", state.film),
         Route("/api/results/{key}/heatmap/{class_name}.png", state.heatmap),
@@ -92,8 +110,9 @@ def create_app(
     app = Starlette(
         routes=[*api, Mount("/", app=static)],
         middleware=[
-            Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOOPBACK_NAMES),
-            Middleware(_SecurityHeaders),
+            Middleware(_SecurityHeaders),  # outermost: on every answer, refusals included
+            Middleware(_TrustedHost, allowed_hosts=allowed_hosts or LOOPBACK_NAMES),
+            Middleware(_SameOrigin),
         ],
         exception_handlers={HTTPException: _http_error},
         lifespan=state.lifespan,
@@ -113,6 +132,12 @@ def _answers(
             return await handler(self, request)
         except HTTPException:
             raise
+        except ClientDisconnect:
+            # Nobody is left to answer; worth a line (a proxy's timeout looks like this too),
+            # but not an internal error.
+            path = request.url.path
+            log.info("%s %s: the client hung up before its answer", request.method, path)
+            return _error(400, "the client hung up")
         except Exception as exc:
             log.debug("internal error", exc_info=True)
             log.error(
@@ -133,6 +158,8 @@ class _State:
         self.most_admitted = 0  # the high-water mark: never above serve.queue_size
         self.waiting = 0
         self.answered = 0
+        # What the page's file chooser offers: the runtime's list, DICOM only with pydicom.
+        self.formats = {name: list(suffixes) for name, suffixes in installed_formats().items()}
         self._gate: anyio.Semaphore | None = None
         self._worker: anyio.CapacityLimiter | None = None
 
@@ -162,6 +189,7 @@ class _State:
                     "most_admitted": self.most_admitted,
                 },
                 "answered": self.answered,
+                "formats": self.formats,
             }
         )
 
@@ -178,7 +206,16 @@ class _State:
         refusal = self._precheck(request)
         if refusal is not None:
             return refusal
-        assert self._gate is not None and self._worker is not None
+        async with self._admitted() as admitted:
+            if not admitted:
+                return self._busy()
+            return await self._classify_admitted(request)
+
+    @asynccontextmanager
+    async def _admitted(self) -> AsyncIterator[bool]:
+        """A place in the queue (True), or False after ``ADMISSION_WAIT_SECONDS``. A request's
+        body is read only once it holds a place, so the queue bounds memory."""
+        assert self._gate is not None
         self.waiting += 1
         try:
             with anyio.move_on_after(ADMISSION_WAIT_SECONDS) as waited:
@@ -186,20 +223,41 @@ class _State:
         finally:
             self.waiting -= 1
         if waited.cancelled_caught:
-            return _error(
-                503,
-                f"the server is busy ({self.settings.queue_size} requests in its queue); "
-                "try again shortly",
-                headers={"Retry-After": "10"},
-            )
+            yield False
+            return
         self.admitted += 1
         self.most_admitted = max(self.most_admitted, self.admitted)
         try:
-            return await self._classify_admitted(request)
+            yield True
         finally:
             self.admitted -= 1
             self._gate.release()
             self.answered += 1
+
+    def _busy(self) -> Response:
+        return _error(
+            503,
+            f"the server is busy ({self.settings.queue_size} requests in its queue); "
+            "try again shortly",
+            headers={"Retry-After": "10"},
+        )
+
+    def _body(self, request: Request) -> Request:
+        """``request`` whose body is read within the size limit and the time limits."""
+        receive = _guarded(
+            request.receive,
+            limit=self.max_bytes,
+            idle=float(self.settings.body_timeout_s),
+            min_rate=self.settings.min_body_kb_per_s * 1024.0,
+        )
+        return Request(request.scope, receive)
+
+    def _too_slow(self) -> Response:
+        return _error(
+            408,
+            f"the upload stopped or came too slowly (no byte for {self.settings.body_timeout_s} s, "
+            f"or under {self.settings.min_body_kb_per_s} KB/s); send it again",
+        )
 
     def _precheck(self, request: Request) -> Response | None:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -223,11 +281,12 @@ class _State:
 
     async def _classify_admitted(self, request: Request) -> Response:
         assert self._worker is not None
-        limited = Request(request.scope, _limit(request.receive, self.max_bytes))
         try:
-            form = await limited.form(max_files=self.settings.max_files, max_fields=8)
+            form = await self._body(request).form(max_files=self.settings.max_files, max_fields=8)
         except UploadTooLarge:
             return _error(413, self._too_large(None))
+        except BodyTooSlow:
+            return self._too_slow()
         except HTTPException as exc:  # malformed multipart, too many files
             return _error(400, f"upload refused: {exc.detail}")
         try:
@@ -256,19 +315,31 @@ class _State:
         fmt = request.query_params.get("format", "json")
         if fmt not in ("json", "csv"):
             return _error(400, f"format={fmt!r}: choose json or csv")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > self.max_bytes:
+        async with self._admitted() as admitted:
+            if not admitted:
+                return self._busy()
+            chunks = []
+            try:
+                async for chunk in self._body(request).stream():
+                    chunks.append(chunk)  # joined once: linear in the body's size
+            except UploadTooLarge:
                 return _error(413, self._too_large(None))
-        try:
-            records = json.loads(body)["results"]
-            text = export_document(records, self.service.classifier.info, fmt)
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            except BodyTooSlow:
+                return self._too_slow()
+            info = self.service.classifier.info
+            # Parsing a large body takes a while: off the event loop, so other requests go on.
+            text = await anyio.to_thread.run_sync(_export_text, b"".join(chunks), info, fmt)
+        if text is None:
             return _error(400, 'not a btxrd results document ({"results": [records]})')
         kind = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
         disposition = f'attachment; filename="btxrd-results.{fmt}"'
         return Response(text, media_type=kind, headers={"Content-Disposition": disposition})
+
+    @_answers
+    async def clear(self, request: Request) -> Response:
+        """Forget every kept result (the page's Clear button): their pictures are freed."""
+        forgotten = self.service.views.clear()
+        return JSONResponse({"cleared": forgotten})
 
     def _view(self, request: Request):
         key = request.path_params["key"]
@@ -309,21 +380,47 @@ class _State:
         return _png(picture)
 
 
-def _limit(receive: Receive, limit: int) -> Receive:
-    """``receive`` that raises ``UploadTooLarge`` once the body passes ``limit`` bytes (a body
-    sent in chunks has no Content-Length to check first)."""
+def _export_text(body: bytes, info: Any, fmt: str) -> str | None:
+    """The export of ``body`` (a results document), or None when it is not one. A body nested
+    deeper than the parser's recursion limit is not one either (RecursionError)."""
+    try:
+        return export_document(json.loads(body)["results"], info, fmt)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError):
+        return None
+
+
+def _guarded(receive: Receive, *, limit: int, idle: float, min_rate: float) -> Receive:
+    """``receive`` for a request body: ``UploadTooLarge`` once it passes ``limit`` bytes (a
+    chunked body has no Content-Length to check first), ``BodyTooSlow`` when no byte comes for
+    ``idle`` seconds or, after those first ``idle`` seconds, the body falls below ``min_rate``
+    bytes a second on average (a client trickling a byte every few seconds)."""
+    started = time.monotonic()
     seen = 0
 
-    async def limited() -> Message:
+    async def guarded() -> Message:
         nonlocal seen
-        message = await receive()
+        now = time.monotonic()
+        wait = idle
+        if min_rate > 0:  # the moment the bytes so far stop keeping up with the floor
+            wait = min(wait, started + idle + seen / min_rate - now)
+        if wait <= 0:
+            raise BodyTooSlow
+        try:
+            with anyio.fail_after(wait):
+                message = await receive()
+        except TimeoutError:
+            raise BodyTooSlow from None
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
                 raise UploadTooLarge
         return message
 
-    return limited
+    return guarded
+
+
+async def _post_only(request: Request) -> Response:
+    return _error(405, f"{request.url.path}: send a POST request", headers={"Allow": "POST"})
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -340,6 +437,77 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def _png(data: bytes) -> Response:
     return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+class _TrustedHost:
+    """Answers only requests whose Host header is a name of this server (DNS rebinding: a page
+    elsewhere reaching a loopback server under its own name); the refusal is JSON like every
+    other, with the security headers."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
+        self.app = app
+        self.allowed = {name.lower() for name in allowed_hosts}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or "*" in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        host = _header(scope, b"host")
+        if _host_name(host) in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        shown = host or "(none)"
+        answer = _error(
+            400, f"Host {shown}: not a name of this server; open it as http://127.0.0.1:PORT/"
+        )
+        await answer(scope, receive, send)
+
+
+class _SameOrigin:
+    """State-changing requests only from this server's own page: a form or script on another
+    site (which a browser would send with this machine's access) is refused with 403. Tools
+    that send no ``Origin`` and no ``Sec-Fetch-Site`` (curl, scripts) are not browsers on
+    another site and pass."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        site = _header(scope, b"sec-fetch-site")
+        origin = _header(scope, b"origin")
+        host = _header(scope, b"host")
+        cross = site not in (None, "same-origin", "none") or (
+            origin is not None and (origin == "null" or urlsplit(origin).netloc.lower() != host)
+        )
+        if cross:
+            said = origin or site
+            answer = _error(
+                403,
+                f"cross-site request refused (from {said}); use the page this server serves",
+            )
+            await answer(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1").strip().lower()
+    return None
+
+
+def _host_name(host: str | None) -> str:
+    """The name part of a Host header: ``[::1]:8000`` -> ``[::1]``, ``localhost:80`` ->
+    ``localhost``."""
+    if not host:
+        return ""
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.split(":")[0]
 
 
 class _SecurityHeaders:

@@ -98,12 +98,14 @@ def _serve(options: dict[str, Any]) -> int:
     from btxrd.runtime.classifier import Classifier
     from btxrd.runtime.serve.service import Service
 
-    classifier = Classifier(
+    # One upload decoded at a time: a request's memory is one image at inference.max_pixels
+    # plus the previews and the batch, whatever the number of files (README, "The page").
+    classifier = Classifier.from_settings(
         model_file,
-        threads=options["threads"] or inference.threads,
-        batch_size=inference.batch_size,
-        limits=inference.limits,
+        inference,
         ood_gate=not options["no_ood_gate"],
+        threads=options["threads"],
+        decode_workers=1,
     )
     service = Service(
         classifier, kept_results=settings.kept_results, alpha=CamSettings(**config["cam"]).alpha

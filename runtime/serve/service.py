@@ -24,7 +24,7 @@ from btxrd.runtime.classifier import Classifier, Prediction
 from btxrd.runtime.imageio import IMAGE_SUFFIXES
 from btxrd.runtime.inputs import display_names
 from btxrd.runtime.report import RESULTS_SCHEMA_VERSION, record_of, summarise
-from btxrd.runtime.serve.views import View, view_of
+from btxrd.runtime.serve.views import VIEW_MAX_SIDE, View, view_of
 from btxrd.runtime.text import text_of
 from btxrd.runtime.verdict import is_refusal
 
@@ -68,6 +68,13 @@ class ViewStore:
         with self._lock:
             return self._views.get(key)
 
+    def clear(self) -> int:
+        """Forget every view; how many there were."""
+        with self._lock:
+            count = len(self._views)
+            self._views.clear()
+        return count
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._views)
@@ -96,7 +103,9 @@ class Service:
                 _spool(upload, Path(folder) / f"{i:04d}{_suffix(label)}")
                 for i, (upload, label) in enumerate(zip(uploads, labels, strict=True))
             ]
-            predictions = list(self.classifier.predict_many(paths, with_cam=True))
+            predictions = list(
+                self.classifier.predict_many(paths, with_cam=True, keep_side=VIEW_MAX_SIDE)
+            )
         summary = summarise(predictions, time.perf_counter() - started)
         summary["interrupted"] = False
         records, views = [], []
@@ -139,7 +148,7 @@ class Service:
 def _label(name: str | None, index: int) -> str:
     """The upload's name as a record shows it: text, cut to a sane length; never opened."""
     text = text_of(name or "").strip()
-    if not text:
+    if PurePath(text.replace("\\", "/")).name in ("", ".", ".."):  # no file name in it
         return f"upload-{index + 1}"
     return text[-_MAX_NAME:]
 

@@ -128,7 +128,7 @@ def test_too_many_files_are_refused(server):
         ("GET", "/api/results/AAAAAAAAAAAAAAAA/heatmap/..%2Fx.png", 404),
         ("GET", "/../../etc/passwd", 404),
         ("DELETE", "/api/classify", 405),
-        ("GET", "/api/classify", 404),  # GET falls through to the page's static files
+        ("GET", "/api/classify", 405),
     ],
 )
 def test_unknown_routes_and_ids_are_one_line_4xx(server, method, path, status):
