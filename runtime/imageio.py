@@ -84,6 +84,7 @@ def installed_formats() -> dict[str, tuple[str, ...]]:
         formats["DICOM"] = DICOM_SUFFIXES
     return formats
 
+
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import select
 import socket
@@ -249,3 +250,26 @@ def test_an_upload_without_a_file_name_is_shown_as_upload_n(server):
     names = [r["image_name"] for r in answer["results"]]
     assert names == ["upload-1", "upload-2", "upload-3"]
     assert all("0000" not in r["display_name"] for r in answer["results"])
+
+
+def test_inference_settings_apply_to_the_server_as_to_btxrd_run(tmp_path):
+    """One function builds the classifier from the settings for both commands: the config's
+    inference.fast_decode reaches the server (its own copy of that code dropped it)."""
+    config = tmp_path / "fast.yaml"
+    config.write_text("inference:\n  fast_decode: true\n", encoding="utf-8")
+    running = start_server(tmp_path / "tmp", "--quiet", "--config", str(config))
+    # Large enough for a 1/2 DCT scale to stay above twice the model's input.
+    jpeg = tmp_path / "large.jpg"
+    Image.open(sample_images()[0]).convert("L").resize((2000, 2000)).save(jpeg, quality=90)
+    try:
+        status, answer = classify(running, [(jpeg.name, jpeg.read_bytes())])
+    finally:
+        running.stop()
+    assert status in (200, 422), answer
+    assert answer["results"][0]["decode"].startswith("jpeg-draft-1/")
+
+
+def test_the_page_is_offered_the_formats_this_install_reads(server):
+    formats = json.loads(request(server, "GET", "/api/health")[2])["formats"]
+    assert formats["JPEG"] == [".jpg", ".jpeg"] and formats["PNG"] == [".png"]
+    assert ("DICOM" in formats) == (importlib.util.find_spec("pydicom") is not None)
