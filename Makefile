@@ -11,7 +11,7 @@ CALIBRATION_DATA ?= $(DATA)
 SPLIT ?= models/btxrd-demo.split.json
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test chromium test-runtime test-wheel export trust demo-model dataset gradcam bench bench-serve screenshot fuzz lint clean
+.PHONY: run test chromium axe test-runtime test-wheel export trust demo-model dataset gradcam bench bench-serve screenshot fuzz lint clean
 
 # Runtime-only environment: onnxruntime, numpy, pillow, click, pyyaml. No torch.
 $(VENV_RUN)/.stamp: pyproject.toml setup.py
@@ -32,7 +32,7 @@ run: $(VENV_RUN)/.stamp
 	@echo "  heatmaps: --cam   JSON: --json -o results.json   a folder: --dir FOLDER   all: --help"
 	@echo "What the demo model is and is not (not for clinical use): models/README.md"
 
-test: $(VENV)/.stamp chromium
+test: $(VENV)/.stamp chromium axe
 	$(VENV)/bin/python -m pytest --durations=15
 
 # Headless Chromium (Debian) for the test that opens the explain report; the test skips with a
@@ -41,6 +41,17 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1 \
 	  || echo "note: chromium could not be installed; the report-render test will be skipped"; }
+
+# axe-core (npm) for the page's accessibility test, in .cache/ (not in git); the test skips with
+# a reason where npm cannot install it.
+AXE := .cache/axe/node_modules/axe-core/axe.min.js
+axe: $(AXE)
+$(AXE):
+	@command -v npm >/dev/null 2>&1 || { \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends npm) >/dev/null 2>&1; }
+	@mkdir -p .cache/axe && npm install --prefix .cache/axe --no-save --no-audit --no-fund \
+	  axe-core@4 >/dev/null 2>&1 \
+	  || echo "note: axe-core could not be installed; the accessibility test will be skipped"
 
 # The suite without the extras, in the small runtime environment (pytest added there on demand).
 test-runtime: $(VENV_RUN)/.stamp

@@ -13,6 +13,7 @@
 - ``POST /api/export?format=json|csv``: records sent back as the document or the CSV
   ``btxrd-run`` writes.
 - ``POST /api/clear``: forget every kept result (the page's Clear button).
+- ``POST /api/samples``: the shipped sample radiographs, classified (its "Try the samples").
 
 POSTs from another site are refused (403: ``Origin`` and ``Sec-Fetch-Site`` must say this
 server); another method on a POST route is a 405. An admitted body that stops or trickles is cut
@@ -71,7 +72,7 @@ _SECURITY_HEADERS = [
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
 
-_POST_ROUTES = ("/api/classify", "/api/export", "/api/clear")
+_POST_ROUTES = ("/api/classify", "/api/export", "/api/clear", "/api/samples")
 _NOT_POST = ["GET", "HEAD", "PUT", "PATCH", "DELETE"]
 
 
@@ -99,6 +100,7 @@ def create_app(
         Route("/api/classify", state.classify, methods=["POST"]),
         Route("/api/export", state.export, methods=["POST"]),
         Route("/api/clear", state.clear, methods=["POST"]),
+        Route("/api/samples", state.samples, methods=["POST"]),
         # Without these, another method on a POST route would fall through to the page's files.
         *(Route(path, _post_only, methods=_NOT_POST) for path in _POST_ROUTES),
         Route("/api/scale.png", state.scale),
@@ -334,6 +336,19 @@ class _State:
         kind = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
         disposition = f'attachment; filename="btxrd-results.{fmt}"'
         return Response(text, media_type=kind, headers={"Content-Disposition": disposition})
+
+    @_answers
+    async def samples(self, request: Request) -> Response:
+        """The shipped sample radiographs, classified as if uploaded (the page's "Try the
+        samples" button); the same answer as ``/api/classify``."""
+        assert self._worker is not None
+        async with self._admitted() as admitted:
+            if not admitted:
+                return self._busy()
+            answer = await anyio.to_thread.run_sync(
+                self.service.classify_samples, limiter=self._worker
+            )
+        return JSONResponse(answer.document, status_code=200 if answer.all_classified else 422)
 
     @_answers
     async def clear(self, request: Request) -> Response:

@@ -9,6 +9,7 @@ messages, same records; the temporary path in a message is replaced by the uploa
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import tempfile
@@ -121,6 +122,16 @@ class Service:
             "errors": [_error_line(record) for record in records if record["error"]],
         }
         return Answer(document, all_classified=summary["failed"] == 0)
+
+    def classify_samples(self) -> Answer:
+        """The shipped sample radiographs (``btxrd.models/samples``), as uploads of their names."""
+        from btxrd.runtime.inputs import collect_folder
+        from btxrd.runtime.paths import default_samples_dir
+
+        paths = collect_folder(default_samples_dir(), recursive=False)
+        with contextlib.ExitStack() as files:
+            uploads = [Upload(p.name, files.enter_context(p.open("rb"))) for p in paths]
+            return self.classify(uploads)
 
     def _view(self, prediction: Prediction, label: str) -> dict[str, Any] | None:
         """Where the page finds this result's film and heatmaps (None: nothing to show)."""

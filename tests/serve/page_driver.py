@@ -41,14 +41,19 @@ class Browsing:
 
 
 @contextmanager
-def open_page(base_url: str) -> Iterator[Browsing]:
-    """Chromium on ``base_url``; any request elsewhere is aborted and recorded."""
+def open_page(
+    base_url: str, *, viewport: dict[str, int] | None = None, bypass_csp: bool = False
+) -> Iterator[Browsing]:
+    """Chromium on ``base_url``; any request elsewhere is aborted and recorded.
+    ``bypass_csp``: let a test inject a script file (axe-core) the page's policy would block."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+            context = browser.new_context(
+                viewport=viewport or VIEWPORT, accept_downloads=True, bypass_csp=bypass_csp
+            )
             context.set_default_timeout(TIMEOUT_MS)
             browsing = Browsing(context.new_page(), base_url)
 
@@ -75,14 +80,19 @@ def open_page(base_url: str) -> Iterator[Browsing]:
 def drop_files(browsing: Browsing, paths: Sequence[Path]) -> None:
     """Drop ``paths`` on the drop zone (a real drop event carrying File objects)."""
     files = [
-        {"name": p.name, "data": base64.b64encode(p.read_bytes()).decode("ascii")} for p in paths
+        {
+            "name": p.name,
+            "data": base64.b64encode(p.read_bytes()).decode("ascii"),
+            "modified": int(p.stat().st_mtime * 1000),  # as a browser reads it from the disk
+        }
+        for p in paths
     ]
     transfer = browsing.page.evaluate_handle(
         """(files) => {
             const transfer = new DataTransfer();
             for (const f of files) {
                 const bytes = Uint8Array.from(atob(f.data), (c) => c.charCodeAt(0));
-                transfer.items.add(new File([bytes], f.name));
+                transfer.items.add(new File([bytes], f.name, { lastModified: f.modified }));
             }
             return transfer;
         }""",

@@ -1,14 +1,16 @@
-// btxrd-serve's page: sends dropped files to /api/classify and shows what comes back.
-// Text from files and records is only ever set as textContent, never parsed as HTML.
+// btxrd-serve's page: sends files to /api/classify and shows what comes back.
+// The page renders the records the API returns; it never computes a class, a probability or a
+// verdict of its own. Text from files and records is only ever set as textContent.
 "use strict";
 
 const state = {
   model: null, // GET /api/model (what btxrd-run --info prints)
   alpha: 0.45, // the config's overlay opacity, from /api/health
-  rows: [], // {record, view, order}
+  rows: [], // {key, record, view, order, requestFailed}
   selected: null,
   sort: { key: null, descending: false },
   pending: 0,
+  nextOrder: 0,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -29,6 +31,7 @@ async function start() {
     $("opacity-value").textContent = state.alpha.toFixed(2);
     $("intended-use").textContent = model.intended_use;
     $("model").textContent = describeModel(model);
+    offerFormats(health.formats);
   } catch (error) {
     $("model").textContent = `The server did not answer (${error.message}); is btxrd-serve running?`;
   }
@@ -53,6 +56,15 @@ function describeModel(model) {
     `${model.class_names.join(" / ")}; ${calibration}; ${gate}.`;
 }
 
+// The formats this installation reads (the runtime's list; DICOM only with pydicom).
+function offerFormats(formats) {
+  if (!formats) return;
+  const names = Object.keys(formats);
+  $("files").accept = names.flatMap((name) => formats[name]).join(",");
+  $("formats").textContent = `${names.join(", ")}. The files go to this computer's ` +
+    "btxrd-serve only.";
+}
+
 // --- sending files ---------------------------------------------------------------------------
 
 const IN_FLIGHT = 2; // the server classifies one request at a time; two keep it busy
@@ -73,44 +85,107 @@ async function classifyFiles(files) {
   await Promise.all(workers);
 }
 
+// The same file chosen again (same name, size and date) replaces its row.
+function fileKey(file) {
+  return `file:${file.name}:${file.size}:${file.lastModified}`;
+}
+
 async function classifyOne(file) {
   const form = new FormData();
   form.append("files", file, file.name);
-  let body;
-  try {
-    const response = await fetch("/api/classify", { method: "POST", body: form });
-    body = await response.json();
-  } catch (error) {
-    body = { error: `${file.name}: the server did not answer (${error.message})` };
-  }
+  const body = await post("/api/classify", { body: form }, file.name);
   if (Array.isArray(body.results)) {
-    body.results.forEach((record, i) => addRow(record, body.views ? body.views[i] : null));
+    body.results.forEach((record, i) => {
+      addRow(fileKey(file), record, body.views ? body.views[i] : null);
+    });
   } else {
     // The whole request was refused (too large, busy): a row that says so, not in downloads.
-    addRow(failedRecord(file.name, body.error || "no answer"), null, true);
+    addRow(fileKey(file), failedRecord(file.name, body.error || "no answer"), null, true);
+  }
+}
+
+async function trySamples() {
+  $("samples").disabled = true;
+  state.pending += 1;
+  showStatus();
+  const body = await post("/api/samples", {}, "the samples");
+  state.pending -= 1;
+  $("samples").disabled = false;
+  if (Array.isArray(body.results)) {
+    body.results.forEach((record, i) => {
+      addRow(`sample:${record.image_name}`, record, body.views ? body.views[i] : null);
+    });
+  } else {
+    addRow("sample:", failedRecord("the samples", body.error || "no answer"), null, true);
+  }
+  showStatus();
+}
+
+async function post(url, options, what) {
+  try {
+    const response = await fetch(url, { method: "POST", ...options });
+    return await response.json();
+  } catch (error) {
+    return { error: `${what}: the server did not answer (${error.message})` };
   }
 }
 
 function failedRecord(name, message) {
   return {
-    image_name: name, display_name: name, prediction: null, confidence: null, scores: {},
+    image_name: name, display_name: name, prediction: null, confidence: null, scores: null,
     path: name, error: message, notes: [], ood: null, dicom: null, timings_ms: {},
   };
 }
 
-function showStatus() {
-  const done = state.rows.length;
-  $("status").textContent = state.pending
-    ? `Classifying… ${plural(state.pending, "file")} to go`
-    : (done ? `${plural(done, "result")}. Click a row to see it; click a heading to sort.` : "");
+// What became of a record: classified, refused by the gate (no class), or failed.
+function outcome(record) {
+  if (record.prediction) return "classified";
+  const ood = record.ood;
+  if (ood && ood.gate === "on" && ood.in_distribution === false) return "refused";
+  return "failed";
 }
 
-function addRow(record, view, requestFailed = false) {
-  const row = { record, view, order: state.rows.length, requestFailed };
-  state.rows.push(row);
+function showStatus() {
+  const counts = { classified: 0, refused: 0, failed: 0 };
+  for (const row of state.rows) counts[outcome(row.record)] += 1;
+  const parts = [`${counts.classified.toLocaleString("en")} classified`];
+  if (counts.refused) parts.push(`${counts.refused.toLocaleString("en")} not classified`);
+  if (counts.failed) parts.push(`${counts.failed.toLocaleString("en")} failed`);
+  let text = "";
+  if (state.pending) {
+    text = `Classifying… ${plural(state.pending, "request")} to go. `;
+  }
+  if (state.rows.length) {
+    text += `${parts.join(", ")}. Click a row to see it (or Tab to it and press Enter); ` +
+      "a heading sorts the table.";
+  }
+  $("status").textContent = text;
+}
+
+function addRow(key, record, view, requestFailed = false) {
+  let row = state.rows.find((r) => r.key === key && r.record.image_name === record.image_name);
+  if (row) {
+    Object.assign(row, { record, view, requestFailed, camClass: null });
+  } else {
+    row = { key, record, view, order: state.nextOrder++, requestFailed };
+    state.rows.push(row);
+  }
+  select(row); // the newest result opens
+  const none = !exportable().length;
+  $("download-json").disabled = $("download-csv").disabled = none;
+  $("clear").disabled = !state.rows.length;
+  showStatus();
+}
+
+async function clearAll() {
+  state.rows = [];
+  state.selected = null;
   renderTable();
-  if (state.selected === null) select(row);
-  $("download-json").disabled = $("download-csv").disabled = !exportable().length;
+  $("detail").hidden = true;
+  $("download-json").disabled = $("download-csv").disabled = $("clear").disabled = true;
+  showStatus();
+  await post("/api/clear", {}, "clear"); // the server forgets the pictures too
+  $("drop").focus();
 }
 
 // --- the table -------------------------------------------------------------------------------
@@ -127,8 +202,8 @@ function sortValue(row, key) {
 function sortedRows() {
   const { key, descending } = state.sort;
   const rows = state.rows.slice();
-  if (key === null) return rows;
   rows.sort((a, b) => {
+    if (key === null) return a.order - b.order;
     const x = sortValue(a, key), y = sortValue(b, key);
     const order = x < y ? -1 : x > y ? 1 : a.order - b.order;
     return descending ? -order : order;
@@ -136,24 +211,40 @@ function sortedRows() {
   return rows;
 }
 
+const CLASS_CELL = { refused: "not classified", failed: "error" };
+
 function renderTable() {
   const body = $("results").tBodies[0];
+  const focused = document.activeElement && document.activeElement.closest("#results tbody tr");
+  const focusedKey = focused ? focused.dataset.key : null;
   body.replaceChildren();
   for (const row of sortedRows()) {
     const r = row.record;
+    const kind = outcome(r);
     const tr = el("tr");
     tr.dataset.name = r.display_name;
-    if (r.error) tr.classList.add("failed");
-    if (row === state.selected) tr.classList.add("selected");
+    tr.dataset.key = `${row.key}|${r.image_name}`;
+    tr.tabIndex = 0;
+    if (kind !== "classified") tr.classList.add(kind);
+    if (row === state.selected) {
+      tr.classList.add("selected");
+      tr.setAttribute("aria-selected", "true");
+    }
     tr.append(
       el("td", r.display_name),
-      el("td", r.prediction || (r.ood && r.scores && Object.keys(r.scores).length
-        ? "not classified" : "error")),
+      el("td", r.prediction || CLASS_CELL[kind]),
       el("td", r.confidence === null ? "" : r.confidence.toFixed(3), "num"),
       el("td", r.ood && r.ood.score !== null ? r.ood.score.toFixed(3) : "", "num"),
     );
     tr.addEventListener("click", () => select(row));
+    tr.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        select(row);
+      }
+    });
     body.append(tr);
+    if (tr.dataset.key === focusedKey) tr.focus();
   }
 }
 
@@ -174,38 +265,52 @@ function select(row) {
   state.selected = row;
   renderTable();
   const r = row.record;
+  const kind = outcome(r);
   $("detail").hidden = false;
   $("detail-name").textContent = r.display_name;
-  $("verdict").textContent = verdictText(r);
-  $("verdict").className = "verdict" + (r.ood && !r.ood.in_distribution ? " refused" : "");
-  $("detail-error").hidden = !r.error;
-  $("detail-error").textContent = r.error || "";
-  renderBars(r);
-  renderViewer(row);
+  $("verdict").textContent = kind === "classified" ? verdictText(r) : "";
+  $("verdict").hidden = kind !== "classified";
+  $("refusal").hidden = kind !== "refused";
+  $("refusal-text").textContent = kind === "refused" ? refusalText() : "";
+  $("detail-error").hidden = kind !== "failed";
+  $("detail-error").textContent = kind === "failed" ? r.error : "";
+  const more = detailsText(r, kind);
+  $("more").hidden = !more;
+  $("more").open = false;
+  $("more-text").textContent = more;
+  renderBars(kind === "classified" ? r : null);
+  renderViewer(kind === "classified" ? row : null);
+}
+
+// What a refusal means, in the model's own plain words (GET /api/model).
+function refusalText() {
+  return (state.model && state.model.refusal_explanation) ||
+    "This image is unlike the images the model was trained on, so it gives no class.";
 }
 
 function verdictText(r) {
-  if (!r.ood) {
-    return r.error ? "" : "This model has no out-of-distribution gate: any image gets a class.";
-  }
+  if (!r.ood) return "This model has no out-of-distribution gate: any image gets a class.";
+  if (r.ood.in_distribution) return "Like the images the model was trained on.";
+  return "Unlike the images the model was trained on; classified anyway because the gate " +
+    "is off (--no-ood-gate).";
+}
+
+// The numbers behind the verdict, for whoever wants them: behind the Details toggle.
+function detailsText(r, kind) {
+  if (kind === "refused") return r.error; // the one refusal line, as btxrd-run prints it
+  if (kind === "failed" || !r.ood) return "";
   const score = r.ood.score === null ? "not a number" : r.ood.score.toFixed(3);
-  const threshold = r.ood.threshold.toFixed(3);
-  if (r.ood.in_distribution) {
-    return `Like the images the model was trained on (OOD score ${score} ≤ ${threshold}).`;
-  }
-  if (r.ood.gate === "off") {
-    return `Unlike the training images (OOD score ${score} > ${threshold}); classified anyway ` +
-      "because the gate is off.";
-  }
-  return `NOT CLASSIFIED: unlike the images the model was trained on (OOD score ${score} > ` +
-    `${threshold}).`;
+  const side = r.ood.in_distribution ? "within" : "above";
+  return `Out-of-distribution score ${score}, ${side} the threshold ` +
+    `${r.ood.threshold.toFixed(3)} (${r.ood.method}).`;
 }
 
 function renderBars(r) {
   const bars = $("bars");
   bars.replaceChildren();
+  bars.hidden = !r || !r.scores;
+  if (bars.hidden) return;
   const names = state.model ? state.model.class_names : Object.keys(r.scores);
-  if (!Object.keys(r.scores).length) return;
   for (const name of names) {
     const p = r.scores[name];
     const top = name === r.prediction ? "top" : "";
@@ -220,8 +325,10 @@ function renderBars(r) {
 }
 
 function renderViewer(row) {
-  const view = row.view;
+  const view = row ? row.view : null;
   $("viewer").hidden = $("controls").hidden = !view;
+  $("cam-caption").textContent = "";
+  $("overlay-link").removeAttribute("href");
   if (!view) return;
   $("film").src = view.film;
   const select = $("cam-class");
@@ -230,6 +337,18 @@ function renderViewer(row) {
   const chosen = row.camClass || row.record.prediction;
   if (chosen && view.heatmaps[chosen]) select.value = chosen;
   showHeatmap();
+  if ($("film").complete) fitFilm(); // the same film again fires no load event
+}
+
+// The film fills the panel's width (small films are scaled up), never taller than the window.
+function fitFilm() {
+  const film = $("film");
+  if (!film.naturalWidth || $("viewer").hidden) return;
+  const width = Math.max($("viewer").clientWidth, 1);
+  const height = Math.max(window.innerHeight * 0.7, 200);
+  const scale = Math.min(width / film.naturalWidth, height / film.naturalHeight);
+  film.style.width = `${Math.floor(film.naturalWidth * scale)}px`;
+  film.style.height = `${Math.floor(film.naturalHeight * scale)}px`;
 }
 
 function showHeatmap() {
@@ -286,6 +405,8 @@ async function download(format) {
 
 function wire() {
   const drop = $("drop");
+  // The drop zone is a button: a click, Enter or Space opens the file chooser.
+  drop.addEventListener("click", () => $("files").click());
   $("files").addEventListener("change", (event) => {
     classifyFiles(event.target.files);
     event.target.value = "";
@@ -307,13 +428,17 @@ function wire() {
   window.addEventListener("dragover", (event) => event.preventDefault());
   window.addEventListener("drop", (event) => event.preventDefault());
   for (const th of document.querySelectorAll("#results th")) {
-    th.addEventListener("click", () => sortBy(th.dataset.key));
+    th.querySelector("button").addEventListener("click", () => sortBy(th.dataset.key));
   }
+  $("samples").addEventListener("click", trySamples);
+  $("clear").addEventListener("click", clearAll);
   $("cam-class").addEventListener("change", showHeatmap);
   $("opacity").addEventListener("input", () => {
     $("layer").style.opacity = $("opacity").value;
     $("opacity-value").textContent = Number($("opacity").value).toFixed(2);
   });
+  $("film").addEventListener("load", fitFilm);
+  window.addEventListener("resize", fitFilm);
   $("download-json").addEventListener("click", () => download("json"));
   $("download-csv").addEventListener("click", () => download("csv"));
 }
