@@ -236,3 +236,49 @@ def test_axe_core_finds_no_serious_problem(server, photo):
         assert serious == [], json.dumps(
             [(v["id"], v["impact"], [n["target"] for n in v["nodes"]]) for v in serious]
         )
+
+
+def test_a_form_on_another_site_gets_403(server, tmp_path):
+    """A page on another origin (another port here) whose form posts a results document to the
+    export, as a web page anywhere could while this server runs: the browser gets 403 and
+    saves nothing (before, it saved the CSV)."""
+    import http.server
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    target = f"{server.url}api/export?format=csv"
+    page_html = (
+        f'<form method="POST" action="{target}" enctype="text/plain">'
+        '<input name=\'{"results": [], "x": "\' value=\'"}\'></form>'
+        "<script>document.forms[0].submit()</script>"
+    )
+    (tmp_path / "index.html").write_text(page_html, encoding="utf-8")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(tmp_path), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    elsewhere = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless"])
+            try:
+                context = browser.new_context(accept_downloads=True)
+                page = context.new_page()
+                downloads: list = []
+                page.on("download", lambda d: downloads.append(d))
+                with page.expect_response(lambda r: r.url == target) as answered:
+                    page.goto(f"http://localhost:{elsewhere.server_address[1]}/index.html")
+                response = answered.value
+                assert response.status == 403
+                assert "cross-site request refused" in response.text()
+                assert downloads == []
+            finally:
+                browser.close()
+    finally:
+        elsewhere.shutdown()
