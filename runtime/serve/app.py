@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+from starlette import formparsers
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -55,6 +56,20 @@ from btxrd.runtime.serve.service import Service, Upload
 from btxrd.runtime.settings import ServeSettings
 
 log = logging.getLogger("btxrd.serve")
+
+
+def _keep_name_bytes(src: bytes | bytearray, codec: str) -> str:
+    """Multipart names: Starlette reads a name that is not UTF-8 as Latin-1, which turns its
+    bytes into other, real characters (mojibake no record could tell from a genuine name). Kept
+    instead as the bytes they are (lone surrogates, as ``os.fsdecode`` keeps a file name), so
+    the record escapes and flags them as ``btxrd-run`` does for a file on disk."""
+    try:
+        return bytes(src).decode(codec)
+    except (UnicodeDecodeError, LookupError):
+        return bytes(src).decode("utf-8", "surrogateescape")
+
+
+formparsers._user_safe_decode = _keep_name_bytes  # Starlette's own fallback, Latin-1
 
 # A request waits this long for a place in the queue before it is told to come back (503).
 ADMISSION_WAIT_SECONDS = 300.0

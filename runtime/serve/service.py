@@ -26,7 +26,7 @@ from btxrd.runtime.imageio import IMAGE_SUFFIXES
 from btxrd.runtime.inputs import display_names
 from btxrd.runtime.report import RESULTS_SCHEMA_VERSION, record_of, summarise
 from btxrd.runtime.serve.views import VIEW_MAX_SIDE, View, view_of
-from btxrd.runtime.text import text_of
+from btxrd.runtime.text import name_text
 from btxrd.runtime.verdict import is_refusal
 
 # A file name longer than this is cut in records (file systems stop at 255 bytes anyway).
@@ -97,7 +97,8 @@ class Service:
     def classify(self, uploads: Sequence[Upload]) -> Answer:
         """Classify ``uploads`` as ``btxrd-run --json`` would the same files."""
         started = time.perf_counter()
-        labels = [_label(upload.name, i) for i, upload in enumerate(uploads)]
+        named = [_label(upload.name, i) for i, upload in enumerate(uploads)]
+        labels = [label for label, _ in named]
         shown = display_names([Path(PurePath(label).name) for label in labels])
         with tempfile.TemporaryDirectory(prefix="btxrd-serve-") as folder:
             paths = [
@@ -110,8 +111,10 @@ class Service:
         summary = summarise(predictions, time.perf_counter() - started)
         summary["interrupted"] = False
         records, views = [], []
-        for prediction, path, label, name in zip(predictions, paths, labels, shown, strict=True):
-            records.append(_relabel(record_of(prediction, name), str(path), label))
+        for prediction, path, (label, escaped), name in zip(
+            predictions, paths, named, shown, strict=True
+        ):
+            records.append(_relabel(record_of(prediction, name), str(path), label, escaped))
             views.append(self._view(prediction, label))
         document = {
             "schema_version": RESULTS_SCHEMA_VERSION,
@@ -156,12 +159,14 @@ class Service:
         }
 
 
-def _label(name: str | None, index: int) -> str:
-    """The upload's name as a record shows it: text, cut to a sane length; never opened."""
-    text = text_of(name or "").strip()
+def _label(name: str | None, index: int) -> tuple[str, bool]:
+    """The upload's name as a record shows it, and whether it is escaped (``text.name_text``:
+    a name that is not UTF-8 arrives with its bytes kept, ``app.py``, and is written with
+    escapes that cannot collide with a real name's text); cut to a sane length; never opened."""
+    text, escaped = name_text((name or "").strip())
     if PurePath(text.replace("\\", "/")).name in ("", ".", ".."):  # no file name in it
-        return f"upload-{index + 1}"
-    return text[-_MAX_NAME:]
+        return f"upload-{index + 1}", False
+    return text[-_MAX_NAME:], escaped
 
 
 def _suffix(label: str) -> str:
@@ -177,11 +182,12 @@ def _spool(upload: Upload, path: Path) -> Path:
     return path
 
 
-def _relabel(record: dict[str, Any], spooled: str, label: str) -> dict[str, Any]:
+def _relabel(record: dict[str, Any], spooled: str, label: str, escaped: bool) -> dict[str, Any]:
     """The record as if the file had been given to ``btxrd-run`` under the upload's name."""
     name = PurePath(label.replace("\\", "/")).name or label
     record["image_name"] = name
     record["path"] = label
+    record["path_escaped"] = escaped
     if record["error"]:
         record["error"] = record["error"].replace(spooled, label)
     record["notes"] = [note.replace(spooled, label) for note in record["notes"]]

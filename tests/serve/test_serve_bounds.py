@@ -13,6 +13,7 @@ import importlib.util
 import json
 import select
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from serve_support import classify, multipart, request, sample_images, start_server
+
+from btxrd.runtime.text import name_bytes
 
 pytest.importorskip("starlette")
 
@@ -273,3 +276,41 @@ def test_the_page_is_offered_the_formats_this_install_reads(server):
     formats = json.loads(request(server, "GET", "/api/health")[2])["formats"]
     assert formats["JPEG"] == [".jpg", ".jpeg"] and formats["PNG"] == [".png"]
     assert ("DICOM" in formats) == (importlib.util.find_spec("pydicom") is not None)
+
+
+def test_without_pydicom_the_page_is_not_offered_dicom(tmp_path):
+    """A ``[serve]``-only install (pydicom absent, as Python sees it): no DICOM in the list."""
+    without_pydicom = [
+        sys.executable,
+        "-c",
+        "import sys; sys.modules['pydicom'] = None\n"
+        "from btxrd.runtime.serve.cli import main; main(prog_name='btxrd-serve')",
+    ]
+    running = start_server(tmp_path / "tmp", "--quiet", program=without_pydicom)
+    try:
+        formats = json.loads(request(running, "GET", "/api/health")[2])["formats"]
+    finally:
+        running.stop()
+    assert "DICOM" not in formats and list(formats) == ["JPEG", "PNG", "TIFF", "BMP"]
+
+
+def test_names_that_are_not_utf8_are_escaped_and_flagged_not_mojibake(server):
+    """A client (curl, a script) may send a file name's raw bytes. 0xff must not come back as
+    the Latin-1 character ÿ, and must not look like a name that holds the text \\xff."""
+    data = sample_images()[0].read_bytes()
+    boundary = "b0undary"
+    parts = []
+    for name in (b"scan-\xff.png", b"scan-\\xff.png"):
+        parts.append(
+            b"--" + boundary.encode() + b'\r\nContent-Disposition: form-data; name="files"; '
+            b'filename="' + name + b'"\r\nContent-Type: image/jpeg\r\n\r\n' + data + b"\r\n"
+        )
+    body = b"".join(parts) + b"--" + boundary.encode() + b"--\r\n"
+    kind = f"multipart/form-data; boundary={boundary}"
+    status, _, answer = request(server, "POST", "/api/classify", body, {"Content-Type": kind})
+    assert status == 200, answer
+    byte, text = json.loads(answer)["results"]
+    assert "ÿ" not in byte["path"] and byte["path_escaped"] is True
+    assert text["path"] == "scan-\\xff.png" and text["path_escaped"] is False
+    assert name_bytes(byte["path"], True) == b"scan-\xff.png"
+    assert (byte["path"], byte["path_escaped"]) != (text["path"], text["path_escaped"])

@@ -231,7 +231,7 @@ function renderTable() {
       tr.setAttribute("aria-selected", "true");
     }
     tr.append(
-      el("td", r.display_name),
+      el("td", shownName(r)),
       el("td", r.prediction || CLASS_CELL[kind]),
       el("td", r.confidence === null ? "" : r.confidence.toFixed(3), "num"),
       el("td", r.ood && r.ood.score !== null ? r.ood.score.toFixed(3) : "", "num"),
@@ -267,7 +267,7 @@ function select(row) {
   const r = row.record;
   const kind = outcome(r);
   $("detail").hidden = false;
-  $("detail-name").textContent = r.display_name;
+  $("detail-name").textContent = shownName(r);
   $("verdict").textContent = kind === "classified" ? verdictText(r) : "";
   $("verdict").hidden = kind !== "classified";
   $("refusal").hidden = kind !== "refused";
@@ -280,6 +280,12 @@ function select(row) {
   $("more-text").textContent = more;
   renderBars(kind === "classified" ? r : null);
   renderViewer(kind === "classified" ? row : null);
+}
+
+// A name that is not UTF-8 comes with \xNN escapes for its bytes (path_escaped): said so, so it
+// is never taken for a name that holds those characters.
+function shownName(r) {
+  return r.path_escaped ? `${r.display_name} (name not UTF-8: \\xNN is a byte)` : r.display_name;
 }
 
 // What a refusal means, in the model's own plain words (GET /api/model).
