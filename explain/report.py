@@ -30,6 +30,7 @@ from btxrd.explain.run import ExplainRun
 from btxrd.explain.selection import DEFAULT_PANELS
 from btxrd.runtime.atomic import write_text
 from btxrd.runtime.contract import intended_use_for
+from btxrd.runtime.metrics import BOOTSTRAP_RESAMPLES, ECE_BINS
 from btxrd.runtime.settings import GradcamSettings
 
 NOT_FOR_CLINICAL_USE = (
@@ -302,8 +303,9 @@ def _classification(metrics: dict[str, Any]) -> list[str]:
         f"<p>Accuracy <strong>{_num_ci(metrics['accuracy'], intervals.get('accuracy'))}"
         f"</strong>, macro AUC <strong>{_num_ci(metrics['macro_auc'], intervals.get('macro_auc'))}"
         f"</strong> over {metrics['num_images']} images; expected calibration error "
-        f"{_num_ci(metrics.get('ece'), intervals.get('ece'))} (15 bins). In brackets: 95 % "
-        "bootstrap intervals (images resampled 1,000 times); a small class has a wide one.</p>",
+        f"{_num_ci(metrics.get('ece'), intervals.get('ece'))} ({ECE_BINS} bins). In brackets: 95 % "
+        f"bootstrap intervals (images resampled {BOOTSTRAP_RESAMPLES:,} times); a small class has "
+        "a wide one.</p>",
         _table(["class", "precision", "recall", "AUC (one vs rest)", "images"], rows),
         '<h3 id="confusion">Confusion matrix</h3>'
         "<p>Rows: true class; columns: predicted class.</p>",

@@ -40,22 +40,45 @@ def roc_auc(is_positive: np.ndarray, scores: np.ndarray) -> float | None:
     return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
 
 
+def reliability_table(
+    y_true: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS
+) -> list[dict[str, float]]:
+    """Per non-empty confidence bin ``(lower, upper]`` (Guo et al. 2017's bins): count,
+    accuracy and mean confidence of the top-1 predictions in it."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == np.asarray(y_true)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    # Bin i holds confidences in (edges[i], edges[i + 1]]; a confidence of exactly 0 cannot occur.
+    index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    rows = []
+    for i in range(bins):
+        inside = index == i
+        if inside.any():
+            rows.append(
+                {
+                    "lower": float(edges[i]),
+                    "upper": float(edges[i + 1]),
+                    "count": int(inside.sum()),
+                    "accuracy": float(correct[inside].mean()),
+                    "confidence": float(confidence[inside].mean()),
+                }
+            )
+    return rows
+
+
 def expected_calibration_error(
     y_true: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS
 ) -> float | None:
     """ECE with ``bins`` equal-width confidence bins (Guo et al. 2017): the mean, weighted by
-    bin size, of |accuracy - mean confidence| of the top-1 predictions in each bin."""
+    bin size, of |accuracy - mean confidence| of the top-1 predictions in each bin (the
+    ``reliability_table``'s bins). None for no predictions. Written here: scikit-learn's
+    ``calibration_curve`` is binary and drops the bin weights."""
     if len(y_true) == 0:
         return None
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == np.asarray(y_true)
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        members = which == b
-        if members.any():
-            total += members.sum() * abs(correct[members].mean() - confidence[members].mean())
-    return float(total / len(y_true))
+    table = reliability_table(y_true, probabilities, bins)
+    gaps = sum(row["count"] * abs(row["accuracy"] - row["confidence"]) for row in table)
+    return float(gaps / len(y_true))
 
 
 def bootstrap_interval(

@@ -14,7 +14,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn.metrics import log_loss
 
-ECE_BINS = 15
+from btxrd.runtime.metrics import ECE_BINS, expected_calibration_error
+
 # log T is searched within these bounds: T from 0.02 to 55, far beyond any useful temperature.
 _LOG_T_BOUNDS = (-4.0, 4.0)
 TEMPERATURE_BOUNDS = (math.exp(_LOG_T_BOUNDS[0]), math.exp(_LOG_T_BOUNDS[1]))
@@ -40,46 +41,6 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(math.exp(result.x))
 
 
-def expected_calibration_error(
-    probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
-) -> float:
-    """ECE as Guo et al. define it: confidence (max probability) in ``bins`` equal-width bins,
-    the gap between accuracy and mean confidence in each, weighted by the bin's share.
-
-    Written here: scikit-learn's calibration_curve is binary and drops the bin weights."""
-    table = reliability_table(probabilities, labels, bins)
-    total = sum(row["count"] for row in table)
-    return float(
-        sum(row["count"] * abs(row["accuracy"] - row["confidence"]) for row in table) / total
-    )
-
-
-def reliability_table(
-    probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
-) -> list[dict[str, float]]:
-    """Per non-empty confidence bin (lower, upper]: count, accuracy and mean confidence."""
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == np.asarray(labels)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    # Bin i holds confidences in (edges[i], edges[i + 1]]; a confidence of exactly 0 cannot occur.
-    index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
-    rows = []
-    for i in range(bins):
-        inside = index == i
-        if inside.any():
-            rows.append(
-                {
-                    "lower": float(edges[i]),
-                    "upper": float(edges[i + 1]),
-                    "count": int(inside.sum()),
-                    "accuracy": float(correct[inside].mean()),
-                    "confidence": float(confidence[inside].mean()),
-                }
-            )
-    return rows
-
-
 def calibration_metrics(
     probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
 ) -> dict[str, float]:
@@ -92,5 +53,5 @@ def calibration_metrics(
     return {
         "nll": float(log_loss(labels, probabilities, labels=list(range(classes)))),
         "brier": float(((probabilities - onehot) ** 2).sum(axis=1).mean()),
-        "ece": expected_calibration_error(probabilities, labels, bins),
+        "ece": expected_calibration_error(labels, probabilities, bins),
     }

@@ -31,12 +31,7 @@ from btxrd.export.data.dataset import (
     split_dataset,
     split_json,
 )
-from btxrd.export.trust.calibration import (
-    ECE_BINS,
-    calibration_metrics,
-    fit_temperature,
-    softmax,
-)
+from btxrd.export.trust.calibration import calibration_metrics, fit_temperature, softmax
 from btxrd.export.trust.defaults import DEFAULT_METHOD, DEFAULT_RETENTION, MIN_VAL_PER_CLASS
 from btxrd.export.trust.ood import OodScorer, fit_scorer, threshold_at
 from btxrd.runtime.contract import (
@@ -52,6 +47,7 @@ from btxrd.runtime.contract import (
 from btxrd.runtime.errors import BtxrdError
 from btxrd.runtime.imageio import load_image
 from btxrd.runtime.labelled import read_labelled
+from btxrd.runtime.metrics import ECE_BINS
 from btxrd.runtime.model import session_options
 from btxrd.runtime.preprocess import preprocess
 from btxrd.runtime.progress import progress

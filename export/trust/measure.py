@@ -24,13 +24,7 @@ import onnxruntime as ort
 from scipy.stats import bootstrap
 
 from btxrd.export.data.dataset import load_dataset
-from btxrd.export.trust.calibration import (
-    ECE_BINS,
-    calibration_metrics,
-    expected_calibration_error,
-    reliability_table,
-    softmax,
-)
+from btxrd.export.trust.calibration import calibration_metrics, softmax
 from btxrd.export.trust.diagram import draw_reliability
 from btxrd.export.trust.fit import (
     Part,
@@ -52,6 +46,7 @@ from btxrd.runtime.cliutil import (
 )
 from btxrd.runtime.contract import INPUT_NAME, OOD_SCORE_NAME, ModelMetadata
 from btxrd.runtime.imageio import load_image
+from btxrd.runtime.metrics import ECE_BINS, expected_calibration_error, reliability_table
 from btxrd.runtime.model import session_options
 from btxrd.runtime.preprocess import preprocess
 
@@ -167,8 +162,8 @@ def _calibration(temperature: float, test: Part, fresh: Part, out: Path) -> dict
             "accuracy_after": float((after.argmax(1) == part.labels).mean()),
             "before": calibration_metrics(before, part.labels),
             "after": calibration_metrics(after, part.labels),
-            "reliability_before": reliability_table(before, part.labels),
-            "reliability_after": reliability_table(after, part.labels),
+            "reliability_before": reliability_table(part.labels, before),
+            "reliability_after": reliability_table(part.labels, after),
         }
         diagram = out / f"reliability_{part.name}.png"
         draw_reliability(
@@ -188,8 +183,8 @@ def _ece_change_interval(before, after, labels) -> list[float]:
 
     def change(index: np.ndarray) -> float:
         index = index.astype(int)
-        return expected_calibration_error(after[index], labels[index]) - expected_calibration_error(
-            before[index], labels[index]
+        return expected_calibration_error(labels[index], after[index]) - expected_calibration_error(
+            labels[index], before[index]
         )
 
     result = bootstrap(

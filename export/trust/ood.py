@@ -28,10 +28,10 @@ from functools import cached_property
 import numpy as np
 from scipy.special import logsumexp
 from sklearn.covariance import LedoitWolf
-from sklearn.metrics import roc_auc_score
 
 from btxrd.export.trust.calibration import softmax
 from btxrd.runtime.contract import OOD_METHODS
+from btxrd.runtime.metrics import roc_auc
 
 COMBINE = ("max", "sum")
 _MAHALANOBIS = ("mahalanobis", "mahalanobis_multilayer")
@@ -233,5 +233,8 @@ def threshold_at(scores: np.ndarray, retention: float) -> float:
 
 def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
     """Probability that an out-of-distribution image scores above an in-distribution one."""
-    y = np.r_[np.zeros(len(in_scores)), np.ones(len(out_scores))]
-    return float(roc_auc_score(y, np.r_[in_scores, out_scores]))
+    is_out = np.r_[np.zeros(len(in_scores), bool), np.ones(len(out_scores), bool)]
+    found = roc_auc(is_out, np.r_[in_scores, out_scores])
+    if found is None:
+        raise ValueError("AUROC needs in- and out-of-distribution scores")
+    return found

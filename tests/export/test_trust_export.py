@@ -31,7 +31,6 @@ from btxrd.export.parity import (  # noqa: E402
 from btxrd.export.synthetic.generate import SynthOptions, generate_dataset  # noqa: E402
 from btxrd.export.trust.calibration import (  # noqa: E402
     calibration_metrics,
-    expected_calibration_error,
     fit_temperature,
     softmax,
 )
@@ -49,6 +48,7 @@ from btxrd.runtime.contract import (  # noqa: E402
     PROBABILITIES_NAME,
     ModelMetadata,
 )
+from btxrd.runtime.metrics import expected_calibration_error  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -85,7 +85,7 @@ def test_ece_by_hand() -> None:
     probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.4, 0.6]])
     labels = np.array([0, 1, 0, 1])
     # |0.5 - 0.9| * 2/4 + |1.0 - 0.6| * 2/4 = 0.4
-    assert expected_calibration_error(probs, labels, bins=15) == pytest.approx(0.4)
+    assert expected_calibration_error(labels, probs, bins=15) == pytest.approx(0.4)
     metrics = calibration_metrics(probs, labels)
     assert metrics["brier"] == pytest.approx((0.02 + 1.62 + 0.32 + 0.32) / 4)
 

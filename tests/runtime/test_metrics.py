@@ -12,6 +12,7 @@ from btxrd.runtime.metrics import (
     classification_metrics,
     expected_calibration_error,
     metric_intervals,
+    reliability_table,
     roc_auc,
 )
 
@@ -46,6 +47,16 @@ def test_ece_of_a_calibrated_and_of_an_overconfident_model() -> None:
     # The same confidence with half right: ECE |0.5 - 0.8| = 0.3.
     assert expected_calibration_error(np.array([0] * 5 + [1] * 5), probabilities) == (
         pytest.approx(0.3)
+    )
+
+
+def test_a_confidence_on_a_bin_edge_belongs_to_the_lower_bin() -> None:
+    """Guo et al.'s bins are (lower, upper]: 0.6 (= 9/15) is in (8/15, 9/15], with 0.58."""
+    probabilities = np.array([[0.6, 0.4], [0.58, 0.42]])
+    (row,) = reliability_table(np.array([0, 1]), probabilities)
+    assert row["count"] == 2 and row["upper"] == pytest.approx(0.6)
+    assert expected_calibration_error(np.array([0, 1]), probabilities) == pytest.approx(
+        abs(0.5 - 0.59)
     )
 
 
