@@ -133,3 +133,20 @@ def test_the_fuzzers_tally_follows_the_schema(tmp_path):
     summary = json.loads((tmp_path / "results" / "fuzz" / "summary.json").read_text())
     assert_valid(summary, "fuzz_summary")
     assert summary["executions"] == 20
+
+
+def test_an_undocumented_field_in_a_record_is_refused(tiny_onnx, phantom_images):
+    """Every field the record builder writes is in the schema: one it does not list fails, in
+    a document and in a JSON line alike."""
+    images = list(phantom_images.values())
+    document = json.loads(run("--model", tiny_onnx, "--json", "--quiet", *images).stdout)
+    assert_valid(document, "results_document")
+    document["results"][0]["surprise"] = 1
+    with pytest.raises(AssertionError):
+        assert_valid(document, "results_document")
+    line = json.loads(
+        run("--model", tiny_onnx, "--jsonl", "--quiet", images[0]).stdout.splitlines()[0]
+    )
+    assert_valid(line, "jsonl_record")
+    with pytest.raises(AssertionError):
+        assert_valid({**line, "surprise": 1}, "jsonl_record")
