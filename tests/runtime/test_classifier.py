@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 import threading
 import time
 import warnings
@@ -123,14 +124,29 @@ def _overlapping_images(make_phantom) -> list[Image.Image]:
     lock = threading.Lock()
     entered: list[Image.Image] = []
     first_left = threading.Event()
+    first_thread: list[int] = []
+
+    def first_has_left_the_decoder() -> bool:
+        """The first decoder's thread has returned from ``Classifier._prepare`` (and from any
+        context the decode path might open around ``load``), read from its live stack."""
+        frame = sys._current_frames().get(first_thread[0])
+        while frame is not None:
+            if frame.f_code.co_name == "_prepare":
+                return False
+            frame = frame.f_back
+        return True
 
     def instrumented(image: Image.Image) -> Image.Image:
         original = image.load
 
         def load():
             with lock:
+                if any(seen is image for seen in entered):  # Pillow loads again later: no wait
+                    return original()
                 entered.append(image)
                 first = len(entered) == 1
+                if first:
+                    first_thread.append(threading.get_ident())
             if first:  # wait (bounded) until the other decoder is inside too, then leave
                 deadline = time.monotonic() + 2.0
                 while len(entered) < 2 and time.monotonic() < deadline:
@@ -139,7 +155,10 @@ def _overlapping_images(make_phantom) -> list[Image.Image]:
                 first_left.set()
                 return result
             first_left.wait(2.0)
-            time.sleep(0.2)  # leave well after the first decoder has left
+            deadline = time.monotonic() + 5.0  # leave only once the first decoder is out
+            while not first_has_left_the_decoder():
+                assert time.monotonic() < deadline, "the first decoder never left"
+                time.sleep(0.001)
             return original()
 
         image.load = load
