@@ -6,6 +6,7 @@ session on the other side, so worker processes can each rebuild one cheaply.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections import deque
@@ -361,30 +362,18 @@ class Classifier:
             timings_ms={"decode_preprocess": round(decode_ms, 3)},
         )
 
-    # Pickle as settings; the onnxruntime session is rebuilt on the other side.
+    # Pickle as settings; the onnxruntime session is rebuilt on the other side. The settings are
+    # the constructor's own parameters, read from its signature, each kept under its own name.
     def __getstate__(self) -> dict[str, Any]:
-        return {
-            "model_path": self.model_path,
-            "threads": self.threads,
-            "batch_size": self.batch_size,
-            "limits": self.limits,
-            "decode_workers": self.decode_workers,
-            "ood_gate": self.ood_gate,
-            "fast_decode": self.fast_decode,
-            "fast_decode_margin": self.fast_decode_margin,
-        }
+        return {name: getattr(self, name) for name in _constructor_parameters()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(  # type: ignore[misc]
-            state["model_path"],
-            threads=state["threads"],
-            batch_size=state["batch_size"],
-            limits=state["limits"],
-            decode_workers=state["decode_workers"],
-            ood_gate=state.get("ood_gate", True),
-            fast_decode=state.get("fast_decode", False),
-            fast_decode_margin=state.get("fast_decode_margin"),
-        )
+        model_path = state.pop("model_path")
+        self.__init__(model_path, **state)  # type: ignore[misc]
+
+
+def _constructor_parameters() -> tuple[str, ...]:
+    return tuple(p for p in inspect.signature(Classifier.__init__).parameters if p != "self")
 
 
 def _reduced(image: DecodedImage, side: int | None) -> DecodedImage:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import sys
 import threading
@@ -196,17 +197,23 @@ def test_with_cam_returns_per_class_maps_and_the_decoded_image(classifier, phant
 
 
 def test_classifier_pickles_and_predicts_the_same(tiny_onnx, phantom_images):
-    original = Classifier(
-        tiny_onnx, threads=1, batch_size=3, limits=DecodeLimits(min_side=20), decode_workers=2
-    )
+    # Every constructor setting away from its default: each must survive the trip.
+    settings = {
+        "threads": 1,
+        "batch_size": 3,
+        "limits": DecodeLimits(min_side=20),
+        "decode_workers": 3,
+        "ood_gate": False,
+        "fast_decode": True,
+        "fast_decode_margin": 4,
+    }
+    assert set(settings) | {"model_path"} == set(
+        inspect.signature(Classifier.__init__).parameters
+    ) - {"self"}
+    original = Classifier(tiny_onnx, **settings)
     clone = pickle.loads(pickle.dumps(original))
     assert clone.model_path == original.model_path
-    assert (clone.threads, clone.batch_size, clone.limits, clone.decode_workers) == (
-        1,
-        3,
-        DecodeLimits(min_side=20),
-        2,
-    )
+    assert {name: getattr(clone, name) for name in settings} == settings
     assert clone.info.sha256 == original.info.sha256
     for path in phantom_images.values():
         np.testing.assert_array_equal(_scores(clone.predict(path)), _scores(original.predict(path)))
