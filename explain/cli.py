@@ -27,7 +27,7 @@ from btxrd.runtime.cliutil import (
 )
 from btxrd.runtime.errors import ConfigError, ModelError
 from btxrd.runtime.install import install_hint
-from btxrd.runtime.report import RESULTS_SCHEMA_VERSION
+from btxrd.runtime.report import results_document
 from btxrd.runtime.settings import GradcamSettings
 from btxrd.runtime.text import for_terminal, plural
 from btxrd.runtime.verdict import is_refusal
@@ -305,11 +305,8 @@ def _images(options: ImagesOptions) -> int:
         if not options.as_json:  # lines as results arrive; JSON as one document at the end
             _print_line(record, explainer.class_names)
     if options.as_json:
-        document = {
-            "schema_version": RESULTS_SCHEMA_VERSION,
-            "model": {**explainer.identity(), "method": method, "gate": gate and gate.identity()},
-            "results": records,
-        }
+        model = {**explainer.identity(), "method": method, "gate": gate and gate.identity()}
+        document = results_document(model, records)
         click.echo(json.dumps(document, indent=2))
     for record in records:
         if record["error"]:

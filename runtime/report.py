@@ -22,6 +22,7 @@ from btxrd.runtime.atomic import AtomicFile, destination, fix_for, write_text
 from btxrd.runtime.errors import OutputError
 from btxrd.runtime.jsonl import InputKey, JsonlJournal, Resumed, input_key
 from btxrd.runtime.text import for_terminal, text_of
+from btxrd.runtime.verdict import is_refusal
 
 if TYPE_CHECKING:  # the CLI imports this module for its flags; onnxruntime loads only to classify
     from btxrd.runtime.classifier import Prediction
@@ -99,12 +100,7 @@ class JsonSink(Sink):
     help = "One JSON document on stdout or --output."
 
     def close(self, summary: dict[str, Any]) -> None:
-        document = {
-            "schema_version": RESULTS_SCHEMA_VERSION,
-            "model": {**self.info.identity(), "intended_use": self.info.metadata.intended_use},
-            "summary": summary,
-            "results": self.records,
-        }
+        document = results_document(model_block(self.info), self.records, summary)
         text = json.dumps(document, indent=2) + "\n"
         self._write_output(text)
 
@@ -323,17 +319,48 @@ def make_sink(
     return WRITERS[fmt](info, output)
 
 
+def model_block(info: ModelInfo) -> dict[str, Any]:
+    """A results document's ``model``: which file made the results, and its intended use."""
+    return {**info.identity(), "intended_use": info.metadata.intended_use}
+
+
+def results_document(
+    model: Mapping[str, Any],
+    records: list[dict[str, Any]],
+    summary: Mapping[str, Any] | None = None,
+    **more: Any,
+) -> dict[str, Any]:
+    """The one results document (``results.schema.json``: results_document) every command
+    writes: ``btxrd-run --json``, ``btxrd-serve``'s answers and downloads, ``btxrd-explain
+    --json``. ``more``: a front end's own keys after the results (the server's ``views``)."""
+    document: dict[str, Any] = {"schema_version": RESULTS_SCHEMA_VERSION, "model": dict(model)}
+    if summary is not None:
+        document["summary"] = dict(summary)
+    document["results"] = records
+    document.update(more)
+    return document
+
+
+def count_outcomes(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What became of the inputs, counted from their records: classified, failed (refused by
+    the gate included) and, of those, refused; classified per class."""
+    classified = [r for r in records if r["error"] is None]
+    return {
+        "inputs": len(records),
+        "classified": len(classified),
+        "failed": len(records) - len(classified),
+        "refused_out_of_distribution": sum(is_refusal(r) for r in records),
+        "per_class": dict(Counter(str(r["prediction"]) for r in classified)),
+    }
+
+
 def summarise(predictions: list[Prediction], wall_seconds: float) -> dict[str, Any]:
+    """A run's summary: ``count_outcomes`` of its records, with mean timings and wall time."""
     ok = [p for p in predictions if p.ok]
-    per_class = Counter(p.prediction for p in ok)
     decode = [p.timings_ms.get("decode_preprocess", 0.0) for p in ok]
     infer = [p.timings_ms.get("inference", 0.0) for p in ok]
     return {
-        "inputs": len(predictions),
-        "classified": len(ok),
-        "failed": len(predictions) - len(ok),
-        "refused_out_of_distribution": sum(p.refused for p in predictions),
-        "per_class": dict(per_class),
+        **count_outcomes([p.to_record() for p in predictions]),
         "mean_decode_preprocess_ms": round(sum(decode) / len(ok), 2) if ok else None,
         "mean_inference_ms": round(sum(infer) / len(ok), 2) if ok else None,
         "wall_seconds": round(wall_seconds, 3),

@@ -5,12 +5,10 @@ has one schema whichever front end made it."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 from typing import Any
 
 from btxrd.runtime.model import ModelInfo
-from btxrd.runtime.report import RESULTS_SCHEMA_VERSION, CsvSink
-from btxrd.runtime.verdict import is_refusal
+from btxrd.runtime.report import CsvSink, count_outcomes, model_block, results_document
 
 
 class _CsvText(CsvSink):
@@ -32,18 +30,5 @@ def export_document(records: list[dict[str, Any]], info: ModelInfo, fmt: str) ->
         sink.records = records
         sink.close({})
         return sink.text
-    classified = [r for r in records if r["error"] is None]
-    refused = [r for r in records if is_refusal(r)]
-    document = {
-        "schema_version": RESULTS_SCHEMA_VERSION,
-        "model": {**info.identity(), "intended_use": info.metadata.intended_use},
-        "summary": {
-            "inputs": len(records),
-            "classified": len(classified),
-            "failed": len(records) - len(classified),
-            "refused_out_of_distribution": len(refused),
-            "per_class": dict(Counter(str(r["prediction"]) for r in classified)),
-        },
-        "results": records,
-    }
+    document = results_document(model_block(info), records, count_outcomes(records))
     return json.dumps(document, indent=2) + "\n"

@@ -24,7 +24,7 @@ from typing import IO, Any
 from btxrd.runtime.classifier import Classifier, Prediction
 from btxrd.runtime.imageio import IMAGE_SUFFIXES
 from btxrd.runtime.inputs import display_names
-from btxrd.runtime.report import RESULTS_SCHEMA_VERSION, record_of, summarise
+from btxrd.runtime.report import model_block, record_of, results_document, summarise
 from btxrd.runtime.serve.views import VIEW_MAX_SIDE, View, view_of
 from btxrd.runtime.text import name_text
 from btxrd.runtime.verdict import is_refusal
@@ -91,8 +91,7 @@ class Service:
         self.views = ViewStore(kept_results)
 
     def model_identity(self) -> dict[str, Any]:
-        info = self.classifier.info
-        return {**info.identity(), "intended_use": info.metadata.intended_use}
+        return model_block(self.classifier.info)
 
     def classify(self, uploads: Sequence[Upload]) -> Answer:
         """Classify ``uploads`` as ``btxrd-run --json`` would the same files."""
@@ -116,14 +115,13 @@ class Service:
         ):
             records.append(_relabel(record_of(prediction, name), str(path), label, escaped))
             views.append(self._view(prediction, label))
-        document = {
-            "schema_version": RESULTS_SCHEMA_VERSION,
-            "model": self.model_identity(),
-            "summary": summary,
-            "results": records,
-            "views": views,
-            "errors": [_error_line(record) for record in records if record["error"]],
-        }
+        document = results_document(
+            self.model_identity(),
+            records,
+            summary,
+            views=views,
+            errors=[_error_line(record) for record in records if record["error"]],
+        )
         return Answer(document, all_classified=summary["failed"] == 0)
 
     def classify_samples(self) -> Answer:
