@@ -4,6 +4,12 @@ and the installed size of the ``[serve]`` extra. Prints a table, writes ``bench/
 
     .venv/bin/python bench/serve.py [--copies 10] [--reps 3] [--no-size]
 
+With ``--bounds`` it measures only what a client cannot push past its bounds, and writes
+``bench/serve_bounds.json``: the server's peak memory for one request of four 98.9 Mpx RGB
+JPEGs, and how long a normal upload waits behind 16 clients trickling a byte every 5 s.
+
+    .venv/bin/python bench/serve.py --bounds
+
 The server is the real one (its own process, loopback, the shipped demo model), driven over
 HTTP by the helpers the tests use (``tests/serve/serve_support.py``).
 """
@@ -40,8 +46,12 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each timing")
     parser.add_argument("--concurrent", type=int, default=50)
     parser.add_argument("--no-size", action="store_true", help="skip the install-size venv")
-    parser.add_argument("--out", type=Path, default=BENCH / "serve.json")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--bounds", action="store_true", help="only the memory and time bounds")
     args = parser.parse_args()
+    if args.bounds:
+        return _bounds(args.out or BENCH / "serve_bounds.json")
+    args.out = args.out or BENCH / "serve.json"
 
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as scratch:
         folder = Path(scratch)
@@ -60,6 +70,108 @@ def main() -> int:
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")
     return 0
+
+
+def _bounds(out: Path) -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-serve-bounds-") as scratch:
+        folder = Path(scratch)
+        results = {
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": describe(),
+            "large_request": _large_request(folder),
+            "trickling_clients": _trickling(folder),
+        }
+    print(json.dumps(results, indent=2))
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+    return 0
+
+
+def _large_request(folder: Path) -> dict[str, Any]:
+    """Peak memory of the whole server for one request of four 11,500 x 8,600 RGB JPEGs."""
+    import numpy as np
+    from PIL import Image
+
+    width, height = 11_500, 8_600
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    rgb = np.dstack(
+        [((x + y * 0.5) % 256).astype(np.uint8), ((x * 0.3 + y) % 256).astype(np.uint8),
+         ((255 - x) * 0.5 + y * 0.2).astype(np.uint8)]
+    )  # fmt: skip
+    jpeg = folder / "large.jpg"
+    Image.fromarray(rgb).save(jpeg, quality=70)
+    del rgb
+    data = jpeg.read_bytes()
+    server = start_server(folder / "tmp-large", "--quiet")
+    try:
+        before = server.peak_rss_kib()
+        started = time.perf_counter()
+        status, _ = classify(server, [(f"large{i}.jpg", data) for i in range(4)])
+        wall = time.perf_counter() - started
+        peak = server.peak_rss_kib()
+    finally:
+        server.stop()
+    return {
+        "images": 4,
+        "pixels_each": width * height,
+        "upload_mb": round(4 * len(data) / 1e6, 1),
+        "status": status,
+        "wall_s": round(wall, 2),
+        "peak_rss_mb_before": round(before / 1024, 1),
+        "peak_rss_mb_after": round(peak / 1024, 1),
+    }
+
+
+def _trickling(folder: Path, clients: int = 16) -> dict[str, Any]:
+    """A normal upload's wait while ``clients`` hold every queue place trickling a byte every
+    5 s (each is cut off with 408 by serve.body_timeout_s and serve.min_body_kb_per_s)."""
+    import socket
+
+    server = start_server(folder / "tmp-trickle", "--quiet")
+    stop = threading.Event()
+    body = b"\0" * 10_000
+
+    def trickle() -> None:
+        with socket.create_connection((server.host, server.port), timeout=120) as connection:
+            head = (
+                "POST /api/classify HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Content-Type: multipart/form-data; boundary=x\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            connection.sendall(head.encode())
+            for byte in body:
+                if stop.wait(5):
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    threads = [threading.Thread(target=trickle, daemon=True) for _ in range(clients)]
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while json.loads(_get(server, "/api/health"))["queue"]["admitted"] < clients:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the trickling clients were never admitted")
+            time.sleep(0.05)
+        sample = sample_images()[0]
+        started = time.perf_counter()
+        status, _ = classify_paths(server, [sample])
+        waited = time.perf_counter() - started
+    finally:
+        stop.set()
+        server.stop()
+    return {"clients": clients, "status": status, "upload_waited_s": round(waited, 2)}
+
+
+def _get(server: Any, path: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{server.url.rstrip('/')}{path}", timeout=30) as answer:
+        return answer.read()
 
 
 def _copies(folder: Path, copies: int) -> list[Path]:

@@ -31,10 +31,8 @@ from btxrd.runtime.validation import describe
 
 if TYPE_CHECKING:
     from btxrd.export.trust.fit import DataSource, TrustFit
+from btxrd.runtime.formats import not_parity_sources
 from btxrd.runtime.selftest import SELFTEST_TOLERANCE, selftest_images
-
-# The parity set is derived with Pillow (the reference decode); DICOM sources would need pydicom.
-_NOT_PARITY_SOURCES = (".dcm", ".dicom")
 
 
 @click.command(name="btxrd-export", context_settings=CONTEXT_SETTINGS)
@@ -418,7 +416,7 @@ def _parity_sources(folder: Path) -> list[Path]:
     found = [
         p
         for p in collect_folder(folder, recursive=False)
-        if p.suffix.lower() not in _NOT_PARITY_SOURCES
+        if p.suffix.lower() not in not_parity_sources()
     ]
     if not found:
         raise ModelError(f"{folder}: no radiographs to check parity on; pass --parity-images DIR")

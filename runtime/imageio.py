@@ -35,6 +35,7 @@ from PIL import (
 )
 
 from btxrd.runtime.errors import InputError
+from btxrd.runtime.formats import DICOM, format_names, image_suffixes, pillow_formats
 from btxrd.runtime.pixels import (
     BLANK_STD,
     PillowRows,
@@ -60,30 +61,6 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Pillow refuses a compressed one over 1 MB as if the file were corrupt; allow each chunk the
 # 64 MB that Pillow already allows all text chunks of a file together.
 PngImagePlugin.MAX_TEXT_CHUNK = PngImagePlugin.MAX_TEXT_MEMORY
-
-# The allowlist: Pillow's format name -> the suffixes the folder walker picks up.
-PILLOW_FORMATS: dict[str, tuple[str, ...]] = {
-    "JPEG": (".jpg", ".jpeg"),
-    "PNG": (".png",),
-    "TIFF": (".tif", ".tiff"),
-    "BMP": (".bmp",),
-}
-_ALLOWED = tuple(PILLOW_FORMATS)
-DICOM_SUFFIXES = (".dcm", ".dicom")
-FORMAT_NAMES = "JPEG, PNG, TIFF, BMP, DICOM"
-IMAGE_SUFFIXES = (*(s for group in PILLOW_FORMATS.values() for s in group), *DICOM_SUFFIXES)
-
-
-def installed_formats() -> dict[str, tuple[str, ...]]:
-    """The formats this installation reads, by name, with their suffixes: DICOM only where
-    pydicom (the ``[dicom]`` extra) is installed. What the page offers in its file chooser."""
-    import importlib.util
-
-    formats = dict(PILLOW_FORMATS)
-    if importlib.util.find_spec("pydicom") is not None:
-        formats["DICOM"] = DICOM_SUFFIXES
-    return formats
-
 
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSE = {
@@ -142,7 +119,7 @@ def load_image(
 
 
 def is_dicom(path: Path, head: bytes) -> bool:
-    return path.suffix.lower() in DICOM_SUFFIXES or head[128:132] == b"DICM"
+    return path.suffix.lower() in image_suffixes(DICOM) or head[128:132] == b"DICM"
 
 
 # What Pillow's format plugins raise on malformed files: OSError and SyntaxError from the
@@ -166,11 +143,12 @@ def _load_pillow(
     try:
         # A file object, not the name: Pillow maps a named file into memory, and that path
         # reads TIFF strips with Orientation 5-8 at the turned size (scrambled pixels).
-        with path.open("rb") as handle, Image.open(handle, formats=_ALLOWED) as opened:
+        allowed = tuple(pillow_formats())
+        with path.open("rb") as handle, Image.open(handle, formats=allowed) as opened:
 
             def reopen() -> ImageFile.ImageFile:
                 handle.seek(0)
-                return Image.open(handle, formats=_ALLOWED)
+                return Image.open(handle, formats=allowed)
 
             return _decode_opened(opened, path, limits, reopen, draft)
     except InputError:
@@ -281,20 +259,21 @@ def _unidentified(path: Path, head: bytes) -> str:
     Only the plugins' signature checks (``accept``) look at the bytes; no other plugin parses them.
     """
     Image.init()
-    allowed = [f for f in PILLOW_FORMATS if _accepts(f, head)]
+    pillow = pillow_formats()
+    allowed = [f for f in pillow if _accepts(f, head)]
     if allowed:
         cause = _open_failure(path, allowed[0])
         return (
             f"{path}: a {allowed[0]} file btxrd cannot decode ({cause}); "
             "save it again as 8- or 16-bit grayscale PNG or TIFF"
         )
-    known = next((f for f in Image.ID if f not in PILLOW_FORMATS and _accepts(f, head)), None)
+    known = next((f for f in Image.ID if f not in pillow and _accepts(f, head)), None)
     if known is not None:
         return (
             f"{path}: is {_article(known)} {known} file, not a radiograph format btxrd reads "
-            f"({FORMAT_NAMES}); convert it"
+            f"({format_names()}); convert it"
         )
-    return f"{path}: not an image file btxrd reads ({FORMAT_NAMES}); check the file type"
+    return f"{path}: not an image file btxrd reads ({format_names()}); check the file type"
 
 
 def _article(name: str) -> str:

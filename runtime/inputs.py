@@ -7,7 +7,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from btxrd.runtime.imageio import IMAGE_SUFFIXES
+from btxrd.runtime.formats import image_suffixes
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def walk_folder(folder: Path, *, recursive: bool, exclude: tuple[Path, ...] = ()
         seen_dirs.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
         for name in files:
-            if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
+            if name.startswith(".") or not name.lower().endswith(image_suffixes()):
                 continue
             path = Path(root) / name
             kind = _not_regular(path)

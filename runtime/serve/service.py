@@ -22,7 +22,7 @@ from pathlib import Path, PurePath
 from typing import IO, Any
 
 from btxrd.runtime.classifier import Classifier, Prediction
-from btxrd.runtime.imageio import IMAGE_SUFFIXES
+from btxrd.runtime.formats import image_suffixes
 from btxrd.runtime.inputs import display_names
 from btxrd.runtime.report import model_block, record_of, results_document, summarise
 from btxrd.runtime.serve.views import VIEW_MAX_SIDE, View, view_of
@@ -169,7 +169,7 @@ def _label(name: str | None, index: int) -> tuple[str, bool]:
 
 def _suffix(label: str) -> str:
     suffix = PurePath(label.replace("\\", "/")).suffix.lower()
-    return suffix if suffix in IMAGE_SUFFIXES else ""
+    return suffix if suffix in image_suffixes() else ""
 
 
 def _spool(upload: Upload, path: Path) -> Path:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
+import subprocess
+import sys
 import tracemalloc
 import warnings
 import zlib
@@ -14,11 +17,9 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from btxrd.runtime.errors import InputError
+from btxrd.runtime.formats import DICOM, PILLOW, image_suffixes, pillow_formats
 from btxrd.runtime.imageio import (
     BLANK_STD,
-    DICOM_SUFFIXES,
-    IMAGE_SUFFIXES,
-    PILLOW_FORMATS,
     DecodeLimits,
     decode_pil,
     load_image,
@@ -443,7 +444,7 @@ def only_allowed_plugins(monkeypatch):
         return factory
 
     for name, (_factory, accept) in list(Image.OPEN.items()):
-        if name not in PILLOW_FORMATS and name != "MPO":
+        if name not in pillow_formats() and name != "MPO":
             monkeypatch.setitem(Image.OPEN, name, (forbidden(name), accept))
 
 
@@ -494,9 +495,40 @@ def test_not_implemented_in_an_allowed_plugin_is_an_input_error(tmp_path, gray, 
 def test_image_suffixes_are_the_allowlist():
     """The folder walker's suffixes name exactly the allowed formats, each of them."""
     registered = Image.registered_extensions()
-    pillow_suffixes = [s for s in IMAGE_SUFFIXES if s not in DICOM_SUFFIXES]
-    assert {registered[s] for s in pillow_suffixes} == set(PILLOW_FORMATS)
-    assert set(DICOM_SUFFIXES) <= set(IMAGE_SUFFIXES)
+    pillow_suffixes = image_suffixes(PILLOW)
+    assert {registered[s] for s in pillow_suffixes} == set(pillow_formats())
+    assert set(image_suffixes(DICOM)) <= set(image_suffixes())
+    assert set(image_suffixes()) == set(pillow_suffixes) | set(image_suffixes(DICOM))
+
+
+# btxrd-run with WebP added to the registry (one line, as a new format is added) and nothing
+# else changed: the folder walker picks the file up, Pillow may open it, it is classified.
+_WITH_WEBP = """
+import sys
+from btxrd.runtime import formats
+formats.FORMATS.append(formats.ImageFormat("WEBP", (".webp",)))
+from btxrd.runtime.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_pillow_format_is_added_by_one_line_in_the_registry(tmp_path, tiny_onnx, gray):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    Image.fromarray(gray).save(folder / "scan.webp", lossless=True)
+    without = subprocess.run(
+        [sys.executable, "-m", "btxrd.runtime.cli", "--model", tiny_onnx, "--json", "-q",
+         folder / "scan.webp"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert without.returncode == 1 and "is a WEBP file" in without.stderr
+    done = subprocess.run(
+        [sys.executable, "-c", _WITH_WEBP, "--model", tiny_onnx, "--json", "-q", "--dir", folder],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (record,) = json.loads(done.stdout)["results"]
+    assert record["image_name"] == "scan.webp" and record["prediction"] is not None
 
 
 def test_folder_walker_picks_up_allowed_suffixes_only(tmp_path):
