@@ -34,9 +34,9 @@ from btxrd.export.data.masks import LesionMask
 from btxrd.runtime.atomic import write_text
 from btxrd.runtime.metrics import bootstrap_interval
 from btxrd.runtime.settings import GradcamSettings
+from btxrd.runtime.sheet import NORMAL
 
 REPORT_SCHEMA_VERSION = 1
-NON_TUMOUR = "Normal"
 _MEDIAN_FIELDS = ("iou", "iou_best", "energy_in_lesion", "lesion_fraction")
 # Yes/no scores: their mean is a rate, they have no useful median.
 _SCORE_FIELDS = (*_MEDIAN_FIELDS, "pointing_hit", "pointing_reachable")
@@ -86,7 +86,7 @@ def tumour_true_positives(evaluation: Evaluation) -> list[int]:
     return [
         i
         for i, (t, p) in enumerate(zip(evaluation.y_true, evaluation.y_pred, strict=True))
-        if t == p and names[t] != NON_TUMOUR
+        if t == p and names[t] != NORMAL
     ]
 
 

@@ -23,8 +23,9 @@ from btxrd.explain.gallery import _views as gallery_views  # the gallery's own c
 from btxrd.explain.run import ExplainRun
 from btxrd.explain.selection import KINDS, cell_title
 from btxrd.export.data.masks import LesionMask
-from btxrd.runtime.overlay import NO_LESION_CLASS, jet
+from btxrd.runtime.overlay import jet
 from btxrd.runtime.settings import GradcamSettings
+from btxrd.runtime.sheet import NORMAL
 from btxrd.runtime.verdict import OodVerdict
 
 # Thumbnails in the table: 96 px JPEG from the run's 240 px thumbnail, about 1.6 kB each on the
@@ -234,7 +235,7 @@ def colour_scale(alpha: float) -> str:
         f"{alpha:g}: where the model paid little attention the film shows untinted. "
         '<span class="outline">White outline</span>: the annotated lesion. '
         '<span class="peak">Green cross</span>: the map\'s maximum. '
-        f"A map of {NO_LESION_CLASS} marks the film the model read as healthy; it does not "
+        f"A map of {NORMAL} marks the film the model read as healthy; it does not "
         "point at a lesion.</p></div>"
     )
 

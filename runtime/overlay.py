@@ -16,9 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from btxrd.runtime.settings import OVERLAY_ALPHA
+from btxrd.runtime.sheet import NORMAL
 
-# The class whose map shows no lesion: its attention is the evidence for "nothing there".
-NO_LESION_CLASS = "Normal"
 _SCALE_HEIGHT = 12
 _PAD = 6
 _BACKGROUND = (24, 24, 26)
@@ -67,9 +66,9 @@ def caption_for(class_name: str, probability: float | None, method: str = "Grad-
     """What an overlay of ``class_name`` shows, in words."""
     score = "" if probability is None else f" (probability {probability:.3f})"
     lines = [f"{method} of {class_name}{score}: where the evidence for {class_name} is"]
-    if class_name == NO_LESION_CLASS:
+    if class_name == NORMAL:
         lines.append(
-            f"A {NO_LESION_CLASS} map marks the film the model read as healthy; it does not "
+            f"A {NORMAL} map marks the film the model read as healthy; it does not "
             "point at a lesion."
         )
     return lines

@@ -15,6 +15,11 @@ from btxrd.runtime.errors import ConfigError, InputError
 
 _TEXT_COLUMNS = frozenset({"image_id", "gender"})
 
+# BTXRD's classes, in the order every btxrd model outputs them. Normal is the one with no lesion:
+# its Grad-CAM map is the evidence for "nothing there", never a lesion's place.
+NORMAL, BENIGN, MALIGNANT = "Normal", "Benign", "Malignant"
+BTXRD_CLASSES: tuple[str, ...] = (NORMAL, BENIGN, MALIGNANT)
+
 
 class DatasetError(InputError, ValueError):
     """A dataset folder, its sheet or a split file cannot be used; the message says which."""
@@ -26,10 +31,10 @@ def label_from_row(row: Mapping[str, object]) -> str:
     Cells may be 1, 1.0 or "1" (Excel and CSV disagree); anything else counts as 0.
     """
     if _is_one(row.get("malignant")):
-        return "Malignant"
+        return MALIGNANT
     if _is_one(row.get("benign")):
-        return "Benign"
-    return "Normal"
+        return BENIGN
+    return NORMAL
 
 
 def _is_one(value: object) -> bool:

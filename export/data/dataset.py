@@ -18,7 +18,14 @@ import numpy as np
 
 from btxrd.export.data.labelme import Annotation, AnnotationError, Lesion, read_annotation
 from btxrd.runtime.atomic import write_text
-from btxrd.runtime.sheet import DatasetError, find_dir, find_root, label_from_row, read_rows
+from btxrd.runtime.sheet import (
+    BTXRD_CLASSES,
+    DatasetError,
+    find_dir,
+    find_root,
+    label_from_row,
+    read_rows,
+)
 
 __all__ = [
     "BTXRD_CLASSES",
@@ -39,7 +46,6 @@ __all__ = [
     "write_split",
 ]
 
-BTXRD_CLASSES: tuple[str, ...] = ("Normal", "Benign", "Malignant")
 
 # The sheet's 37 columns in the archive's order; the spaces and hyphens are real.
 METADATA_COLUMNS: tuple[str, ...] = (

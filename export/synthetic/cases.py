@@ -15,6 +15,7 @@ from btxrd.export.data.dataset import BTXRD_CLASSES
 from btxrd.export.synthetic.bodyparts import ASPECTS
 from btxrd.export.synthetic.imaging import CENTRES, Centre
 from btxrd.export.synthetic.lesions import BENIGN_SUBTYPES, MALIGNANT_SUBTYPES
+from btxrd.runtime.sheet import BENIGN, MALIGNANT, NORMAL
 
 # BTXRD's class sizes: Normal 1879, Benign 1525, Malignant 342.
 DEFAULT_PROPORTIONS = (1879 / 3746, 1525 / 3746, 342 / 3746)
@@ -27,7 +28,7 @@ _AGES = {
     "giant cell tumor": (18, 55), "osteofibroma": (4, 30), "synovial osteochondroma": (20, 65),
     "other bt": (5, 60), "osteosarcoma": (6, 35), "other mt": (5, 70),
 }  # fmt: skip
-_SUBTLE = {"Normal": 0.0, "Benign": 0.08, "Malignant": 0.03}
+_SUBTLE = {NORMAL: 0.0, BENIGN: 0.08, MALIGNANT: 0.03}
 
 
 @dataclass(frozen=True)
@@ -70,15 +71,15 @@ def plan_case(
     index: int, label: str, min_size: int, max_size: int, rng: np.random.Generator
 ) -> Case:
     subtype = None
-    if label != "Normal":
-        table = BENIGN_SUBTYPES if label == "Benign" else MALIGNANT_SUBTYPES
+    if label != NORMAL:
+        table = BENIGN_SUBTYPES if label == BENIGN else MALIGNANT_SUBTYPES
         names = list(table)
         weights = np.array([table[k] for k in names], dtype=float)
         subtype = names[int(rng.choice(len(names), p=weights / weights.sum()))]
     centre = CENTRES[int(rng.choice(3, p=_weights([c.weight for c in CENTRES])))]
     parts = list(BODY_PART_WEIGHTS)
     part_weights = [
-        w * (0.5 if label != "Normal" and p in ("hand", "foot") else 1.0)  # tumours favour the knee
+        w * (0.5 if label != NORMAL and p in ("hand", "foot") else 1.0)  # tumours favour the knee
         for p, w in BODY_PART_WEIGHTS.items()
     ]
     body_part = parts[int(rng.choice(len(parts), p=_weights(part_weights)))]

@@ -12,6 +12,7 @@ from pathlib import Path
 from btxrd.export.data.dataset import METADATA_COLUMNS
 from btxrd.export.synthetic.scene import REGION_OF, Scene
 from btxrd.runtime.atomic import write_bytes
+from btxrd.runtime.sheet import NORMAL
 
 _JOINT_REGIONS = {
     "ankle-joint": ("lower limb",), "knee-joint": ("lower limb",),
@@ -45,7 +46,7 @@ def make_row(
     for region in regions:
         row[region] = 1
     row[scene.view] = 1
-    if label != "Normal":
+    if label != NORMAL:
         row["tumor"] = 1
         row[label.lower()] = 1
         assert subtype is not None
