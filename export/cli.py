@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from btxrd.export.trust.defaults import DEFAULT_METHOD, DEFAULT_RETENTION, MIN_VAL_PER_CLASS
+from btxrd.export.trust.defaults import (
+    DEFAULT_METHOD,
+    DEFAULT_RETENTION,
+    MIN_VAL_PER_CLASS,
+    RETENTION_RANGE,
+)
 from btxrd.runtime.atomic import destination, protect, write_bytes, write_text
 from btxrd.runtime.cliutil import (
     CONTEXT_SETTINGS,
@@ -103,7 +108,7 @@ from btxrd.runtime.selftest import SELFTEST_TOLERANCE, selftest_images
 )
 @click.option(
     "--ood-retention",
-    type=click.FloatRange(0.5, 1.0),
+    type=click.FloatRange(*RETENTION_RANGE),
     default=DEFAULT_RETENTION,
     show_default=True,
     help="Share of the validation images the gate's threshold keeps.",

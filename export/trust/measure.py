@@ -25,6 +25,7 @@ from scipy.stats import bootstrap
 
 from btxrd.export.data.dataset import load_dataset
 from btxrd.export.trust.calibration import calibration_metrics, softmax
+from btxrd.export.trust.defaults import DEFAULT_RETENTION, RETENTION_RANGE
 from btxrd.export.trust.diagram import draw_reliability
 from btxrd.export.trust.fit import (
     Part,
@@ -64,7 +65,7 @@ def measure(
     data: Path,
     split: Path,
     out: Path,
-    retention: float = 0.99,
+    retention: float = DEFAULT_RETENTION,
 ) -> dict[str, Any]:
     from btxrd.export.checkpoint import build_model, load_checkpoint
     from btxrd.export.onnx_export import probe_bytes
@@ -206,7 +207,7 @@ def _candidates(
     fit = lambda method, combine="max": fit_scorer(  # noqa: E731
         method, widths, train.scored.features, train.labels, num_classes, combine
     )
-    multilayer = fit("mahalanobis_multilayer")
+    multilayer = fit("mahalanobis_multilayer")  # the candidates by their own names
     scorers = {
         "mahalanobis_multilayer": multilayer,
         "mahalanobis_multilayer_sum": replace(multilayer, combine="sum"),
@@ -377,7 +378,12 @@ def table(result: dict[str, Any]) -> str:
 @click.option(
     "--out", default=Path("results/trust"), type=click.Path(path_type=Path), show_default=True
 )
-@click.option("--retention", default=0.99, show_default=True, type=click.FloatRange(0.5, 1.0))
+@click.option(
+    "--retention",
+    default=DEFAULT_RETENTION,
+    show_default=True,
+    type=click.FloatRange(*RETENTION_RANGE),
+)
 @debug_option
 @documents_exit_codes
 def main(
