@@ -21,13 +21,18 @@ from pathlib import Path
 
 from btxrd.runtime.errors import InputError
 from btxrd.runtime.inputs import walk_folder
-from btxrd.runtime.sheet import DatasetError, find_dir, find_root, find_sheet, label_from_row
+from btxrd.runtime.sheet import (
+    BTXRD_IMAGE_SUFFIXES,
+    DatasetError,
+    find_dir,
+    find_root,
+    find_sheet,
+    label_from_row,
+)
 from btxrd.runtime.sheet import read_rows as read_sheet_rows
 
 LAYOUTS = ("csv", "btxrd", "imagefolder")
 IMAGE_COLUMNS = ("image", "image_id", "image_name", "path")
-# BTXRD's images are JPEGs; its sheet may say .jpeg of a .jpg file, so they are matched by stem.
-BTXRD_IMAGE_SUFFIXES = (".jpeg", ".jpg")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ _TEXT_COLUMNS = frozenset({"image_id", "gender"})
 # its Grad-CAM map is the evidence for "nothing there", never a lesion's place.
 NORMAL, BENIGN, MALIGNANT = "Normal", "Benign", "Malignant"
 BTXRD_CLASSES: tuple[str, ...] = (NORMAL, BENIGN, MALIGNANT)
+# BTXRD's images are JPEGs; its sheet may say .jpeg of a .jpg file, so they are matched by stem.
+BTXRD_IMAGE_SUFFIXES: tuple[str, ...] = (".jpeg", ".jpg")
 
 
 class DatasetError(InputError, ValueError):

@@ -20,6 +20,7 @@ from btxrd.export.data.labelme import Annotation, AnnotationError, Lesion, read_
 from btxrd.runtime.atomic import write_text
 from btxrd.runtime.sheet import (
     BTXRD_CLASSES,
+    BTXRD_IMAGE_SUFFIXES,
     DatasetError,
     find_dir,
     find_root,
@@ -61,7 +62,6 @@ METADATA_COLUMNS: tuple[str, ...] = (
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 SPLIT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)  # of each class
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpeg", ".jpg")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def load_dataset(root: str | Path) -> list[Sample]:
     """Read the sheet, match every row to its image and annotation; sorted by ``image_id``."""
     root = find_root(Path(root))
     rows = read_rows(root)
-    images = _index_files(find_dir(root, "images"), IMAGE_SUFFIXES)
+    images = _index_files(find_dir(root, "images"), BTXRD_IMAGE_SUFFIXES)
     annotations_dir = find_dir(root, "annotations")
     annotations = _index_files(annotations_dir, (".json",)) if annotations_dir else {}
     samples: list[Sample] = []
