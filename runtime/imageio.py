@@ -163,9 +163,27 @@ def _load_pillow(
             f"{path}: uses an image feature Pillow cannot decode ({exc}); convert it to PNG or JPEG"
         ) from None
     except _CORRUPT_DATA_ERRORS as exc:
+        if _a_btxrd_bug(exc):
+            raise  # the internal-error path: "please report it", not "corrupt image"
         raise InputError(
             f"{path}: corrupt or truncated image data ({type(exc).__name__}: {cause_of(exc)})"
         ) from None
+
+
+# The runtime package's own folder (the decode path's code lives there, installed or not; the
+# folder above may hold a virtual environment with Pillow in it).
+_BTXRD_CODE = str(Path(__file__).resolve().parent) + os.sep
+
+
+def _a_btxrd_bug(exc: BaseException) -> bool:
+    """A programming error (TypeError) raised in btxrd's own code, not in a decoder: a damaged
+    file makes Pillow's plugins raise TypeError too, and that one is the file's fault."""
+    if not isinstance(exc, TypeError):
+        return False
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and frame.tb_frame.f_code.co_filename.startswith(_BTXRD_CODE)
 
 
 def decode_pil(

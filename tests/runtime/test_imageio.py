@@ -699,3 +699,29 @@ def test_blank_verdict_is_the_whole_images_spread(values):
     else:
         with pytest.raises(InputError, match="blank"):
             decode_pil(image)
+
+
+# A bug in btxrd's own decode code (here: a call that makes it raise TypeError) must reach the
+# per-input fence that says "a btxrd bug: please report it", not be the user's "corrupt image".
+_PLANTED_BUG = """
+import sys
+from btxrd.runtime import imageio
+def broken(opened):
+    return imageio.check_size(None, "scan.png", None)  # a TypeError inside btxrd's own code
+imageio._wide_rawmode = broken
+from btxrd.runtime.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_btxrd_bug_in_decoding_is_an_internal_error_not_a_corrupt_file(tmp_path, gray, tiny_onnx):
+    path = tmp_path / "scan.png"
+    Image.fromarray(gray).save(path)
+    done = subprocess.run(
+        [sys.executable, "-c", _PLANTED_BUG, "--model", tiny_onnx, "--json", "-q", path],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "corrupt" not in done.stdout + done.stderr
+    assert "This is a btxrd bug: please report it" in done.stderr
