@@ -16,10 +16,13 @@ from btxrd.explain.cam import compute_cams
 from btxrd.explain.gate import Gate
 from btxrd.explain.methods import METHODS
 from btxrd.explain.model import Explainer, load_input, predict_probabilities
+from btxrd.runtime.classifier import Prediction
 from btxrd.runtime.contract import intended_use_for
 from btxrd.runtime.errors import InputError
+from btxrd.runtime.imageio import DecodedImage
 from btxrd.runtime.inputs import display_names, output_names
 from btxrd.runtime.overlay import caption_for, explained_overlay
+from btxrd.runtime.report import record_of
 from btxrd.runtime.settings import GradcamSettings
 from btxrd.runtime.text import name_text, text_of
 from btxrd.runtime.verdict import OodVerdict, refusal_message
@@ -48,13 +51,16 @@ def explain_images(
     fixed = None if class_name is None else explainer.class_names.index(class_name)
     for start in range(0, len(paths), _CHUNK):
         chunk = range(start, min(start + _CHUNK, len(paths)))
-        records = {i: _blank_record(paths[i], shown[i]) for i in chunk}
+        records = {}
         loaded = {}
         for i in chunk:
             try:
                 loaded[i] = load_input(paths[i], explainer.prep)
             except InputError as exc:
+                records[i] = _record(paths[i], shown[i], None)
                 records[i]["error"] = str(exc)
+            else:
+                records[i] = _record(paths[i], shown[i], loaded[i][0])
         if loaded:
             batch = np.stack([array for _, array in loaded.values()])
             verdicts, probabilities = _scores(explainer, gate, batch)
@@ -101,23 +107,25 @@ def explain_images(
         yield from records.values()
 
 
-def _blank_record(path: Path, display_name: str) -> dict[str, Any]:
-    """The run's record fields (``results.schema.json``), filled in as the image is explained."""
+def _record(path: Path, display_name: str, decoded: DecodedImage | None) -> dict[str, Any]:
+    """The record ``btxrd-run`` writes for the input (``report.record_of``, the one record
+    builder), plus explain's ``cam_class`` and ``overlay``; filled in as it is explained."""
     path_text, escaped = name_text(path)
-    return {
-        "image_name": text_of(Path(path).name),
-        "display_name": text_of(display_name),
-        "prediction": None,
-        "confidence": None,
-        "scores": {},
-        "path": path_text,
-        "path_escaped": escaped,
-        "error": None,
-        "notes": [],
-        "ood": None,
-        "cam_class": None,
-        "overlay": None,
-    }
+    dicom = None
+    if decoded is not None and decoded.source_mode == "DICOM":
+        dicom = dict(decoded.source_info)
+    read = Prediction(
+        image_name=text_of(Path(path).name),
+        path=path_text,
+        path_escaped=escaped,
+        prediction=None,
+        confidence=None,
+        scores={},
+        notes=() if decoded is None else decoded.notes,
+        dicom=dicom,
+        decode=None if decoded is None else decoded.decode,
+    )
+    return {**record_of(read, display_name), "cam_class": None, "overlay": None}
 
 
 def _scores(

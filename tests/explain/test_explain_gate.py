@@ -53,6 +53,9 @@ def test_explain_gives_each_image_the_verdict_and_scores_of_btxrd_run(noise, tmp
     assert document["model"]["gate"]["sha256"] == json.loads(ran.stdout)["model"]["sha256"]
     assert "gate and calibration from " in explained.stderr and DEMO_MODEL.name in explained.stderr
     for want, got in zip(json.loads(ran.stdout)["results"], document["results"], strict=True):
+        # One record builder: btxrd-run's fields, in its order, then explain's own two.
+        assert list(got) == [*want, "cam_class", "overlay"]
+        assert got["decode"] == want["decode"] and got["notes"] == want["notes"]
         assert got["prediction"] == want["prediction"]
         assert got["ood"]["score"] == pytest.approx(want["ood"]["score"], rel=1e-5)
         numbers = ("score", "withheld_scores")
