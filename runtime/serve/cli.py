@@ -25,8 +25,10 @@ from btxrd.runtime.cliutil import (
 )
 from btxrd.runtime.errors import BtxrdError, ConfigError
 from btxrd.runtime.install import install_hint
+from btxrd.runtime.settings import ServeSettings
 
 WEB_PACKAGES = ("starlette", "uvicorn", "multipart")
+_DEFAULTS = ServeSettings()  # the help texts quote the defaults from their one home
 # After Ctrl-C, requests still being answered get this long before the server stops anyway.
 GRACEFUL_SECONDS = 5
 
@@ -36,11 +38,11 @@ class MissingExtra(BtxrdError):
 
 
 @click.command(name="btxrd-serve", context_settings=CONTEXT_SETTINGS)
-@click.option("--host", help="Address to listen on (default: serve.host, 127.0.0.1).")
+@click.option("--host", help=f"Address to listen on (default: serve.host, {_DEFAULTS.host}).")
 @click.option(
     "--port",
     type=setting_range("serve", "port"),
-    help="Port (default: serve.port, 8000; 0 picks a free one).",
+    help=f"Port (default: serve.port, {_DEFAULTS.port}; 0 picks a free one).",
 )
 @model_option
 @click.option(
