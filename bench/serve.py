@@ -35,7 +35,15 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO / "tests" / "serve"))
 from machine import describe  # noqa: E402
-from serve_support import classify, classify_paths, cli_json, sample_images, start_server  # noqa: E402
+from serve_support import (  # noqa: E402
+    LARGE_SIZE,
+    classify,
+    classify_paths,
+    cli_json,
+    sample_images,
+    start_server,
+    write_large_rgb_jpeg,
+)
 
 TARGET_RATIO = 1.5  # upload-to-result per image may take at most 1.5 x btxrd-run's warm time
 
@@ -89,19 +97,8 @@ def _bounds(out: Path) -> int:
 
 def _large_request(folder: Path) -> dict[str, Any]:
     """Peak memory of the whole server for one request of four 11,500 x 8,600 RGB JPEGs."""
-    import numpy as np
-    from PIL import Image
-
-    width, height = 11_500, 8_600
-    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
-    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
-    rgb = np.dstack(
-        [((x + y * 0.5) % 256).astype(np.uint8), ((x * 0.3 + y) % 256).astype(np.uint8),
-         ((255 - x) * 0.5 + y * 0.2).astype(np.uint8)]
-    )  # fmt: skip
-    jpeg = folder / "large.jpg"
-    Image.fromarray(rgb).save(jpeg, quality=70)
-    del rgb
+    width, height = LARGE_SIZE
+    jpeg = write_large_rgb_jpeg(folder / "large.jpg")
     data = jpeg.read_bytes()
     server = start_server(folder / "tmp-large", "--quiet")
     try:

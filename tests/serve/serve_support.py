@@ -192,3 +192,24 @@ def leftovers(server: RunningServer) -> list[str]:
 
 def _listing(folder: Path) -> list[str]:
     return [str(p.relative_to(folder)) for p in folder.rglob("*")]
+
+
+# An 11,500 x 8,600 RGB image: 98.9 Mpx, just under inference.max_pixels (100 Mpx).
+LARGE_SIZE = (11_500, 8_600)
+
+
+def write_large_rgb_jpeg(path: Path) -> Path:
+    """A smooth ``LARGE_SIZE`` RGB JPEG (about 1.7 MB on disk, 297 MB of pixels decoded): what
+    the memory bound of a request is measured with, by the tests and by ``bench/serve.py``."""
+    import numpy as np
+    from PIL import Image
+
+    width, height = LARGE_SIZE
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    rgb = np.dstack(
+        [((x + y * 0.5) % 256).astype(np.uint8), ((x * 0.3 + y) % 256).astype(np.uint8),
+         ((255 - x) * 0.5 + y * 0.2).astype(np.uint8)]
+    )  # fmt: skip
+    Image.fromarray(rgb).save(path, quality=70)
+    return path

@@ -18,10 +18,16 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
-from serve_support import classify, multipart, request, sample_images, start_server
+from serve_support import (
+    classify,
+    multipart,
+    request,
+    sample_images,
+    start_server,
+    write_large_rgb_jpeg,
+)
 
 from btxrd.runtime.text import name_bytes
 
@@ -216,17 +222,7 @@ def test_trickling_clients_do_not_keep_an_upload_waiting(fresh_server):
 
 @pytest.fixture(scope="module")
 def large_rgb_jpeg(tmp_path_factory) -> Path:
-    """An 11,500 x 8,600 (98.9 Mpx) RGB JPEG, under inference.max_pixels (100 Mpx)."""
-    width, height = 11_500, 8_600
-    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
-    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
-    rgb = np.dstack(
-        [((x + y * 0.5) % 256).astype(np.uint8), ((x * 0.3 + y) % 256).astype(np.uint8),
-         ((255 - x) * 0.5 + y * 0.2).astype(np.uint8)]
-    )  # fmt: skip
-    path = tmp_path_factory.mktemp("large") / "large.jpg"
-    Image.fromarray(rgb).save(path, quality=70)
-    return path
+    return write_large_rgb_jpeg(tmp_path_factory.mktemp("large") / "large.jpg")
 
 
 @pytest.mark.slow
