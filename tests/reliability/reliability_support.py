@@ -91,3 +91,21 @@ def assert_scores_like_reference(
     if note:
         assert any(note in n for n in ours["notes"]), ours["notes"]
     return ours
+
+
+def write_radiograph(path: Path, seed: int = 0) -> Path:
+    """A small 8-bit grey film-like image (96 x 80) the tiny model classifies."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(30, 220, (96, 80), dtype=np.uint8)).save(path)
+    return path
+
+
+def write_scans(folder: Path, count: int) -> Path:
+    """``folder`` holding ``scan0.png`` ... ``scan{count-1}.png``, each of its own seed."""
+    folder.mkdir()
+    for i in range(count):
+        write_radiograph(folder / f"scan{i}.png", seed=i)
+    return folder

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from reliability_support import (
     StoppedRun,
     assert_one_clear_line,
     records_of,
     run_cli,
     run_process,
+    write_radiograph,
+    write_scans,
 )
 
 from btxrd.runtime.outlock import lock_path
@@ -37,19 +38,9 @@ pq = pytest.importorskip("pyarrow.parquet")
 SHARD = 3
 
 
-def _radiograph(path: Path, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(30, 220, (96, 80), dtype=np.uint8)).save(path)
-    return path
-
-
 @pytest.fixture
 def scans(tmp_path) -> Path:
-    folder = tmp_path / "scans"
-    folder.mkdir()
-    for i in range(8):
-        _radiograph(folder / f"scan{i}.png", seed=i)
-    return folder
+    return write_scans(tmp_path / "scans", 8)
 
 
 @pytest.fixture
@@ -255,7 +246,7 @@ def _record_of_a_non_input(out: Path, scans: Path) -> None:
 
 
 def _change_an_input(out: Path, scans: Path) -> None:
-    _radiograph(scans / "scan0.png", seed=99)
+    write_radiograph(scans / "scan0.png", seed=99)
 
 
 def _touch_without_change(out: Path, scans: Path) -> None:
@@ -314,11 +305,11 @@ def _aliases_and_look_alike_names(folder: Path) -> list[Path]:
     """A symlink beside its target, and a name with the byte 0xff beside one with the text
     ``\\xff``: four names, four inputs."""
     folder.mkdir()
-    target = _radiograph(folder / "a.png", seed=1)
+    target = write_radiograph(folder / "a.png", seed=1)
     (folder / "b-link.png").symlink_to(target.name)
     byte = Path(os.fsdecode(bytes(folder) + b"/c-\xff.png"))
-    _radiograph(byte, seed=2)
-    _radiograph(folder / "c-\\xff.png", seed=3)
+    write_radiograph(byte, seed=2)
+    write_radiograph(folder / "c-\\xff.png", seed=3)
     return sorted(folder.iterdir())
 
 
@@ -393,7 +384,7 @@ def _rows_of_another_model(out: Path, ctx) -> None:
 
 
 def _input_changed_mid_run(out: Path, ctx) -> None:
-    _radiograph(ctx["scans"] / "scan0.png", seed=99)
+    write_radiograph(ctx["scans"] / "scan0.png", seed=99)
 
 
 def _input_touched(out: Path, ctx) -> None:

@@ -14,31 +14,21 @@ import sys
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from reliability_support import (
     CLEAN_ENV,
     assert_one_clear_line,
     records_of,
     run_cli,
     run_process,
+    write_radiograph,
+    write_scans,
 )
-
-
-def _radiograph(path: Path, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(30, 220, (96, 80), dtype=np.uint8)).save(path)
-    return path
 
 
 @pytest.fixture
 def scans(tmp_path) -> Path:
-    folder = tmp_path / "scans"
-    folder.mkdir()
-    for i in range(3):
-        _radiograph(folder / f"scan{i}.png", seed=i)
-    return folder
+    return write_scans(tmp_path / "scans", 3)
 
 
 # --- outputs that must never be written over ---------------------------------------------
@@ -191,7 +181,7 @@ def test_an_unreadable_sub_folder_is_an_error_record(tiny_onnx, scans):
     """Root reads everything, so the command runs in a new user namespace, where mode bits hold."""
     locked = scans / "locked"
     locked.mkdir()
-    _radiograph(locked / "hidden.png")
+    write_radiograph(locked / "hidden.png")
     locked.chmod(0o000)
     try:
         done = run_process(
@@ -212,7 +202,7 @@ def test_an_unreadable_sub_folder_is_an_error_record(tiny_onnx, scans):
 
 def test_a_formula_file_name_stays_text_in_the_csv(tiny_onnx, tmp_path):
     name = '=HYPERLINK("evil.example","x").png'
-    image = _radiograph(tmp_path / name)
+    image = write_radiograph(tmp_path / name)
     result = run_cli("--model", tiny_onnx, "--csv", image)
     assert result.exit_code == 0, result.stderr
     row = next(csv.DictReader(io.StringIO(result.stdout)))
@@ -221,7 +211,7 @@ def test_a_formula_file_name_stays_text_in_the_csv(tiny_onnx, tmp_path):
 
 
 def test_escape_sequences_in_a_file_name_never_reach_the_terminal(tiny_onnx, tmp_path):
-    good = _radiograph(tmp_path / "a\x1b[31mred\x1b]0;owned\x07.png")
+    good = write_radiograph(tmp_path / "a\x1b[31mred\x1b]0;owned\x07.png")
     bad = tmp_path / "b\x1b[2Jclear.png"
     bad.write_bytes(b"not an image")
     result = run_cli("--model", tiny_onnx, good, bad)
@@ -233,7 +223,7 @@ def test_escape_sequences_in_a_file_name_never_reach_the_terminal(tiny_onnx, tmp
 
 @pytest.mark.parametrize("fmt", ["--csv", "--json", "--jsonl"])
 def test_a_file_name_that_is_not_utf8_is_written_readably(tiny_onnx, tmp_path, fmt):
-    image = _radiograph(Path(os.fsdecode(bytes(tmp_path) + b"/scan-\xff\xfe.png")))
+    image = write_radiograph(Path(os.fsdecode(bytes(tmp_path) + b"/scan-\xff\xfe.png")))
     out = tmp_path / f"results.{fmt.lstrip('-')}"
     result = run_cli("--model", tiny_onnx, fmt, "--quiet", "-o", out, image)
     assert result.exit_code == 0, result.stderr
@@ -245,7 +235,7 @@ def test_a_file_name_that_is_not_utf8_is_written_readably(tiny_onnx, tmp_path, f
 
 
 def test_an_overlay_name_too_long_is_that_inputs_error_record(tiny_onnx, scans, tmp_path):
-    long_name = _radiograph(scans / ("x" * 240 + ".png"))  # its overlay's temp name is > 255
+    long_name = write_radiograph(scans / ("x" * 240 + ".png"))  # its overlay's temp name is > 255
     result = run_cli(
         "--model", tiny_onnx, "--jsonl", "--cam", "--cam-dir", tmp_path / "cams", "--dir", scans
     )

@@ -28,6 +28,22 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 VIEWPORT = {"width": 1180, "height": 760}
+
+
+def needs_chromium() -> list:
+    """The marks of a browser test: slow, and skipped with the reason where chromium is absent."""
+    import pytest
+
+    return [
+        pytest.mark.slow,
+        pytest.mark.skipif(
+            shutil.which("chromium") is None and not Path(CHROMIUM).exists(),
+            reason="headless Chromium not installed (Debian: apt-get install chromium; "
+            "make chromium)",
+        ),
+    ]
+
+
 TIMEOUT_MS = 60_000
 
 

@@ -5,13 +5,12 @@ sort the table, download the results; nothing is fetched from anywhere but the s
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from page_driver import (
-    CHROMIUM,
     drop_files,
+    needs_chromium,
     open_page,
     pick_files,
     screenshot,
@@ -23,13 +22,7 @@ from serve_support import classify_paths, sample_images
 
 pytest.importorskip("starlette")
 pytest.importorskip("playwright")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which("chromium") is None and not Path(CHROMIUM).exists(),
-        reason="headless Chromium not installed (Debian: apt-get install chromium; make chromium)",
-    ),
-]
+pytestmark = needs_chromium()
 
 
 def _text(page, selector: str) -> str:

@@ -6,25 +6,26 @@ wide screen; everything works from the keyboard; axe-core finds no serious or cr
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from page_driver import CHROMIUM, drop_files, open_page, pick_files, wait_for_heatmap, wait_until
+from page_driver import (
+    CHROMIUM,
+    drop_files,
+    needs_chromium,
+    open_page,
+    pick_files,
+    wait_for_heatmap,
+    wait_until,
+)
 from PIL import Image
 from serve_support import REPO_ROOT, request, sample_images
 
 pytest.importorskip("starlette")
 pytest.importorskip("playwright")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which("chromium") is None and not Path(CHROMIUM).exists(),
-        reason="headless Chromium not installed (Debian: apt-get install chromium; make chromium)",
-    ),
-]
+pytestmark = needs_chromium()
 
 # Installed by `make axe` (npm, no network at test time).
 AXE = REPO_ROOT / ".cache" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
