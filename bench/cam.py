@@ -21,10 +21,10 @@ from context import BENCH, Context
 from report import row
 from timing import Stats, interleave, ratio
 
-from btxrd.runtime.classifier import Classifier
-from btxrd.runtime.contract import CAM_NAME, INPUT_NAME, LOGITS_NAME
-from btxrd.runtime.imageio import load_image
-from btxrd.runtime.preprocess import preprocess
+from btxrd.runtime.decode.image import load_image
+from btxrd.runtime.model.classifier import Classifier
+from btxrd.runtime.model.contract import CAM_NAME, INPUT_NAME, LOGITS_NAME
+from btxrd.runtime.model.preprocess import preprocess
 
 TARGET_CAM_OVERHEAD = 0.10
 TARGET_GRADCAM = 1.5

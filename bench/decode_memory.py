@@ -1,7 +1,7 @@
 """Peak memory of decoding small files that declare large images, before and after the decode
 hardening of 2026-11-30.
 
-Each case is decoded with ``btxrd.runtime.imageio.load_image`` in a fresh Python process, and
+Each case is decoded with ``btxrd.runtime.decode.image.load_image`` in a fresh Python process, and
 that process reports its own peak RSS (``VmHWM`` from ``/proc/self/status``; ``ru_maxrss`` where
 there is no /proc). The same process first decodes a small image, so the figure "above
 baseline" is what the case itself costs beyond the imports.
@@ -52,8 +52,8 @@ import json, resource, sys, time
 import numpy as np
 from PIL import Image
 from btxrd.runtime.errors import InputError
-from btxrd.runtime.imageio import load_image
-import btxrd.runtime.imageio as imageio
+from btxrd.runtime.decode.image import load_image
+import btxrd.runtime.decode.image as imageio
 
 def peak_kib():
     try:

@@ -33,7 +33,7 @@ from context import BENCH, Context
 from report import row
 from timing import CommandStats, Stats, interleave_commands, ratio
 
-from btxrd.runtime.classifier import Classifier
+from btxrd.runtime.model.classifier import Classifier
 
 TARGET_CEILING_FRACTION = 0.9
 TARGET_RATIO = 3.0

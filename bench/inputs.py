@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from btxrd.export.synthetic import GENERATOR_VERSION
-from btxrd.runtime.atomic import write_text
+from btxrd.runtime.output.atomic import write_text
 
 SEED = 6  # the performance issue's number; any fixed value would do
 LARGE_SIZE = (2000, 2500)  # width, height

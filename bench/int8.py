@@ -22,10 +22,10 @@ from context import Context
 from report import row
 from timing import interleave, ratio
 
-from btxrd.runtime.contract import INPUT_NAME
-from btxrd.runtime.imageio import load_image
-from btxrd.runtime.model import OnnxModel
-from btxrd.runtime.preprocess import preprocess
+from btxrd.runtime.decode.image import load_image
+from btxrd.runtime.model.contract import INPUT_NAME
+from btxrd.runtime.model.preprocess import preprocess
+from btxrd.runtime.model.session import OnnxModel
 
 BAR_SPEEDUP = 1.3
 BAR_AGREEMENT = 0.99

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from btxrd.runtime.atomic import write_text
+from btxrd.runtime.output.atomic import write_text
 
 DEMO_ONNX = Path("models/btxrd-demo.onnx")
 DEMO_CHECKPOINT = Path("models/btxrd-demo.pt")

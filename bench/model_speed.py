@@ -24,9 +24,9 @@ from context import BENCH, Context
 from report import row
 from timing import cpu_seconds_during, interleave, ratio
 
-from btxrd.runtime.imageio import load_image
-from btxrd.runtime.model import OnnxModel
-from btxrd.runtime.preprocess import preprocess
+from btxrd.runtime.decode.image import load_image
+from btxrd.runtime.model.preprocess import preprocess
+from btxrd.runtime.model.session import OnnxModel
 
 PARITY = 1e-4
 TARGET_FRACTION = 0.40
@@ -181,7 +181,7 @@ def _openvino_pair(ctx: Context, runtime: OnnxModel, tensors, reference, batch: 
         import openvino
     except ImportError:
         return {"available": False, "why": "openvino not installed (pip install 'btxrd[openvino]')"}
-    from btxrd.runtime.postprocess import softmax
+    from btxrd.runtime.model.postprocess import softmax
 
     # fp32 explicitly: on CPUs with bf16 support the plugin otherwise computes in bf16
     # (measured here: 1.5x faster but max |dp| 1.8e-3, ten times the parity bar).

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from btxrd.runtime.classifier import Classifier
-from btxrd.runtime.model import OnnxModel
+from btxrd.runtime.model.classifier import Classifier
+from btxrd.runtime.model.session import OnnxModel
 
 
 def main(model: Path, folder: Path, out: Path) -> None:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from btxrd.runtime.atomic import write_text
+from btxrd.runtime.output.atomic import write_text
 
 SCHEMA_VERSION = 1
 

@@ -1,6 +1,6 @@
 """onnxruntime sessions with one setting changed at a time from what the runtime uses.
 
-``RUNTIME`` is the runtime's own session settings, ``btxrd.runtime.model.session_options``
+``RUNTIME`` is the runtime's own session settings, ``btxrd.runtime.model.session.session_options``
 (imported, not copied: intra-op threads = all cores, one inter-op thread, ORT_ENABLE_ALL,
 sequential, memory pattern off, intra-op spinning off). A ``Variant`` overrides only the
 settings it names, so each alternative differs from the runtime in exactly what its name says.
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from btxrd.runtime.contract import INPUT_NAME, LOGITS_NAME
-from btxrd.runtime.model import session_options
+from btxrd.runtime.model.contract import INPUT_NAME, LOGITS_NAME
+from btxrd.runtime.model.session import session_options
 
 _LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,

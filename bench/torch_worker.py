@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from timing import interleave, ratio
 
-from btxrd.runtime.contract import Preprocessing
-from btxrd.runtime.imageio import load_image
-from btxrd.runtime.preprocess import preprocess
+from btxrd.runtime.decode.image import load_image
+from btxrd.runtime.model.contract import Preprocessing
+from btxrd.runtime.model.preprocess import preprocess
 
 CLASSES = ("Normal", "Benign", "Malignant")
 

@@ -31,10 +31,10 @@ from btxrd.explain.scores import (
 from btxrd.explain.selection import DEFAULT_PANELS
 from btxrd.export.data.dataset import Sample
 from btxrd.export.data.masks import LesionMask
-from btxrd.runtime.atomic import write_text
-from btxrd.runtime.metrics import bootstrap_interval
+from btxrd.runtime.labels.metrics import bootstrap_interval
+from btxrd.runtime.labels.sheet import NORMAL
+from btxrd.runtime.output.atomic import write_text
 from btxrd.runtime.settings import GradcamSettings
-from btxrd.runtime.sheet import NORMAL
 
 REPORT_SCHEMA_VERSION = 1
 _MEDIAN_FIELDS = ("iou", "iou_best", "energy_in_lesion", "lesion_fraction")

@@ -14,23 +14,21 @@ import click
 
 from btxrd.explain.methods import METHODS, check_method
 from btxrd.explain.selection import DEFAULT_PANELS
-from btxrd.runtime.cliutil import (
+from btxrd.runtime.cli.common import (
     CONTEXT_SETTINGS,
-    EXIT_INPUT,
-    EXIT_OK,
     common_options,
     documents_exit_codes,
-    prepare_output_dir,
     run_cli,
     setting_range,
     version_option,
 )
-from btxrd.runtime.errors import ConfigError, ModelError
+from btxrd.runtime.errors import EXIT_INPUT, EXIT_OK, ConfigError, ModelError
 from btxrd.runtime.install import install_hint
-from btxrd.runtime.report import results_document
+from btxrd.runtime.model.verdict import is_refusal
+from btxrd.runtime.output.folders import prepare_output_dir
+from btxrd.runtime.output.report import results_document
 from btxrd.runtime.settings import GradcamSettings
 from btxrd.runtime.text import for_terminal, plural
-from btxrd.runtime.verdict import is_refusal
 
 PROGRAM = "btxrd-explain"
 DEFAULT_COMMAND = "images"
@@ -429,8 +427,8 @@ def _settings(
 ) -> _Settings:
     """Flag, then YAML config, then built-in default (the config was range-checked on load and
     click checks the flags against the same ranges)."""
-    from btxrd.runtime.atomic import protect
     from btxrd.runtime.config import load_config
+    from btxrd.runtime.output.atomic import protect
     from btxrd.runtime.paths import shipped
 
     config = load_config(config_path)
@@ -484,7 +482,7 @@ def _gate(explainer, model: Path | None, settings: _Settings):
 
 
 def _intended_use(explainer) -> str:
-    from btxrd.runtime.contract import intended_use_for
+    from btxrd.runtime.model.contract import intended_use_for
 
     return intended_use_for(explainer.demo)  # from the checkpoint: no forward pass
 

@@ -16,12 +16,12 @@ from btxrd.explain import render
 from btxrd.explain.gate import Gate
 from btxrd.explain.model import Explainer, predict_probabilities
 from btxrd.export.data.dataset import DatasetError, Sample, load_dataset, read_split
-from btxrd.runtime.contract import Preprocessing
+from btxrd.runtime.decode.image import load_image
 from btxrd.runtime.errors import InputError, ModelError
-from btxrd.runtime.imageio import load_image
-from btxrd.runtime.preprocess import resize_for_model, to_input_array
-from btxrd.runtime.progress import progress
-from btxrd.runtime.verdict import OodVerdict
+from btxrd.runtime.model.contract import Preprocessing
+from btxrd.runtime.model.preprocess import resize_for_model, to_input_array
+from btxrd.runtime.model.verdict import OodVerdict
+from btxrd.runtime.output.progress import progress
 
 Log = Callable[[str], None]
 SPLIT_PART = "test"

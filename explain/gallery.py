@@ -22,12 +22,12 @@ from btxrd.explain.evaluate import Evaluation, Log, silent
 from btxrd.explain.lesions import score_against_mask
 from btxrd.explain.run import ExplainRun
 from btxrd.explain.selection import KINDS, cell_title, select_examples
-from btxrd.runtime.atomic import write_text
-from btxrd.runtime.metrics import (
+from btxrd.runtime.labels.metrics import (
     classification_metrics,
     expected_calibration_error,
     metric_intervals,
 )
+from btxrd.runtime.output.atomic import write_text
 from btxrd.runtime.settings import GradcamSettings
 
 METRICS_SCHEMA_VERSION = 1

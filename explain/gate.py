@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from btxrd.runtime.errors import ConfigError, ModelError
-from btxrd.runtime.model import OnnxModel
-from btxrd.runtime.verdict import OodVerdict, verdict_for
+from btxrd.runtime.model.session import OnnxModel
+from btxrd.runtime.model.verdict import OodVerdict, verdict_for
 
 
 @dataclass(frozen=True)

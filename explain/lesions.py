@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from btxrd.explain.scores import DEFAULT_IOU_THRESHOLD, AttentionScores, score_attention
 from btxrd.export.data.labelme import read_annotation
 from btxrd.export.data.masks import LesionMask, lesion_mask
-from btxrd.runtime.contract import Preprocessing
 from btxrd.runtime.errors import InputError
+from btxrd.runtime.model.contract import Preprocessing
 
 if TYPE_CHECKING:  # btxrd.explain.cam imports torch
     from btxrd.explain.cam import CamResult

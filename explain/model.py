@@ -15,9 +15,10 @@ from torch import nn
 from btxrd.export.archs import Arch
 from btxrd.export.checkpoint import Checkpoint, build_model, load_checkpoint
 from btxrd.export.parts import ModelParts
-from btxrd.runtime.contract import Preprocessing
-from btxrd.runtime.imageio import DecodedImage, load_image
-from btxrd.runtime.preprocess import preprocess
+from btxrd.runtime.decode.decoded import DecodedImage
+from btxrd.runtime.decode.image import load_image
+from btxrd.runtime.model.contract import Preprocessing
+from btxrd.runtime.model.preprocess import preprocess
 
 PREDICT_BATCH = 16
 

@@ -1,6 +1,6 @@
 """Single images: predict without gradients, compute the CAM of the predicted class (or a chosen
 one) and write ``{stem}_gradcam.png``: the overlay at the image's own size, with its caption and
-colour scale below (``btxrd.runtime.overlay.explained_overlay``) and the facts as PNG text
+colour scale below (``btxrd.runtime.output.overlay.explained_overlay``) and the facts as PNG text
 metadata. Records have the fields of ``btxrd-run``'s (``results.schema.json``)."""
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from btxrd.explain.cam import compute_cams
 from btxrd.explain.gate import Gate
 from btxrd.explain.methods import METHODS
 from btxrd.explain.model import Explainer, load_input, predict_probabilities
-from btxrd.runtime.classifier import Prediction
-from btxrd.runtime.contract import intended_use_for
+from btxrd.runtime.decode.decoded import DecodedImage
+from btxrd.runtime.decode.inputs import display_names, output_names
 from btxrd.runtime.errors import InputError
-from btxrd.runtime.imageio import DecodedImage
-from btxrd.runtime.inputs import display_names, output_names
-from btxrd.runtime.overlay import caption_for, explained_overlay
-from btxrd.runtime.report import record_of
+from btxrd.runtime.model.classifier import Prediction
+from btxrd.runtime.model.contract import intended_use_for
+from btxrd.runtime.model.verdict import OodVerdict, refusal_message
+from btxrd.runtime.output.overlay import caption_for, explained_overlay
+from btxrd.runtime.output.report import record_of
 from btxrd.runtime.settings import GradcamSettings
 from btxrd.runtime.text import name_text, text_of
-from btxrd.runtime.verdict import OodVerdict, refusal_message
 
 OVERLAY_SUFFIX = "_gradcam.png"
 _CHUNK = 16

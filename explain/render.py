@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from btxrd.runtime.atomic import write_bytes
-from btxrd.runtime.overlay import jet, overlay, png_info, resize_cam, wrap_text
+from btxrd.runtime.output.atomic import write_bytes
+from btxrd.runtime.output.overlay import jet, overlay, png_info, resize_cam, wrap_text
 
 CELL = 240
 BACKGROUND = (28, 28, 30)

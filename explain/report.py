@@ -28,9 +28,9 @@ from btxrd.explain.evaluate import Log, silent
 from btxrd.explain.gallery import GalleryResult, run_gallery
 from btxrd.explain.run import ExplainRun
 from btxrd.explain.selection import DEFAULT_PANELS
-from btxrd.runtime.atomic import write_text
-from btxrd.runtime.contract import intended_use_for
-from btxrd.runtime.metrics import BOOTSTRAP_RESAMPLES, ECE_BINS
+from btxrd.runtime.labels.metrics import BOOTSTRAP_RESAMPLES, ECE_BINS
+from btxrd.runtime.model.contract import intended_use_for
+from btxrd.runtime.output.atomic import write_text
 from btxrd.runtime.settings import GradcamSettings
 
 NOT_FOR_CLINICAL_USE = (

@@ -23,10 +23,10 @@ from btxrd.explain.gallery import _views as gallery_views  # the gallery's own c
 from btxrd.explain.run import ExplainRun
 from btxrd.explain.selection import KINDS, cell_title
 from btxrd.export.data.masks import LesionMask
-from btxrd.runtime.overlay import jet
+from btxrd.runtime.labels.sheet import NORMAL
+from btxrd.runtime.model.verdict import OodVerdict
+from btxrd.runtime.output.overlay import jet
 from btxrd.runtime.settings import GradcamSettings
-from btxrd.runtime.sheet import NORMAL
-from btxrd.runtime.verdict import OodVerdict
 
 # Thumbnails in the table: 96 px JPEG from the run's 240 px thumbnail, about 1.6 kB each on the
 # demo split (an optimised PNG is 3.4 kB and takes ten times as long).

@@ -17,7 +17,7 @@ from btxrd.explain.evaluate import Evaluation
 from btxrd.explain.lesions import annotation_mask
 from btxrd.explain.model import Explainer
 from btxrd.export.data.masks import LesionMask
-from btxrd.runtime.progress import progress
+from btxrd.runtime.output.progress import progress
 
 # Model inputs are rebuilt for this many images at a time (pytorch-grad-cam then batches by
 # cam.CAM_BATCH): all 749 test inputs at once would take 450 MB of float32.

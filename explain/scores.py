@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from btxrd.runtime.overlay import resize_cam
+from btxrd.runtime.output.overlay import resize_cam
 from btxrd.runtime.settings import GradcamSettings
 
 THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from btxrd.export.archs import DEMO_ARCHS, TIMM_PREFIX, Arch, get_arch, torchvision_names
-from btxrd.runtime.contract import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from btxrd.runtime.errors import ModelError
+from btxrd.runtime.model.contract import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 PREDECESSOR_PREFIX = "model."
 
@@ -110,7 +110,7 @@ def save_checkpoint(
     **extra: Any,
 ) -> None:
     """Write a checkpoint in the contract's layout (plain tensors and builtins only)."""
-    from btxrd.runtime.atomic import atomic_open
+    from btxrd.runtime.output.atomic import atomic_open
 
     payload = {
         "model_state_dict": model.state_dict(),

@@ -19,25 +19,25 @@ from btxrd.export.trust.defaults import (
     MIN_VAL_PER_CLASS,
     RETENTION_RANGE,
 )
-from btxrd.runtime.atomic import destination, protect, write_bytes, write_text
-from btxrd.runtime.cliutil import (
+from btxrd.runtime.cli.common import (
     CONTEXT_SETTINGS,
     debug_option,
     documents_exit_codes,
-    prepare_output_dir,
     run_cli,
     version_option,
 )
-from btxrd.runtime.contract import OOD_METHODS
+from btxrd.runtime.decode.inputs import collect_folder
 from btxrd.runtime.errors import ConfigError, ModelError
-from btxrd.runtime.inputs import collect_folder
+from btxrd.runtime.labels.validation import describe
+from btxrd.runtime.model.contract import OOD_METHODS
+from btxrd.runtime.output.atomic import destination, protect, write_bytes, write_text
+from btxrd.runtime.output.folders import prepare_output_dir
 from btxrd.runtime.paths import default_samples_dir
-from btxrd.runtime.validation import describe
 
 if TYPE_CHECKING:
     from btxrd.export.trust.fit import DataSource, TrustFit
-from btxrd.runtime.formats import not_parity_sources
-from btxrd.runtime.selftest import SELFTEST_TOLERANCE, selftest_images
+from btxrd.runtime.decode.formats import not_parity_sources
+from btxrd.runtime.model.selftest import SELFTEST_TOLERANCE, selftest_images
 
 
 @click.command(name="btxrd-export", context_settings=CONTEXT_SETTINGS)
@@ -369,9 +369,9 @@ def _labelled_figures(model_file: Path, fitted: _Fitted) -> dict:
     """What ``btxrd-run --labels`` reports for every image of the fitting data with the
     exported file: the same classifier and the same figures, so the two agree exactly (the
     gate decides in the graph's float32, which numpy's fit cannot promise to the last bit)."""
-    from btxrd.runtime.classifier import Classifier
-    from btxrd.runtime.progress import progress
-    from btxrd.runtime.validation import validate
+    from btxrd.runtime.labels.validation import validate
+    from btxrd.runtime.model.classifier import Classifier
+    from btxrd.runtime.output.progress import progress
 
     classifier = Classifier(model_file)
     paths = [path for path, _ in fitted.images]

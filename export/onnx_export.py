@@ -32,7 +32,9 @@ from btxrd.export.checkpoint import Checkpoint
 from btxrd.export.parts import CAM_GRADIENT, catch
 from btxrd.export.trust.ood import OodScorer, TapFit
 from btxrd.export.trust.taps import tap_modules
-from btxrd.runtime.contract import (
+from btxrd.runtime.errors import ModelError
+from btxrd.runtime.install import btxrd_version
+from btxrd.runtime.model.contract import (
     CAM_NAME,
     INPUT_NAME,
     LOGITS_NAME,
@@ -44,8 +46,6 @@ from btxrd.runtime.contract import (
     Trust,
     intended_use_for,
 )
-from btxrd.runtime.errors import ModelError
-from btxrd.runtime.install import btxrd_version
 
 DEFAULT_OPSET = 18
 # Output of the probe graph export fits trust with (the pooled taps); never in a shipped file.

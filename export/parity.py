@@ -29,18 +29,18 @@ from btxrd.export.archs import Arch
 from btxrd.export.trust.calibration import softmax
 from btxrd.export.trust.ood import OodScorer
 from btxrd.export.trust.taps import pooled_taps
-from btxrd.runtime.contract import (
+from btxrd.runtime.decode.image import load_image
+from btxrd.runtime.errors import BtxrdError, InputError
+from btxrd.runtime.model.contract import (
     INPUT_NAME,
     LOGITS_NAME,
     OOD_SCORE_NAME,
     PROBABILITIES_NAME,
     Preprocessing,
 )
-from btxrd.runtime.errors import BtxrdError, InputError
-from btxrd.runtime.imageio import load_image
-from btxrd.runtime.model import OnnxModel
-from btxrd.runtime.postprocess import softmax as runtime_softmax
-from btxrd.runtime.preprocess import preprocess
+from btxrd.runtime.model.postprocess import softmax as runtime_softmax
+from btxrd.runtime.model.preprocess import preprocess
+from btxrd.runtime.model.session import OnnxModel
 from btxrd.runtime.settings import InferenceSettings
 
 PARITY_TOLERANCE = 1e-4

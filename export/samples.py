@@ -11,15 +11,15 @@ from pathlib import Path
 import click
 
 from btxrd.export.data.dataset import BTXRD_CLASSES, DatasetError, load_dataset, read_split
-from btxrd.runtime.atomic import write_bytes, write_text
-from btxrd.runtime.cliutil import (
+from btxrd.runtime.cli.common import (
     CONTEXT_SETTINGS,
     debug_option,
     documents_exit_codes,
-    prepare_output_dir,
     run_cli,
     version_option,
 )
+from btxrd.runtime.output.atomic import write_bytes, write_text
+from btxrd.runtime.output.folders import prepare_output_dir
 
 
 def copy_samples(data: Path, split_file: Path, out: Path, per_class: int = 2) -> list[Path]:

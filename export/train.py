@@ -35,21 +35,21 @@ from btxrd.export.data.dataset import (
 from btxrd.export.data.labelme import read_annotation
 from btxrd.export.data.masks import rasterise_lesions
 from btxrd.export.recipe import load_recipe
-from btxrd.runtime.atomic import write_text
-from btxrd.runtime.cliutil import (
+from btxrd.runtime.cli.common import (
     CONTEXT_SETTINGS,
     debug_option,
     documents_exit_codes,
-    prepare_output_dir,
     run_cli,
     version_option,
 )
-from btxrd.runtime.contract import Preprocessing
+from btxrd.runtime.decode.image import load_image
 from btxrd.runtime.errors import ModelError
-from btxrd.runtime.imageio import load_image
-from btxrd.runtime.metrics import classification_metrics
-from btxrd.runtime.preprocess import resize_for_model
-from btxrd.runtime.progress import progress
+from btxrd.runtime.labels.metrics import classification_metrics
+from btxrd.runtime.model.contract import Preprocessing
+from btxrd.runtime.model.preprocess import resize_for_model
+from btxrd.runtime.output.atomic import write_text
+from btxrd.runtime.output.folders import prepare_output_dir
+from btxrd.runtime.output.progress import progress
 
 
 def cache_images(samples: list[Sample], prep: Preprocessing) -> torch.Tensor:

@@ -2,19 +2,17 @@
 onnxruntime and no torch. Everything ``btxrd-run`` and ``btxrd-serve`` need, and nothing else
 (``tests/runtime/test_isolation.py`` and ``tests/test_layering.py`` hold it to that).
 
-Its parts, by what they do:
+Its parts, lower first; each imports only the parts above it in this list, never one below
+(``tests/test_layering.py``):
 
-- the model: ``contract`` (what an exported file says about itself), ``onnxheader``, ``model``
-  (the onnxruntime session), ``classifier`` (the Python API), ``verdict`` (the
-  out-of-distribution gate's word), ``postprocess``, ``selftest``, ``info``;
-- decoding: ``formats`` (the registry of formats read), ``imageio`` (Pillow), ``dicom``
-  (pydicom), ``pixels``, ``preprocess``;
-- inputs: ``inputs`` (folders and names), ``sheet`` and ``labelled`` (BTXRD's classes, its sheet
-  and labelled folders, for ``--labels``), ``validation`` and ``metrics`` (the figures);
-- outputs: ``report`` (records, documents and the writers), ``jsonl`` (the resumable journal),
-  ``atomic`` (whole files or none), ``outlock`` (one writer per output), ``overlay`` (heatmap
-  pictures), ``text`` (names as text);
-- commands: ``cli`` (``btxrd-run``), ``cliutil``, ``config`` and ``settings`` (every default),
-  ``paths``, ``install``, ``progress``, ``errors``;
-- ``engine/``: folders shard by shard into Parquet, locally or on Ray; ``serve/``: the web page.
+- the ground every part stands on: ``errors`` (the exception family and the exit codes),
+  ``settings`` (every default), ``config`` (YAML over the defaults), ``paths`` (the shipped
+  model and samples), ``install`` (the install hint for an extra), ``text`` (names as text);
+- ``decode/``: image files to 8-bit images, through one registry of formats;
+- ``model/``: the exported file, its contract, the session, the classifier and the gate's word;
+- ``labels/``: labelled data, BTXRD's sheet and classes, and every figure;
+- ``output/``: records, documents and the writers, whole files, one writer per output;
+- ``engine/``: folders shard by shard into Parquet, locally or on Ray;
+- ``cli/``: ``btxrd-run`` and what every command shares;
+- ``serve/``: ``btxrd-serve``, the web page.
 """

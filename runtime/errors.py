@@ -1,4 +1,9 @@
-"""One exception family for the library; only the CLIs turn these into messages and exit codes."""
+"""One exception family for the library, and the exit code each kind of fault gives.
+
+Only the commands turn these into messages and exit codes; the codes live here so that every
+command (and the Parquet engine under them) maps the same fault to the same code, as the
+README's table lists them.
+"""
 
 from __future__ import annotations
 
@@ -24,3 +29,20 @@ class OutputError(BtxrdError):
 
 class ConfigError(BtxrdError):
     """A configuration file or option is invalid."""
+
+
+EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 some input failed (each has its error record, everything else is "
+    "written); 2 usage or config error; 3 model, checkpoint or output unusable (nothing "
+    "processed); 130 interrupted."
+)
+
+
+def exit_code_for(error: BtxrdError) -> int:
+    """The exit code of a run that stopped on ``error``."""
+    if isinstance(error, ConfigError):
+        return EXIT_USAGE
+    if isinstance(error, InputError):
+        return EXIT_INPUT
+    return EXIT_MODEL  # ModelError, OutputError: nothing could be processed

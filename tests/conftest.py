@@ -15,7 +15,7 @@ import pytest
 from labelme_files import write_labelme
 from PIL import Image
 
-from btxrd.runtime.inputs import collect_folder
+from btxrd.runtime.decode.inputs import collect_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ("Normal", "Benign", "Malignant")
@@ -73,7 +73,7 @@ def tiny_model_proto(tiny_torch_model: TinyModel):
     from btxrd.export.checkpoint import build_model, load_checkpoint
     from btxrd.export.onnx_export import build_metadata, export_model_proto, finalise
     from btxrd.export.parity import reference_probabilities
-    from btxrd.runtime.selftest import SELFTEST_TOLERANCE, selftest_images
+    from btxrd.runtime.model.selftest import SELFTEST_TOLERANCE, selftest_images
 
     checkpoint = load_checkpoint(tiny_torch_model.checkpoint)
     model, arch = build_model(checkpoint)

@@ -26,7 +26,7 @@ def stop_after(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGSTOP)
     return result
 setattr(owner, name, stop_after)
-from btxrd.runtime.cli import main
+from btxrd.runtime.cli.run import main
 main(sys.argv[3:])
 """
 

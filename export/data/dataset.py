@@ -17,8 +17,7 @@ from types import MappingProxyType
 import numpy as np
 
 from btxrd.export.data.labelme import Annotation, AnnotationError, Lesion, read_annotation
-from btxrd.runtime.atomic import write_text
-from btxrd.runtime.sheet import (
+from btxrd.runtime.labels.sheet import (
     BTXRD_CLASSES,
     BTXRD_IMAGE_SUFFIXES,
     DatasetError,
@@ -27,6 +26,7 @@ from btxrd.runtime.sheet import (
     label_from_row,
     read_rows,
 )
+from btxrd.runtime.output.atomic import write_text
 
 __all__ = [
     "BTXRD_CLASSES",

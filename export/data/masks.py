@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from btxrd.export.data.labelme import Annotation, Lesion
-from btxrd.runtime.contract import Preprocessing
-from btxrd.runtime.preprocess import resize_for_model
+from btxrd.runtime.model.contract import Preprocessing
+from btxrd.runtime.model.preprocess import resize_for_model
 
 _INSIDE = 128  # of 255: at least half of a resampled pixel lies in the lesion
 

@@ -15,7 +15,7 @@ from btxrd.export.data.dataset import BTXRD_CLASSES
 from btxrd.export.synthetic.bodyparts import ASPECTS
 from btxrd.export.synthetic.imaging import CENTRES, Centre
 from btxrd.export.synthetic.lesions import BENIGN_SUBTYPES, MALIGNANT_SUBTYPES
-from btxrd.runtime.sheet import BENIGN, MALIGNANT, NORMAL
+from btxrd.runtime.labels.sheet import BENIGN, MALIGNANT, NORMAL
 
 # BTXRD's class sizes: Normal 1879, Benign 1525, Malignant 342.
 DEFAULT_PROPORTIONS = (1879 / 3746, 1525 / 3746, 342 / 3746)

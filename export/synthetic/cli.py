@@ -11,17 +11,17 @@ import click
 
 from btxrd.export.synthetic.cases import DEFAULT_PROPORTIONS
 from btxrd.export.synthetic.generate import SynthOptions, generate_dataset
-from btxrd.runtime.cliutil import (
+from btxrd.runtime.cli.common import (
     CONTEXT_SETTINGS,
     debug_option,
     documents_exit_codes,
-    prepare_output_dir,
     quiet_option,
     run_cli,
     version_option,
 )
 from btxrd.runtime.errors import OutputError
-from btxrd.runtime.progress import progress_callback
+from btxrd.runtime.output.folders import prepare_output_dir
+from btxrd.runtime.output.progress import progress_callback
 
 
 def _parse_proportions(

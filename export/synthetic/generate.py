@@ -32,8 +32,8 @@ from btxrd.export.synthetic.labelme import dump_annotation, make_annotation
 from btxrd.export.synthetic.lesions import plan_lesions
 from btxrd.export.synthetic.metadata import make_row, write_tables
 from btxrd.export.synthetic.variants import plan_variants
-from btxrd.runtime.atomic import write_bytes, write_text
 from btxrd.runtime.errors import OutputError
+from btxrd.runtime.output.atomic import write_bytes, write_text
 
 IMAGES_DIR = "images"
 ANNOTATIONS_DIR = "Annotations"

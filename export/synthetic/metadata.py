@@ -11,8 +11,8 @@ from pathlib import Path
 
 from btxrd.export.data.dataset import METADATA_COLUMNS
 from btxrd.export.synthetic.scene import REGION_OF, Scene
-from btxrd.runtime.atomic import write_bytes
-from btxrd.runtime.sheet import NORMAL
+from btxrd.runtime.labels.sheet import NORMAL
+from btxrd.runtime.output.atomic import write_bytes
 
 _JOINT_REGIONS = {
     "ankle-joint": ("lower limb",), "knee-joint": ("lower limb",),

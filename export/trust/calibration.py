@@ -14,7 +14,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn.metrics import log_loss
 
-from btxrd.runtime.metrics import ECE_BINS, expected_calibration_error
+from btxrd.runtime.labels.metrics import ECE_BINS, expected_calibration_error
 
 # log T is searched within these bounds: T from 0.02 to 55, far beyond any useful temperature.
 _LOG_T_BOUNDS = (-4.0, 4.0)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from btxrd.runtime.atomic import atomic_open
+from btxrd.runtime.output.atomic import atomic_open
 
 _PANEL = 360
 _MARGIN = 48

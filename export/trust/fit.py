@@ -34,7 +34,11 @@ from btxrd.export.data.dataset import (
 from btxrd.export.trust.calibration import calibration_metrics, fit_temperature, softmax
 from btxrd.export.trust.defaults import DEFAULT_METHOD, DEFAULT_RETENTION, MIN_VAL_PER_CLASS
 from btxrd.export.trust.ood import OodScorer, fit_scorer, threshold_at
-from btxrd.runtime.contract import (
+from btxrd.runtime.decode.image import load_image
+from btxrd.runtime.errors import BtxrdError
+from btxrd.runtime.labels.folders import read_labelled
+from btxrd.runtime.labels.metrics import ECE_BINS
+from btxrd.runtime.model.contract import (
     INPUT_NAME,
     LOGITS_NAME,
     OOD_METHODS,
@@ -44,13 +48,9 @@ from btxrd.runtime.contract import (
     Preprocessing,
     Trust,
 )
-from btxrd.runtime.errors import BtxrdError
-from btxrd.runtime.imageio import load_image
-from btxrd.runtime.labelled import read_labelled
-from btxrd.runtime.metrics import ECE_BINS
-from btxrd.runtime.model import session_options
-from btxrd.runtime.preprocess import preprocess
-from btxrd.runtime.progress import progress
+from btxrd.runtime.model.preprocess import preprocess
+from btxrd.runtime.model.session import session_options
+from btxrd.runtime.output.progress import progress
 
 VAL_FRACTION = SPLIT_FRACTIONS[1]
 _BATCH = 32
@@ -134,7 +134,7 @@ class DataSource:
     (``split_text``; export writes it beside the model and names that file)."""
 
     data: str
-    layout: str = "btxrd"  # as btxrd.runtime.labelled.LAYOUTS
+    layout: str = "btxrd"  # as btxrd.runtime.labels.folders.LAYOUTS
     split_file: str | None = None
     split_sha256: str | None = None
     split_text: str | None = field(default=None, repr=False)
@@ -165,9 +165,10 @@ def split_parts(
     *,
     min_val_per_class: int = MIN_VAL_PER_CLASS,
 ) -> tuple[dict[str, list[Sample]], DataSource]:
-    """The train/val/test samples of ``data`` (any layout ``btxrd.runtime.labelled`` reads) per
-    ``split_file``, or without one the stratified seed-0 split training makes (its file text is
-    ``DataSource.split_text``, for export to write beside the model), and where they came from.
+    """The train/val/test samples of ``data`` (any layout ``btxrd.runtime.labels.folders``
+    reads) per ``split_file``, or without one the stratified seed-0 split training makes (its
+    file text is ``DataSource.split_text``, for export to write beside the model), and where
+    they came from.
 
     ``DatasetError`` for a split that does not fit the data, a class missing from train, or a
     class with fewer than ``min_val_per_class`` validation images: a temperature and a

@@ -37,19 +37,14 @@ from btxrd.export.trust.fit import (
 from btxrd.export.trust.ood import auroc, fit_scorer, threshold_at
 from btxrd.export.trust.sets import OOD_SETS, build_ood_sets
 from btxrd.export.trust.taps import tap_widths
-from btxrd.runtime.atomic import atomic_open, write_text
-from btxrd.runtime.cliutil import (
-    CONTEXT_SETTINGS,
-    debug_option,
-    documents_exit_codes,
-    prepare_output_dir,
-    run_cli,
-)
-from btxrd.runtime.contract import INPUT_NAME, OOD_SCORE_NAME, ModelMetadata
-from btxrd.runtime.imageio import load_image
-from btxrd.runtime.metrics import ECE_BINS, expected_calibration_error, reliability_table
-from btxrd.runtime.model import session_options
-from btxrd.runtime.preprocess import preprocess
+from btxrd.runtime.cli.common import CONTEXT_SETTINGS, debug_option, documents_exit_codes, run_cli
+from btxrd.runtime.decode.image import load_image
+from btxrd.runtime.labels.metrics import ECE_BINS, expected_calibration_error, reliability_table
+from btxrd.runtime.model.contract import INPUT_NAME, OOD_SCORE_NAME, ModelMetadata
+from btxrd.runtime.model.preprocess import preprocess
+from btxrd.runtime.model.session import session_options
+from btxrd.runtime.output.atomic import atomic_open, write_text
+from btxrd.runtime.output.folders import prepare_output_dir
 
 FRESH_SEED = 12345
 FRESH_N = 300

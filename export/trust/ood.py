@@ -30,8 +30,8 @@ from scipy.special import logsumexp
 from sklearn.covariance import LedoitWolf
 
 from btxrd.export.trust.calibration import softmax
-from btxrd.runtime.contract import OOD_METHODS
-from btxrd.runtime.metrics import roc_auc
+from btxrd.runtime.labels.metrics import roc_auc
+from btxrd.runtime.model.contract import OOD_METHODS
 
 COMBINE = ("max", "sum")
 _MAHALANOBIS = ("mahalanobis", "mahalanobis_multilayer")

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from btxrd.runtime.decode.image import load_image
 from btxrd.runtime.errors import BtxrdError
-from btxrd.runtime.imageio import load_image
 
 _WORDS = [
     "patient",

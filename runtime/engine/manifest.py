@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from btxrd.runtime.atomic import AtomicFile, fix_for, write_text
-from btxrd.runtime.cliutil import prepare_output_dir
 from btxrd.runtime.errors import ConfigError, OutputError
 from btxrd.runtime.install import install_hint
+from btxrd.runtime.output.atomic import AtomicFile, fix_for, write_text
+from btxrd.runtime.output.folders import prepare_output_dir
 
 RUN_FILE = "_btxrd_run.json"
 LOG_FILE = "_btxrd_ray.log"  # what Ray printed during a run (``ray_engine``)

@@ -49,8 +49,8 @@ class ShardWorker:
     """A Ray actor: one classifier, one shard per call (Ray Data's callable-class pattern)."""
 
     def __init__(self, state: dict[str, Any], extra: list[str], cwd: str) -> None:
-        from btxrd.runtime.classifier import Classifier
         from btxrd.runtime.engine.rows import worker_cwd
+        from btxrd.runtime.model.classifier import Classifier
 
         worker_cwd(cwd)
         self.classifier = Classifier.__new__(Classifier)

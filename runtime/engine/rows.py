@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from btxrd.runtime.dicom import DICOM_FIELDS
+from btxrd.runtime.decode.dicom import DICOM_FIELDS
 from btxrd.runtime.engine.manifest import Shard, require_pyarrow
 from btxrd.runtime.install import btxrd_version
-from btxrd.runtime.report import record_of
+from btxrd.runtime.output.report import record_of
 from btxrd.runtime.text import name_text
 
 PROBABILITY_PREFIX = "prob_"

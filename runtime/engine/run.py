@@ -18,10 +18,16 @@ from typing import Any
 
 import click
 
-from btxrd.runtime.cliutil import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from btxrd.runtime.engine.manifest import Dataset, Shard, list_entries, require_pyarrow
-from btxrd.runtime.errors import ConfigError, OutputError
-from btxrd.runtime.progress import progress
+from btxrd.runtime.errors import (
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    ConfigError,
+    OutputError,
+)
+from btxrd.runtime.output.progress import progress
 from btxrd.runtime.text import for_terminal, plural
 
 ENGINES = ("local", "ray")
@@ -49,8 +55,8 @@ def run_sharded(
     run: ShardedRun,
 ) -> int:
     """Classify ``paths`` (and record ``problems``) into ``run.output``; the exit code."""
+    from btxrd.runtime.decode.inputs import display_names
     from btxrd.runtime.engine.rows import extra_fields
-    from btxrd.runtime.inputs import display_names
 
     if run.engine not in ENGINES:
         raise ConfigError(f"scale.engine {run.engine!r} is not one of {', '.join(ENGINES)}")

@@ -49,7 +49,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from btxrd.runtime.formats import installed_formats
+from btxrd.runtime.decode.formats import installed_formats
 from btxrd.runtime.serve import views as pictures
 from btxrd.runtime.serve.exporting import export_document
 from btxrd.runtime.serve.service import Service, Upload

@@ -13,9 +13,8 @@ from typing import Any
 
 import click
 
-from btxrd.runtime.cliutil import (
+from btxrd.runtime.cli.common import (
     CONTEXT_SETTINGS,
-    EXIT_OK,
     common_options,
     documents_exit_codes,
     model_option,
@@ -23,7 +22,7 @@ from btxrd.runtime.cliutil import (
     setting_range,
     version_lines,
 )
-from btxrd.runtime.errors import BtxrdError, ConfigError
+from btxrd.runtime.errors import EXIT_OK, BtxrdError, ConfigError
 from btxrd.runtime.install import install_hint
 from btxrd.runtime.settings import ServeSettings
 
@@ -97,7 +96,7 @@ def _serve(options: dict[str, Any]) -> int:
     inference = InferenceSettings(**config["inference"])
     listener = _listen(host, port)  # before the model loads: a busy port fails at once
 
-    from btxrd.runtime.classifier import Classifier
+    from btxrd.runtime.model.classifier import Classifier
     from btxrd.runtime.serve.service import Service
 
     # One upload decoded at a time: a request's memory is one image at inference.max_pixels

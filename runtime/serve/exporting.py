@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from btxrd.runtime.model import ModelInfo
-from btxrd.runtime.report import CsvSink, count_outcomes, model_block, results_document
+from btxrd.runtime.model.session import ModelInfo
+from btxrd.runtime.output.report import CsvSink, count_outcomes, model_block, results_document
 
 
 class _CsvText(CsvSink):

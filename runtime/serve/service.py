@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import IO, Any
 
-from btxrd.runtime.classifier import Classifier, Prediction
-from btxrd.runtime.formats import image_suffixes
-from btxrd.runtime.inputs import display_names
-from btxrd.runtime.report import model_block, record_of, results_document, summarise
+from btxrd.runtime.decode.formats import image_suffixes
+from btxrd.runtime.decode.inputs import display_names
+from btxrd.runtime.model.classifier import Classifier, Prediction
+from btxrd.runtime.model.verdict import is_refusal
+from btxrd.runtime.output.report import model_block, record_of, results_document, summarise
 from btxrd.runtime.serve.views import VIEW_MAX_SIDE, View, view_of
 from btxrd.runtime.text import name_text
-from btxrd.runtime.verdict import is_refusal
 
 # A file name longer than this is cut in records (file systems stop at 255 bytes anyway).
 _MAX_NAME = 255
@@ -126,7 +126,7 @@ class Service:
 
     def classify_samples(self) -> Answer:
         """The shipped sample radiographs (``btxrd.models/samples``), as uploads of their names."""
-        from btxrd.runtime.inputs import collect_folder
+        from btxrd.runtime.decode.inputs import collect_folder
         from btxrd.runtime.paths import default_samples_dir
 
         paths = collect_folder(default_samples_dir(), recursive=False)

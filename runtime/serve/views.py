@@ -1,5 +1,5 @@
 """The pictures the page shows: the film as the model read it, a heatmap layer for the opacity
-slider, the ``--cam`` overlay, and the colour scale; all from ``btxrd.runtime.overlay``.
+slider, the ``--cam`` overlay, and the colour scale; all from ``btxrd.runtime.output.overlay``.
 
 The film is kept at most ``VIEW_MAX_SIDE`` pixels on its longer side: a page shows no more, and
 the server keeps the last results (``serve.kept_results``) in memory for the page to fetch.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from btxrd.runtime.overlay import cam_overlay, jet, normalise_cam, resize_cam
+from btxrd.runtime.output.overlay import cam_overlay, jet, normalise_cam, resize_cam
 
 VIEW_MAX_SIDE = 1024
 # PNG compression level 1: about a third of the default's encoding time, files a little larger;

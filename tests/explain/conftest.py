@@ -100,7 +100,7 @@ def tiny_checkpoint(synth_data: Path, tiny_resnet, tmp_path_factory) -> Path:
     from btxrd.explain.model import load_input
     from btxrd.export.checkpoint import save_checkpoint
     from btxrd.export.data.dataset import load_dataset
-    from btxrd.runtime.contract import Preprocessing
+    from btxrd.runtime.model.contract import Preprocessing
 
     model = copy.deepcopy(tiny_resnet[0])
     prep = Preprocessing(image_size=(TINY_SIZE, TINY_SIZE))

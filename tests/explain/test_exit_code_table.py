@@ -1,6 +1,7 @@
 """The README's exit-code table is the one every command follows: the table lists the codes the
-shared runner (``btxrd.runtime.cliutil``) uses, and btxrd-run and btxrd-explain give the same code
-for the same fault (the export side's commands: ``tests/export/test_exit_codes.py``)."""
+shared runner uses (defined in ``btxrd.runtime.errors``), and btxrd-run and btxrd-explain give
+the same code for the same fault (the export side's commands:
+``tests/export/test_exit_codes.py``)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from btxrd.runtime import cliutil
-from btxrd.runtime.cli import main as run_main
+from btxrd.runtime import errors
+from btxrd.runtime.cli.run import main as run_main
 
 ROOT = Path(__file__).resolve().parents[2]
 CLEAN_ENV = {"BTXRD_MODEL": None, "BTXRD_CONFIG": None}
@@ -28,14 +29,14 @@ def test_the_readme_table_lists_the_runner_codes():
     codes = _readme_codes()
     assert sorted(codes) == sorted(
         {
-            cliutil.EXIT_OK,
-            cliutil.EXIT_INPUT,
-            cliutil.EXIT_USAGE,
-            cliutil.EXIT_MODEL,
-            cliutil.EXIT_INTERRUPTED,
+            errors.EXIT_OK,
+            errors.EXIT_INPUT,
+            errors.EXIT_USAGE,
+            errors.EXIT_MODEL,
+            errors.EXIT_INTERRUPTED,
         }
     )
-    assert "usage" in codes[cliutil.EXIT_USAGE] and "interrupted" in codes[130]
+    assert "usage" in codes[errors.EXIT_USAGE] and "interrupted" in codes[130]
 
 
 def _explain_main():

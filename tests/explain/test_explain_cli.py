@@ -21,7 +21,7 @@ pytest.importorskip("pytorch_grad_cam")
 
 from btxrd.explain.cli import main
 from btxrd.export.data.dataset import load_dataset, split_dataset, write_split
-from btxrd.runtime.imageio import load_image
+from btxrd.runtime.decode.image import load_image
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 CLASSES = ("Normal", "Benign", "Malignant")

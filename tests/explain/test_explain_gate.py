@@ -18,7 +18,7 @@ pytest.importorskip("pytorch_grad_cam")
 from schema_check import assert_valid
 
 from btxrd.explain.cli import main as explain
-from btxrd.runtime.cli import main as run
+from btxrd.runtime.cli.run import main as run
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from btxrd.explain.gallery import _views
 from btxrd.explain.model import load_explainer
 from btxrd.explain.run import ExplainRun
 from btxrd.export.data.dataset import load_dataset
-from btxrd.runtime.imageio import load_image
+from btxrd.runtime.decode.image import load_image
 
 pytestmark = pytest.mark.torch
 CLASSES = ("Normal", "Benign", "Malignant")

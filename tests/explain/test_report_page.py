@@ -27,7 +27,7 @@ from btxrd.explain.gallery import GalleryResult
 from btxrd.explain.model import load_explainer
 from btxrd.explain.run import ExplainRun
 from btxrd.export.data.dataset import load_dataset
-from btxrd.runtime.imageio import load_image
+from btxrd.runtime.decode.image import load_image
 from btxrd.runtime.settings import GradcamSettings
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]

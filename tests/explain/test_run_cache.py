@@ -28,8 +28,8 @@ from btxrd.explain import cam, render
 from btxrd.explain.cli import main
 from btxrd.export.checkpoint import load_checkpoint
 from btxrd.export.data.dataset import load_dataset
-from btxrd.runtime import imageio
-from btxrd.runtime.preprocess import preprocess
+from btxrd.runtime.decode import image as imageio
+from btxrd.runtime.model.preprocess import preprocess
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 CLASSES = ("Normal", "Benign", "Malignant")

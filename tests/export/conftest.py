@@ -141,9 +141,9 @@ def assert_cam_is_grad_cam():
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     from btxrd.export.checkpoint import build_model, load_checkpoint
-    from btxrd.runtime.classifier import Classifier
-    from btxrd.runtime.imageio import load_image
-    from btxrd.runtime.preprocess import preprocess
+    from btxrd.runtime.decode.image import load_image
+    from btxrd.runtime.model.classifier import Classifier
+    from btxrd.runtime.model.preprocess import preprocess
 
     def min_max(cam: np.ndarray) -> np.ndarray:
         # pytorch-grad-cam's scale_cam_image: min-max with its epsilon (per layer, then again).

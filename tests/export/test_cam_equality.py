@@ -18,9 +18,9 @@ pytest.importorskip("pytorch_grad_cam")
 
 from btxrd.export.checkpoint import build_model, load_checkpoint  # noqa: E402
 from btxrd.export.onnx_export import build_metadata, export_model_proto, finalise  # noqa: E402
-from btxrd.runtime.classifier import Classifier  # noqa: E402
-from btxrd.runtime.imageio import load_image  # noqa: E402
-from btxrd.runtime.preprocess import preprocess  # noqa: E402
+from btxrd.runtime.decode.image import load_image  # noqa: E402
+from btxrd.runtime.model.classifier import Classifier  # noqa: E402
+from btxrd.runtime.model.preprocess import preprocess  # noqa: E402
 
 pytestmark = pytest.mark.torch
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,7 @@ torch = pytest.importorskip("torch")
 from btxrd.export.cli import _parity_sources  # noqa: E402
 from btxrd.export.cli import main as export_main  # noqa: E402
 from btxrd.export.parity import write_parity_images  # noqa: E402
-from btxrd.runtime.cliutil import EXIT_CODES_HELP  # noqa: E402
-from btxrd.runtime.errors import InputError  # noqa: E402
+from btxrd.runtime.errors import EXIT_CODES_HELP, InputError  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

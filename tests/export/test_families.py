@@ -21,7 +21,7 @@ pytest.importorskip("timm")
 
 from btxrd.export.checkpoint import save_checkpoint  # noqa: E402
 from btxrd.export.cli import main as export_main  # noqa: E402
-from btxrd.runtime.cli import main as run_main  # noqa: E402
+from btxrd.runtime.cli.run import main as run_main  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 CLASSES = ("Normal", "Benign", "Malignant")

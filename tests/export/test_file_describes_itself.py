@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from btxrd.export.checkpoint import save_checkpoint
 from btxrd.export.cli import main as export_main
-from btxrd.runtime.cli import main as run_main
-from btxrd.runtime.contract import TENSOR_MEANINGS
+from btxrd.runtime.cli.run import main as run_main
+from btxrd.runtime.model.contract import TENSOR_MEANINGS
 
 pytestmark = pytest.mark.torch
 CLEAN_ENV = {"BTXRD_MODEL": None, "BTXRD_CONFIG": None}

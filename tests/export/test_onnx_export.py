@@ -19,7 +19,7 @@ from btxrd.export.checkpoint import build_model, load_checkpoint  # noqa: E402
 from btxrd.export.cli import main as export_main  # noqa: E402
 from btxrd.export.onnx_export import build_metadata, export_model_proto, finalise  # noqa: E402
 from btxrd.export.parity import check_parity, write_parity_images  # noqa: E402
-from btxrd.runtime.contract import ModelMetadata, Preprocessing  # noqa: E402
+from btxrd.runtime.model.contract import ModelMetadata, Preprocessing  # noqa: E402
 
 pytestmark = pytest.mark.torch
 PARITY_KINDS = {

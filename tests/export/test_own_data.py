@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from btxrd.export.cli import main as export_main
-from btxrd.runtime.cli import main as run_main
+from btxrd.runtime.cli.run import main as run_main
 
 PER_CLASS = 40  # 6 of each class in val: enough for --min-val-per-class 5
 MIN_VAL = ["--min-val-per-class", "5"]

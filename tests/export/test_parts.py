@@ -15,7 +15,7 @@ torchvision = pytest.importorskip("torchvision")
 from btxrd.export.checkpoint import save_checkpoint  # noqa: E402
 from btxrd.export.cli import main as export_main  # noqa: E402
 from btxrd.export.parts import CAM_GRADIENT, CAM_LINEAR, find_parts  # noqa: E402
-from btxrd.runtime.cli import main as run_main  # noqa: E402
+from btxrd.runtime.cli.run import main as run_main  # noqa: E402
 from btxrd.runtime.errors import ModelError  # noqa: E402
 
 pytestmark = pytest.mark.torch

@@ -22,7 +22,7 @@ torch = pytest.importorskip("torch")
 from btxrd.export.checkpoint import build_model, load_checkpoint  # noqa: E402
 from btxrd.export.data.dataset import load_dataset, read_split  # noqa: E402
 from btxrd.export.train import cache_images, load_recipe, predict_probabilities, train  # noqa: E402
-from btxrd.runtime.metrics import classification_metrics  # noqa: E402
+from btxrd.runtime.labels.metrics import classification_metrics  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

@@ -41,14 +41,14 @@ from btxrd.export.trust.ood import (  # noqa: E402
     threshold_at,
 )
 from btxrd.export.trust.taps import pooled_taps, tap_modules, tap_widths  # noqa: E402
-from btxrd.runtime.contract import (  # noqa: E402
+from btxrd.runtime.labels.metrics import expected_calibration_error  # noqa: E402
+from btxrd.runtime.model.contract import (  # noqa: E402
     CAM_NAME,
     LOGITS_NAME,
     OOD_SCORE_NAME,
     PROBABILITIES_NAME,
     ModelMetadata,
 )
-from btxrd.runtime.metrics import expected_calibration_error  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

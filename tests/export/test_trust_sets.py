@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from btxrd.export.trust import sets
-from btxrd.runtime.imageio import load_image
+from btxrd.runtime.decode.image import load_image
 
 
 @pytest.mark.parametrize("builder", [sets.documents, sets.noise, sets.flat])

@@ -33,11 +33,12 @@ with atheris.instrument_imports():
     import pydicom.pixels
     from PIL import BmpImagePlugin, Image, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 
-    from btxrd.runtime import dicom  # noqa: F401  (instrumented before its first use)
-    from btxrd.runtime.contract import Preprocessing
+    from btxrd.runtime.decode import dicom  # noqa: F401  (instrumented before its first use)
+    from btxrd.runtime.decode.image import load_image
+    from btxrd.runtime.decode.quiet import quiet_decoder_warnings
     from btxrd.runtime.errors import BtxrdError
-    from btxrd.runtime.imageio import load_image, quiet_decoder_warnings
-    from btxrd.runtime.preprocess import preprocess
+    from btxrd.runtime.model.contract import Preprocessing
+    from btxrd.runtime.model.preprocess import preprocess
 
 OUT = Path("results/fuzz")
 PREP = Preprocessing(image_size=(64, 64))

@@ -12,7 +12,7 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 from stopped_run import StoppedRun  # noqa: F401  (the tests import it from here)
 
-from btxrd.runtime.cli import main
+from btxrd.runtime.cli.run import main
 
 # Keep the caller's environment out of the commands under test.
 CLEAN_ENV = {"BTXRD_MODEL": None, "BTXRD_CONFIG": None}
@@ -29,7 +29,7 @@ def run_process(
     """``btxrd-run`` as its own process (signals, pipes, resource limits, namespaces), or
     ``code`` run with the same arguments; ``wrap`` is a command to run it under."""
     env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
-    start = ["-c", code] if code else ["-m", "btxrd.runtime.cli"]
+    start = ["-c", code] if code else ["-m", "btxrd.runtime.cli.run"]
     command = [*wrap, sys.executable, *start, *map(str, args)]
     return subprocess.run(command, capture_output=True, env=env, timeout=120, **kwargs)
 
@@ -56,7 +56,7 @@ def peak_rss_kib(*args: object) -> int:
     memory at the fork that started it (Linux carries it across exec), which can hide the case.
     """
     code = (
-        "import resource, sys; from btxrd.runtime.cli import main\n"
+        "import resource, sys; from btxrd.runtime.cli.run import main\n"
         "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
         "try:\n"
         "    lines = open('/proc/self/status').read().splitlines()\n"

@@ -32,7 +32,7 @@ def many_images(tmp_path) -> Path:
 
 
 def _command(*args: object) -> list[str]:
-    return [sys.executable, "-m", "btxrd.runtime.cli", *map(str, args)]
+    return [sys.executable, "-m", "btxrd.runtime.cli.run", *map(str, args)]
 
 
 def _env() -> dict[str, str]:
@@ -48,7 +48,7 @@ def _start(*args: object, code: str | None = None) -> subprocess.Popen:
 
     stdout is unbuffered on this side, so reading one line takes exactly one line off the pipe.
     """
-    start = ["-c", code] if code else ["-m", "btxrd.runtime.cli"]
+    start = ["-c", code] if code else ["-m", "btxrd.runtime.cli.run"]
     return subprocess.Popen(
         [sys.executable, *start, *map(str, args)],
         stdout=subprocess.PIPE,
@@ -114,8 +114,8 @@ def test_ctrl_c_mid_stream_keeps_complete_lines_and_resume_finishes(
 # a pipe's worth of images later (16 with Linux's 64 KiB) whatever the machine's speed.
 _OBSERVED_RUN = """
 import sys
-from btxrd.runtime.classifier import Classifier
-from btxrd.runtime.cli import main
+from btxrd.runtime.model.classifier import Classifier
+from btxrd.runtime.cli.run import main
 
 predict_many = Classifier.predict_many
 

@@ -29,7 +29,7 @@ from reliability_support import (
     write_scans,
 )
 
-from btxrd.runtime.outlock import lock_path
+from btxrd.runtime.output.outlock import lock_path
 from btxrd.runtime.text import name_bytes
 
 pa = pytest.importorskip("pyarrow")
@@ -123,7 +123,7 @@ def test_a_second_run_into_a_running_runs_output_is_refused(
         partial = run_cli(*_run_args(tiny_onnx, scans, out, config, flag), "--no-ood-gate")
         assert partial.exit_code in (0, 1), partial.stderr
     holder = StoppedRun(
-        "btxrd.runtime.outlock",
+        "btxrd.runtime.output.outlock",
         "_acquire",
         *_run_args(tiny_onnx, scans, out, config, flag, *first),
     )
@@ -172,7 +172,7 @@ def test_two_spellings_of_one_output_share_its_lock(tiny_onnx, scans, config, tm
     out.touch()
     link.symlink_to(out)
     holder = StoppedRun(
-        "btxrd.runtime.outlock", "_acquire", *_run_args(tiny_onnx, scans, out, config)
+        "btxrd.runtime.output.outlock", "_acquire", *_run_args(tiny_onnx, scans, out, config)
     )
     second_run = run_process(*_run_args(tiny_onnx, scans, link, config))
     assert second_run.returncode == 3
@@ -184,7 +184,7 @@ def test_two_spellings_of_one_output_share_its_lock(tiny_onnx, scans, config, tm
 def test_the_lock_of_a_killed_run_is_taken_over_silently(tiny_onnx, scans, config, tmp_path):
     out = tmp_path / "results.jsonl"
     holder = StoppedRun(
-        "btxrd.runtime.jsonl",
+        "btxrd.runtime.output.jsonl",
         "JsonlJournal.write",
         *_run_args(tiny_onnx, scans, out, config, "--jsonl"),
     )
@@ -204,7 +204,7 @@ import errno, fcntl, sys
 def flock(fd, operation):
     raise OSError(errno.ENOLCK, "No locks available")
 fcntl.flock = flock
-from btxrd.runtime.cli import main
+from btxrd.runtime.cli.run import main
 main(sys.argv[1:])
 """
 
@@ -482,7 +482,7 @@ def test_a_non_blocking_stdout_pipe_that_fills_loses_no_record(tiny_onnx, scans)
     os.set_blocking(write_end, False)
     capacity = fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ)
     env = {k: v for k, v in os.environ.items() if k not in ("BTXRD_MODEL", "BTXRD_CONFIG")}
-    command = [sys.executable, "-m", "btxrd.runtime.cli", "--model", str(tiny_onnx), "--jsonl"]
+    command = [sys.executable, "-m", "btxrd.runtime.cli.run", "--model", str(tiny_onnx), "--jsonl"]
     process = subprocess.Popen([*command, "-q", *many], stdout=write_end, env=env)
     os.close(write_end)
     waiting = np.zeros(1, dtype=np.int32)
@@ -529,7 +529,7 @@ def test_a_write_fault_mid_run_names_its_real_cause(tiny_onnx, scans, tmp_path, 
     out = tmp_path / "out" / "results.jsonl"
     out.parent.mkdir()
     run = StoppedRun(
-        "btxrd.runtime.jsonl",
+        "btxrd.runtime.output.jsonl",
         "JsonlJournal.write",
         *("--model", tiny_onnx, "--jsonl", "-q", "-o", out, *sorted(scans.iterdir())),
     )

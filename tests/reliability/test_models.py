@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from reliability_support import assert_one_clear_line, run_cli
 
-from btxrd.runtime.contract import METADATA_PREFIX
+from btxrd.runtime.model.contract import METADATA_PREFIX
 
 
 def _bytes(content: bytes) -> Callable[[Path, object], None]:

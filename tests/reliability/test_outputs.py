@@ -247,7 +247,7 @@ def test_an_overlay_name_too_long_is_that_inputs_error_record(tiny_onnx, scans, 
 
 
 def test_stdout_on_a_full_device_is_one_clear_line(tiny_onnx, scans):
-    command = [sys.executable, "-m", "btxrd.runtime.cli", "--model", str(tiny_onnx), "--json"]
+    command = [sys.executable, "-m", "btxrd.runtime.cli.run", "--model", str(tiny_onnx), "--json"]
     with open("/dev/full", "wb") as full:
         done = subprocess.run(
             [*command, "--quiet", str(scans / "scan0.png")],

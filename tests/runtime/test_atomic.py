@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from btxrd.runtime.atomic import atomic_open, write_bytes, write_text
+from btxrd.runtime.output.atomic import atomic_open, write_bytes, write_text
 
 
 def test_write_text_creates_the_file(tmp_path):

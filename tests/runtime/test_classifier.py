@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from btxrd.runtime.classifier import Classifier, Prediction
 from btxrd.runtime.errors import InputError
-from btxrd.runtime.imageio import DecodeLimits
-from btxrd.runtime.selftest import check_reference_scores
+from btxrd.runtime.model.classifier import Classifier, Prediction
+from btxrd.runtime.model.selftest import check_reference_scores
+from btxrd.runtime.settings import DecodeLimits
 
 CLASSES = ("Normal", "Benign", "Malignant")
 

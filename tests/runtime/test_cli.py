@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from PIL import Image
 from terminal import through_a_terminal
 
-from btxrd.runtime.classifier import Classifier
-from btxrd.runtime.cli import main
+from btxrd.runtime.cli.run import main
+from btxrd.runtime.model.classifier import Classifier
 
 CLASSES = ["Normal", "Benign", "Malignant"]
 # Keep the caller's environment out of the commands under test.
@@ -592,7 +592,7 @@ def test_default_model_is_the_shipped_demo_from_any_folder(demo_onnx, tmp_path, 
 def _through_a_terminal(*args: object, stdout_too: bool = False) -> tuple[int, str, str]:
     """btxrd-run with stderr (and with ``stdout_too`` stdout as well) on a pseudo-terminal."""
     env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
-    command = [sys.executable, "-m", "btxrd.runtime.cli", *map(str, args)]
+    command = [sys.executable, "-m", "btxrd.runtime.cli.run", *map(str, args)]
     return through_a_terminal(command, env=env, stdout_too=stdout_too, timeout=60)
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from btxrd.runtime.cli import main
+from btxrd.runtime.cli.run import main
 from btxrd.runtime.config import DEFAULTS, load_config
 from btxrd.runtime.errors import ConfigError
 
@@ -37,10 +37,9 @@ def test_shipped_default_yaml_equals_the_built_in_defaults():
 
 
 def test_defaults_derive_from_the_settings_dataclasses():
-    from btxrd.runtime.classifier import Classifier
-    from btxrd.runtime.imageio import DecodeLimits
-    from btxrd.runtime.overlay import overlay
-    from btxrd.runtime.settings import SECTIONS, InferenceSettings
+    from btxrd.runtime.model.classifier import Classifier
+    from btxrd.runtime.output.overlay import overlay
+    from btxrd.runtime.settings import SECTIONS, DecodeLimits, InferenceSettings
 
     for name, section in SECTIONS.items():
         assert DEFAULTS[name] == {f: getattr(section(), f) for f in DEFAULTS[name]}

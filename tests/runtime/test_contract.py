@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from btxrd.runtime.contract import (
+from btxrd.runtime.errors import ModelError
+from btxrd.runtime.model.contract import (
     CAM_NAME,
     INPUT_NAME,
     KEY_TRUST,
@@ -24,7 +25,6 @@ from btxrd.runtime.contract import (
     Preprocessing,
     Trust,
 )
-from btxrd.runtime.errors import ModelError
 
 METADATA = ModelMetadata(
     class_names=("Normal", "Benign", "Malignant"),

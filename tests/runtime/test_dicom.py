@@ -23,8 +23,9 @@ from pydicom.uid import (  # noqa: E402
     JPEGLSLossless,
 )
 
+from btxrd.runtime.decode.image import load_image  # noqa: E402
 from btxrd.runtime.errors import InputError  # noqa: E402
-from btxrd.runtime.imageio import DecodeLimits, load_image  # noqa: E402
+from btxrd.runtime.settings import DecodeLimits  # noqa: E402
 
 
 def test_12_bit_data_is_scaled_by_its_range_not_clipped(tmp_path: Path) -> None:

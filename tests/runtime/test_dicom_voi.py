@@ -23,8 +23,8 @@ from dicom_files import (  # noqa: E402
     write_dicom,
 )
 
+from btxrd.runtime.decode.image import load_image  # noqa: E402
 from btxrd.runtime.errors import InputError  # noqa: E402
-from btxrd.runtime.imageio import load_image  # noqa: E402
 
 BUNDLED = Path(pydicom.__file__).parent / "data" / "test_files"
 

@@ -27,7 +27,7 @@ from engine_files import (
 )
 from stopped_run import StoppedRun
 
-from btxrd.runtime.cli import main
+from btxrd.runtime.cli.run import main
 from btxrd.runtime.install import install_hint
 
 pa = pytest.importorskip("pyarrow")
@@ -119,7 +119,7 @@ def test_readable_by_duckdb_and_pandas(demo_onnx, folder, config, tmp_path):
 
 
 def test_a_new_record_field_gets_its_own_column(demo_onnx, folder, config, tmp_path, monkeypatch):
-    from btxrd.runtime.classifier import Prediction
+    from btxrd.runtime.model.classifier import Prediction
 
     to_record = Prediction.to_record
     monkeypatch.setattr(Prediction, "to_record", lambda self: {**to_record(self), "decode": "x"})

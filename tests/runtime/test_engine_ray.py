@@ -35,7 +35,7 @@ from engine_files import (
     write_config,
 )
 
-from btxrd.runtime.outlock import lock_path, output_lock
+from btxrd.runtime.output.outlock import lock_path, output_lock
 
 pytest.importorskip("pyarrow")
 pytest.importorskip("ray")

@@ -14,10 +14,12 @@ from click.testing import CliRunner
 from PIL import Image
 from schema_check import assert_valid
 
-from btxrd.runtime.classifier import Classifier
-from btxrd.runtime.cli import main
+from btxrd.runtime.cli.run import main
+from btxrd.runtime.decode.decoded import EXACT, NOT_JPEG_NOTE
+from btxrd.runtime.decode.image import load_image
 from btxrd.runtime.errors import InputError
-from btxrd.runtime.imageio import EXACT, NOT_JPEG_NOTE, DecodeLimits, load_image
+from btxrd.runtime.model.classifier import Classifier
+from btxrd.runtime.settings import DecodeLimits
 
 CLEAN_ENV = {"BTXRD_MODEL": None, "BTXRD_CONFIG": None}
 

@@ -16,16 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
+from btxrd.runtime.decode.formats import DICOM, PILLOW, image_suffixes, pillow_formats
+from btxrd.runtime.decode.image import decode_pil, load_image
+from btxrd.runtime.decode.inputs import collect_folder
+from btxrd.runtime.decode.pixels import BLANK_STD, scale_to_uint8
 from btxrd.runtime.errors import InputError
-from btxrd.runtime.formats import DICOM, PILLOW, image_suffixes, pillow_formats
-from btxrd.runtime.imageio import (
-    BLANK_STD,
-    DecodeLimits,
-    decode_pil,
-    load_image,
-    scale_to_uint8,
-)
-from btxrd.runtime.inputs import collect_folder
+from btxrd.runtime.settings import DecodeLimits
 
 EXIF_ORIENTATION = 0x0112
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -505,9 +501,9 @@ def test_image_suffixes_are_the_allowlist():
 # else changed: the folder walker picks the file up, Pillow may open it, it is classified.
 _WITH_WEBP = """
 import sys
-from btxrd.runtime import formats
+from btxrd.runtime.decode import formats
 formats.FORMATS.append(formats.ImageFormat("WEBP", (".webp",)))
-from btxrd.runtime.cli import main
+from btxrd.runtime.cli.run import main
 main(sys.argv[1:])
 """
 
@@ -517,7 +513,7 @@ def test_a_pillow_format_is_added_by_one_line_in_the_registry(tmp_path, tiny_onn
     folder.mkdir()
     Image.fromarray(gray).save(folder / "scan.webp", lossless=True)
     without = subprocess.run(
-        [sys.executable, "-m", "btxrd.runtime.cli", "--model", tiny_onnx, "--json", "-q",
+        [sys.executable, "-m", "btxrd.runtime.cli.run", "--model", tiny_onnx, "--json", "-q",
          folder / "scan.webp"],
         capture_output=True, text=True,
     )  # fmt: skip
@@ -705,11 +701,11 @@ def test_blank_verdict_is_the_whole_images_spread(values):
 # per-input fence that says "a btxrd bug: please report it", not be the user's "corrupt image".
 _PLANTED_BUG = """
 import sys
-from btxrd.runtime import imageio
+from btxrd.runtime.decode import decoded, pillow
 def broken(opened):
-    return imageio.check_size(None, "scan.png", None)  # a TypeError inside btxrd's own code
-imageio._wide_rawmode = broken
-from btxrd.runtime.cli import main
+    return decoded.check_size(None, "scan.png", None)  # a TypeError inside btxrd's own code
+pillow.wide_rawmode = broken
+from btxrd.runtime.cli.run import main
 main(sys.argv[1:])
 """
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from btxrd.runtime.decode.image import load_image
 from btxrd.runtime.errors import InputError
-from btxrd.runtime.imageio import load_image
 
 tifffile = pytest.importorskip("tifffile")
 png = pytest.importorskip("png")  # pypng

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from btxrd.runtime.inputs import collect_folder, output_names
+from btxrd.runtime.decode.inputs import collect_folder, output_names
 
 
 def _touch(root: Path, *names: str) -> None:

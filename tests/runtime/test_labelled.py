@@ -1,5 +1,5 @@
-"""Labelled data in each layout (``btxrd.runtime.labelled``), without torch: what is read, in the
-model's spelling, and every refusal as one line naming the data."""
+"""Labelled data in each layout (``btxrd.runtime.labels.folders``), without torch: what is read,
+in the model's spelling, and every refusal as one line naming the data."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from btxrd.runtime.labelled import read_labelled
-from btxrd.runtime.sheet import DatasetError
-from btxrd.runtime.validation import read_labels, validate
+from btxrd.runtime.labels.folders import read_labelled
+from btxrd.runtime.labels.sheet import DatasetError
+from btxrd.runtime.labels.validation import read_labels, validate
 
 CLASSES = ("Normal", "Benign", "Malignant")
 

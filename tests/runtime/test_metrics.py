@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from btxrd.runtime.metrics import (
+from btxrd.runtime.labels.metrics import (
     bootstrap_interval,
     classification_metrics,
     expected_calibration_error,

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from btxrd.runtime.contract import INPUT_NAME, METADATA_PREFIX
 from btxrd.runtime.errors import ModelError
-from btxrd.runtime.model import OnnxModel
+from btxrd.runtime.model.contract import INPUT_NAME, METADATA_PREFIX
+from btxrd.runtime.model.session import OnnxModel
 
 CLASSES = ["Normal", "Benign", "Malignant"]
 

@@ -7,7 +7,7 @@ import contextlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from btxrd.runtime.onnxheader import HeaderError, read_header
+from btxrd.runtime.model.onnxheader import HeaderError, read_header
 
 
 def test_reads_ir_version_and_opsets_of_a_real_model(tiny_model_proto):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from btxrd.runtime.overlay import (
+from btxrd.runtime.output.overlay import (
     caption_for,
     explained_overlay,
     jet,

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from btxrd.runtime.postprocess import finite_rows, softmax
+from btxrd.runtime.model.postprocess import finite_rows, softmax
 
 LOGITS = hnp.arrays(
     dtype=np.float64,

@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from btxrd.runtime.contract import Preprocessing
-from btxrd.runtime.imageio import decode_pil
-from btxrd.runtime.preprocess import preprocess, resize_for_model, to_input_array
+from btxrd.runtime.decode.image import decode_pil
+from btxrd.runtime.model.contract import Preprocessing
+from btxrd.runtime.model.preprocess import preprocess, resize_for_model, to_input_array
 
 PREP = Preprocessing(image_size=(64, 48))
 

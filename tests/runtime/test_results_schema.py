@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from schema_check import SCHEMA_PATH, assert_valid
 
-from btxrd.runtime.cli import main
+from btxrd.runtime.cli.run import main
 
 CLEAN_ENV = {"BTXRD_MODEL": None, "BTXRD_CONFIG": None}
 ROOT = Path(__file__).resolve().parents[2]

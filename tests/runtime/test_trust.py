@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from PIL import Image
 from schema_check import assert_valid
 
-from btxrd.runtime.cli import main
-from btxrd.runtime.contract import (
+from btxrd.runtime.cli.run import main
+from btxrd.runtime.model.contract import (
     METADATA_PREFIX,
     OOD_SCORE_NAME,
     PROBABILITIES_NAME,
@@ -29,7 +29,7 @@ from btxrd.runtime.contract import (
     OodGate,
     Trust,
 )
-from btxrd.runtime.model import OnnxModel
+from btxrd.runtime.model.session import OnnxModel
 
 TEMPERATURE = 2.0
 THRESHOLD = 0.0
@@ -115,8 +115,8 @@ def test_scores_are_the_calibrated_probabilities(trust_onnx, dark_and_bright):
     assert result.exit_code == 0, result.stderr
     (record,) = _records(result)
     model = OnnxModel(trust_onnx)
-    from btxrd.runtime.imageio import load_image
-    from btxrd.runtime.preprocess import preprocess
+    from btxrd.runtime.decode.image import load_image
+    from btxrd.runtime.model.preprocess import preprocess
 
     batch = preprocess(load_image(dark), model.info.metadata.preprocessing)[None]
     logits = model.run(batch).logits[0].astype(np.float64)

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from btxrd.runtime.cli import main
+from btxrd.runtime.cli.run import main
 
 CLEAN_ENV = {"BTXRD_MODEL": None, "BTXRD_CONFIG": None}
 

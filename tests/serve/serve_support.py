@@ -172,7 +172,7 @@ def cli_json(*args: object, cwd: Path = REPO_ROOT) -> dict:
     """``btxrd-run --json ARGS`` in its own process; its document."""
     environment = {k: v for k, v in os.environ.items() if k not in ("BTXRD_MODEL", "BTXRD_CONFIG")}
     done = subprocess.run(
-        [sys.executable, "-m", "btxrd.runtime.cli", "--json", "--quiet", *map(str, args)],
+        [sys.executable, "-m", "btxrd.runtime.cli.run", "--json", "--quiet", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,

@@ -24,8 +24,8 @@ from serve_support import (
     sample_images,
 )
 
-from btxrd.runtime.classifier import Classifier
-from btxrd.runtime.overlay import normalise_cam, overlay
+from btxrd.runtime.model.classifier import Classifier
+from btxrd.runtime.output.overlay import normalise_cam, overlay
 from btxrd.runtime.serve.views import VIEW_MAX_SIDE
 
 pytest.importorskip("starlette")
@@ -86,7 +86,7 @@ def test_health_names_the_model_and_the_limits(server):
 
 def test_model_is_what_info_prints(server):
     done = subprocess.run(
-        [sys.executable, "-m", "btxrd.runtime.cli", "--info", "--json"],
+        [sys.executable, "-m", "btxrd.runtime.cli.run", "--info", "--json"],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -122,7 +122,7 @@ def test_every_sample_gets_the_cli_record_in_one_request_and_one_by_one(server):
 def test_the_overlay_is_what_cam_draws_pixel_for_pixel(server, tmp_path):
     samples = sample_images()
     subprocess.run(
-        [sys.executable, "-m", "btxrd.runtime.cli", "--quiet", "--cam", "--cam-dir", tmp_path]
+        [sys.executable, "-m", "btxrd.runtime.cli.run", "--quiet", "--cam", "--cam-dir", tmp_path]
         + [str(p) for p in samples],
         check=True,
         cwd=REPO_ROOT,
@@ -175,7 +175,7 @@ def test_export_writes_the_cli_csv_and_a_valid_document(server, tmp_path):
     assert status == 200 and answer_headers["content-type"].startswith("text/csv")
     out = tmp_path / "cli.csv"
     subprocess.run(
-        [sys.executable, "-m", "btxrd.runtime.cli", "--quiet", "--csv", "-o", out]
+        [sys.executable, "-m", "btxrd.runtime.cli.run", "--quiet", "--csv", "-o", out]
         + [str(p) for p in samples],
         check=True,
         cwd=REPO_ROOT,

@@ -27,8 +27,8 @@ from btxrd.export.data.dataset import (
     write_split,
 )
 from btxrd.export.data.labelme import AnnotationError
-from btxrd.runtime import sheet as btxrd_sheet
 from btxrd.runtime.errors import InputError
+from btxrd.runtime.labels import sheet as btxrd_sheet
 
 
 def _row(image_id: str, label: str, center: int = 1) -> dict[str, object]:

@@ -11,8 +11,8 @@ from PIL import Image
 
 from btxrd.export.data.labelme import read_annotation
 from btxrd.export.data.masks import lesion_mask
-from btxrd.runtime.contract import Preprocessing
-from btxrd.runtime.imageio import load_image
+from btxrd.runtime.decode.image import load_image
+from btxrd.runtime.model.contract import Preprocessing
 
 
 def _prep(height: int, width: int) -> Preprocessing:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from btxrd.runtime.atomic import Destination, cannot_write, destination, replace_into
 from btxrd.runtime.errors import OutputError
+from btxrd.runtime.output.atomic import Destination, cannot_write, destination, replace_into
 from btxrd.runtime.text import name_bytes
 
 JOURNAL_SUFFIX = ".partial"

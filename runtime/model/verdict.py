@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from btxrd.runtime.contract import Trust
+from btxrd.runtime.model.contract import Trust
 
 # The record key, inside the ``ood`` block, of a refused input's probabilities.
 WITHHELD_KEY = "withheld_scores"

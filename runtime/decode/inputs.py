@@ -7,7 +7,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from btxrd.runtime.formats import image_suffixes
+from btxrd.runtime.decode.formats import image_suffixes
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from btxrd.runtime.dicom import DICOM_FIELDS
+from btxrd.runtime.decode.decoded import DecodedImage
+from btxrd.runtime.decode.dicom import DICOM_FIELDS
+from btxrd.runtime.decode.image import decode_pil, load_image
 from btxrd.runtime.errors import BtxrdError, InputError
-from btxrd.runtime.imageio import DecodedImage, DecodeLimits, decode_pil, load_image
-from btxrd.runtime.model import ModelInfo, ModelOutputs, OnnxModel
-from btxrd.runtime.postprocess import finite_rows, softmax
-from btxrd.runtime.preprocess import preprocess
-from btxrd.runtime.settings import InferenceSettings
+from btxrd.runtime.model.postprocess import finite_rows, softmax
+from btxrd.runtime.model.preprocess import preprocess
+from btxrd.runtime.model.session import ModelInfo, ModelOutputs, OnnxModel
+from btxrd.runtime.model.verdict import OodVerdict, refusal_message, verdict_for
+from btxrd.runtime.settings import DecodeLimits, InferenceSettings
 from btxrd.runtime.text import name_text, text_of
-from btxrd.runtime.verdict import OodVerdict, refusal_message, verdict_for
 
 _DEFAULTS = InferenceSettings()
 
@@ -58,7 +59,7 @@ class Prediction:
 
     An input the out-of-distribution gate refuses has ``error`` set, ``refused`` True and no
     ``scores``: its probabilities are ``withheld_scores``, which the record keeps for audit inside
-    its ``ood`` block only (``btxrd.runtime.verdict``)."""
+    its ``ood`` block only (``btxrd.runtime.model.verdict``)."""
 
     image_name: str
     path: str | None

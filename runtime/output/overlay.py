@@ -15,8 +15,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
+from btxrd.runtime.labels.sheet import NORMAL
 from btxrd.runtime.settings import OVERLAY_ALPHA
-from btxrd.runtime.sheet import NORMAL
 
 _SCALE_HEIGHT = 12
 _PAD = 6

@@ -10,24 +10,26 @@ from pathlib import Path
 
 import click
 
-from btxrd.runtime.cliutil import (
+from btxrd.runtime.cli.common import (
     CONTEXT_SETTINGS,
-    EXIT_INPUT,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    check_output_file,
     common_options,
     documents_exit_codes,
     model_option,
-    prepare_output_dir,
-    require_stdout,
     run_cli,
     setting_range,
     version_lines,
 )
-from btxrd.runtime.errors import ConfigError, InputError, ModelError
-from btxrd.runtime.progress import progress
-from btxrd.runtime.report import HUMAN, WRITERS, format_for_suffix
+from btxrd.runtime.errors import (
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+    InputError,
+    ModelError,
+)
+from btxrd.runtime.output.folders import check_output_file, prepare_output_dir, require_stdout
+from btxrd.runtime.output.progress import progress
+from btxrd.runtime.output.report import HUMAN, WRITERS, format_for_suffix
 from btxrd.runtime.text import plural
 
 
@@ -197,8 +199,8 @@ def main(**options) -> None:
 
 
 def _run(options: RunOptions) -> int:
-    from btxrd.runtime.classifier import Classifier
     from btxrd.runtime.config import load_config
+    from btxrd.runtime.model.classifier import Classifier
     from btxrd.runtime.paths import default_model_path
     from btxrd.runtime.settings import CamSettings, InferenceSettings
 
@@ -242,7 +244,7 @@ def _run(options: RunOptions) -> int:
 
     labels = None
     if options.labels is not None:
-        from btxrd.runtime.validation import read_labels
+        from btxrd.runtime.labels.validation import read_labels
 
         labels = read_labels(options.labels, classifier.class_names)
     if options.metrics_out is not None:
@@ -253,10 +255,10 @@ def _run(options: RunOptions) -> int:
         options.recursive,
         exclude=tuple(p for p in (cam_out,) if p),
     )
-    from btxrd.runtime.atomic import protect
-    from btxrd.runtime.inputs import display_names
-    from btxrd.runtime.jsonl import identity, input_key
-    from btxrd.runtime.report import make_sink
+    from btxrd.runtime.decode.inputs import display_names
+    from btxrd.runtime.output.atomic import protect
+    from btxrd.runtime.output.jsonl import identity, input_key
+    from btxrd.runtime.output.report import make_sink
     from btxrd.runtime.text import text_of
 
     # No output may replace an input or the model, however the paths are spelled.
@@ -360,8 +362,8 @@ def _classify(
     quiet: bool,
     alpha: float,
 ) -> int:
-    from btxrd.runtime.inputs import display_names, output_names
-    from btxrd.runtime.report import summarise
+    from btxrd.runtime.decode.inputs import display_names, output_names
+    from btxrd.runtime.output.report import summarise
     from btxrd.runtime.text import for_terminal
 
     cam_names = output_names(paths, folder, "_cam.png") if cam_out else []
@@ -429,9 +431,9 @@ def _write_cam(
     full disk, an overlay that would replace an input) becomes this input's error record."""
     from dataclasses import replace
 
-    from btxrd.runtime.atomic import atomic_open
     from btxrd.runtime.errors import BtxrdError
-    from btxrd.runtime.overlay import cam_overlay, normalise_cam
+    from btxrd.runtime.output.atomic import atomic_open
+    from btxrd.runtime.output.overlay import cam_overlay, normalise_cam
 
     target = cam_class or prediction.prediction
     index = classifier.class_names.index(target)
@@ -499,12 +501,12 @@ def _say_what_was_written(sink, summary, cam_out: Path | None, metrics_out: Path
 
 
 def _one_writer(output: Path | None, fmt: str, *, force: bool):
-    """The lock of ``output`` (``btxrd.runtime.outlock``); none for stdout, a FIFO or a device,
-    which no rename replaces and no second run could share unnoticed."""
+    """The lock of ``output`` (``btxrd.runtime.output.outlock``); none for stdout, a FIFO or a
+    device, which no rename replaces and no second run could share unnoticed."""
     import contextlib
 
-    from btxrd.runtime.atomic import destination
-    from btxrd.runtime.outlock import output_lock
+    from btxrd.runtime.output.atomic import destination
+    from btxrd.runtime.output.outlock import output_lock
 
     if output is None or (fmt != "parquet" and destination(output).direct):
         return contextlib.nullcontext()
@@ -548,7 +550,7 @@ def _inputs(
     images, folder: Path | None, recursive: bool, exclude: tuple[Path, ...]
 ) -> tuple[list[Path], list[tuple[Path, str]]]:
     """The input files, and (path, message) for what could not be looked at."""
-    from btxrd.runtime.inputs import walk_folder
+    from btxrd.runtime.decode.inputs import walk_folder
 
     if folder is None:
         return list(images), []
@@ -565,7 +567,7 @@ def _print_info(classifier, as_json: bool) -> int:
     if as_json:
         click.echo(json.dumps(classifier.info.document(), indent=2))
         return EXIT_OK
-    from btxrd.runtime.info import describe_model
+    from btxrd.runtime.cli.info import describe_model
 
     for line in describe_model(classifier.info):
         click.echo(line)
@@ -575,8 +577,8 @@ def _print_info(classifier, as_json: bool) -> int:
 def _validation(classifier, predictions, labels, metrics_out: Path | None, to_stdout: bool):
     """Score this run's records against the labels; print the figures (on stdout with the
     table, else on stderr, so machine-readable stdout stays one format) and write them."""
-    from btxrd.runtime.atomic import write_text
-    from btxrd.runtime.validation import describe, validate
+    from btxrd.runtime.labels.validation import describe, validate
+    from btxrd.runtime.output.atomic import write_text
 
     figures = validate((p.to_record() for p in predictions), labels, classifier.class_names)
     for line in describe(figures):
@@ -587,7 +589,7 @@ def _validation(classifier, predictions, labels, metrics_out: Path | None, to_st
 
 
 def _selftest(classifier) -> int:
-    from btxrd.runtime.selftest import check_reference_scores
+    from btxrd.runtime.model.selftest import check_reference_scores
 
     report = check_reference_scores(classifier)
     for line in report.lines:

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:
-    from btxrd.runtime.classifier import Classifier
+    from btxrd.runtime.model.classifier import Classifier
 
 SELFTEST_TOLERANCE = 1e-4
 

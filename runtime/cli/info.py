@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from btxrd.runtime.model import ModelInfo, TensorSpec
+from btxrd.runtime.model.session import ModelInfo, TensorSpec
 
 _LABEL_WIDTH = 15
 

@@ -2,7 +2,7 @@
 timm's ``onnx_validate`` does: accuracy, per-class precision and recall, macro AUC, each with a
 bootstrap 95 % interval, the ECE and the confusion matrix.
 
-Labels come in any layout ``btxrd.runtime.labelled`` reads: a CSV ``image,label`` (e.g. the
+Labels come in any layout ``btxrd.runtime.labels.folders`` reads: a CSV ``image,label`` (e.g. the
 ``labels.csv`` of ``models/samples``), a BTXRD-layout folder or an ImageFolder. An image is
 matched by the file it is, then by its path as given, then by its file name, then by its name
 without the extension (the real sheet says ``.jpeg`` of some ``.jpg`` files); a name that two
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from btxrd.runtime.errors import ConfigError, InputError
-from btxrd.runtime.labelled import read_labelled
-from btxrd.runtime.metrics import (
+from btxrd.runtime.labels.folders import read_labelled
+from btxrd.runtime.labels.metrics import (
     classification_metrics,
     expected_calibration_error,
     metric_intervals,

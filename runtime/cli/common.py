@@ -1,5 +1,5 @@
-"""What every btxrd command shares: option bundles, output folders, one-line errors and the
-exit codes (the README's table lists them; every command maps the same fault to the same code).
+"""What every btxrd command shares: option bundles, the version line, and the runner that turns
+a fault into one line and its exit code (the codes themselves: ``btxrd.runtime.errors``).
 """
 
 from __future__ import annotations
@@ -17,15 +17,16 @@ from typing import Any, TypeVar
 
 import click
 
-from btxrd.runtime.errors import BtxrdError, ConfigError, InputError, OutputError
+from btxrd.runtime.errors import (
+    EXIT_CODES_HELP,
+    EXIT_INTERRUPTED,
+    EXIT_MODEL,
+    EXIT_OK,
+    BtxrdError,
+    exit_code_for,
+)
 from btxrd.runtime.settings import field_of, range_of
 
-EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-EXIT_CODES_HELP = (
-    "Exit codes: 0 success; 1 some input failed (each has its error record, everything else is "
-    "written); 2 usage or config error; 3 model, checkpoint or output unusable (nothing "
-    "processed); 130 interrupted."
-)
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -126,51 +127,10 @@ def setting_range(section: str, key: str) -> click.ParamType:
     )
 
 
-def prepare_output_dir(folder: Path) -> Path:
-    """Create ``folder`` (and its parents) for a command's outputs; ``OutputError`` if it cannot
-    be created or written, before any work is done."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(
-            f"{folder}: cannot create the output folder ({exc.strerror or exc}); choose another"
-        ) from None
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"{folder}: output folder is not writable; choose another one")
-    return folder
-
-
-def check_output_file(path: Path) -> None:
-    """``OutputError`` unless ``path``'s folder exists and is writable (checked before work)."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"{path}: output folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"{path}: output folder {folder} is not writable; choose another")
-
-
-def require_stdout(what: str) -> None:
-    """Refuse, before any work, to write ``what`` to a standard output the process was started
-    without (cron or a service manager may close it): it would be lost without a word."""
-    if sys.stdout is None:
-        raise OutputError(
-            f"standard output is closed, so {what} would be lost; pass --output FILE (or start "
-            "the command with stdout open)"
-        )
-
-
-def exit_code_for(error: BtxrdError) -> int:
-    if isinstance(error, ConfigError):
-        return EXIT_USAGE
-    if isinstance(error, InputError):
-        return EXIT_INPUT
-    return EXIT_MODEL  # ModelError, OutputError: nothing could be processed
-
-
 def run_cli(action: Callable[[], int], debug: bool) -> None:
     """Run a command body; turn our errors into one line on stderr and the documented exit code."""
-    from btxrd.runtime.atomic import unprotect_all
-    from btxrd.runtime.imageio import quiet_decoder_warnings
+    from btxrd.runtime.decode.quiet import quiet_decoder_warnings
+    from btxrd.runtime.output.atomic import unprotect_all
 
     program = click.get_current_context().command_path
     _hold_closed_standard_descriptors()

@@ -18,17 +18,17 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from btxrd.runtime.atomic import AtomicFile, destination, fix_for, write_text
 from btxrd.runtime.errors import OutputError
-from btxrd.runtime.jsonl import InputKey, JsonlJournal, Resumed, input_key
+from btxrd.runtime.model.verdict import is_refusal
+from btxrd.runtime.output.atomic import AtomicFile, destination, fix_for, write_text
+from btxrd.runtime.output.jsonl import InputKey, JsonlJournal, Resumed, input_key
 from btxrd.runtime.text import for_terminal, text_of
-from btxrd.runtime.verdict import is_refusal
 
 if TYPE_CHECKING:  # the CLI imports this module for its flags; onnxruntime loads only to classify
-    from btxrd.runtime.classifier import Prediction
-    from btxrd.runtime.model import ModelInfo
+    from btxrd.runtime.model.classifier import Prediction
+    from btxrd.runtime.model.session import ModelInfo
 
-# 2 since 2026-12-07: refused inputs carry no class probability (``btxrd.runtime.verdict``).
+# 2 since 2026-12-07: refused inputs carry no class probability (``btxrd.runtime.model.verdict``).
 RESULTS_SCHEMA_VERSION = 2
 
 
@@ -108,7 +108,7 @@ class JsonSink(Sink):
 class JsonlSink(Sink):
     """One record per line as results arrive, each line written and flushed whole.
 
-    To a file, lines go through a journal (``btxrd.runtime.jsonl``) that a killed run leaves
+    To a file, lines go through a journal (``btxrd.runtime.output.jsonl``) that a killed run leaves
     behind with every finished record, and that ``resume`` continues. Each line also carries
     the model's sha256, the input file's identity (``expected``, by ``jsonl.InputKey``) and the
     ``settings`` that change a result, which is what ``resume`` checks before keeping it.

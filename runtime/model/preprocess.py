@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from btxrd.runtime.contract import Preprocessing
-from btxrd.runtime.imageio import DecodedImage
+from btxrd.runtime.decode.decoded import DecodedImage
+from btxrd.runtime.model.contract import Preprocessing
 
 _FILTERS = {
     "nearest": Image.Resampling.NEAREST,

@@ -76,7 +76,7 @@ def intended_use_for(demo: bool) -> str:
 @dataclass(frozen=True)
 class Preprocessing:
     """How an image file becomes the model's input tensor. Runtime, export parity and explain
-    all follow this one description (see ``btxrd.runtime.preprocess``)."""
+    all follow this one description (see ``btxrd.runtime.model.preprocess``)."""
 
     image_size: tuple[int, int] = (224, 224)  # (height, width) of the network input
     resize: str = "bilinear"  # Pillow filter; Pillow always antialiases when shrinking

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from btxrd.runtime.decode.decoded import check_size
+from btxrd.runtime.decode.pixels import blank_message, map_to_uint8, row_bands, value_range
 from btxrd.runtime.errors import InputError
-from btxrd.runtime.imageio import check_size
 from btxrd.runtime.install import install_hint
-from btxrd.runtime.pixels import blank_message, map_to_uint8, row_bands, value_range
 from btxrd.runtime.settings import DecodeLimits
 from btxrd.runtime.text import cause_of
 

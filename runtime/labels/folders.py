@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from btxrd.runtime.decode.inputs import walk_folder
 from btxrd.runtime.errors import InputError
-from btxrd.runtime.inputs import walk_folder
-from btxrd.runtime.sheet import (
+from btxrd.runtime.labels.sheet import (
     BTXRD_IMAGE_SUFFIXES,
     DatasetError,
     find_dir,
@@ -29,7 +29,7 @@ from btxrd.runtime.sheet import (
     find_sheet,
     label_from_row,
 )
-from btxrd.runtime.sheet import read_rows as read_sheet_rows
+from btxrd.runtime.labels.sheet import read_rows as read_sheet_rows
 
 LAYOUTS = ("csv", "btxrd", "imagefolder")
 IMAGE_COLUMNS = ("image", "image_id", "image_name", "path")

@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from btxrd.runtime.contract import (
+from btxrd.runtime.decode.image import LFS_POINTER_PREFIX
+from btxrd.runtime.errors import ModelError
+from btxrd.runtime.model.contract import (
     CAM_NAME,
     INPUT_NAME,
     LOGITS_NAME,
@@ -22,10 +24,8 @@ from btxrd.runtime.contract import (
     ModelMetadata,
     Trust,
 )
-from btxrd.runtime.errors import ModelError
-from btxrd.runtime.imageio import LFS_POINTER_PREFIX
-from btxrd.runtime.onnxheader import HeaderError, OnnxHeader, read_header
-from btxrd.runtime.verdict import refusal_explanation
+from btxrd.runtime.model.onnxheader import HeaderError, OnnxHeader, read_header
+from btxrd.runtime.model.verdict import refusal_explanation
 
 
 @dataclass(frozen=True)

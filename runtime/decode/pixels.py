@@ -3,7 +3,7 @@
 16-bit, 32-bit and float data (PNG, TIFF, DICOM) are mapped onto 0..255 by their real range (never
 clipped, as Pillow's ``convert("L")`` would), computed in float64 a band of rows at a time: float64
 temporaries of about a MB instead of 8 bytes a pixel for the whole image (2.9 GB for a 9900 x 9900
-PNG). Used by ``btxrd.runtime.imageio`` and ``btxrd.runtime.dicom``.
+PNG). Used by ``btxrd.runtime.decode.image`` and ``btxrd.runtime.decode.dicom``.
 """
 
 from __future__ import annotations
