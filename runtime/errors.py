@@ -7,6 +7,9 @@ README's table lists them.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class BtxrdError(Exception):
     """Base of every error btxrd raises on purpose.
@@ -46,3 +49,24 @@ def exit_code_for(error: BtxrdError) -> int:
     if isinstance(error, InputError):
         return EXIT_INPUT
     return EXIT_MODEL  # ModelError, OutputError: nothing could be processed
+
+
+# The runtime's own folder, installed or not (the folder above may hold a virtual environment
+# with Pillow and pydicom in it).
+_RUNTIME_CODE = str(Path(__file__).resolve().parent) + os.sep
+
+
+def raised_by_btxrd(exc: BaseException) -> bool:
+    """A programming error (TypeError, AttributeError) raised in btxrd's own code, not in a
+    decoder it called.
+
+    The nets around Pillow and pydicom catch these too, because a damaged file makes the
+    decoders raise them; one raised in btxrd's own frame is btxrd's bug, which must reach the
+    internal-error path ("please report it"), not be called the user's corrupt file.
+    """
+    if not isinstance(exc, (TypeError, AttributeError)):
+        return False
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and frame.tb_frame.f_code.co_filename.startswith(_RUNTIME_CODE)

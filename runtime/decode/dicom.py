@@ -30,7 +30,7 @@ from PIL import Image
 
 from btxrd.runtime.decode.decoded import check_size
 from btxrd.runtime.decode.pixels import blank_message, map_to_uint8, row_bands, value_range
-from btxrd.runtime.errors import InputError
+from btxrd.runtime.errors import InputError, raised_by_btxrd
 from btxrd.runtime.install import install_hint
 from btxrd.runtime.settings import DecodeLimits
 from btxrd.runtime.text import cause_of
@@ -103,6 +103,8 @@ def load_dicom(
         meta = pydicom.filereader.read_file_meta_info(path)
         syntax = meta.get("TransferSyntaxUID")
     except errors as exc:
+        if raised_by_btxrd(exc):
+            raise  # btxrd's bug: the internal-error path, not the user's malformed file
         raise InputError(f"{path}: not a readable DICOM file ({cause_of(exc)})") from None
     # pydicom converts each element when it is first used, so a malformed value raises wherever
     # it is read: the whole reading is fenced, with narrower messages raised inside.
@@ -120,6 +122,8 @@ def load_dicom(
     except InputError:
         raise
     except errors as exc:
+        if raised_by_btxrd(exc):
+            raise  # btxrd's bug: the internal-error path, not the user's malformed file
         raise InputError(f"{path}: malformed DICOM data ({cause_of(exc)})") from None
 
 
@@ -138,6 +142,8 @@ def _identifiers(ds: Dataset, notes: list[str]) -> dict[str, str]:
             try:
                 text = _text(ds[keyword].value)
             except _DICOM_ERRORS as exc:
+                if raised_by_btxrd(exc):
+                    raise  # btxrd's bug: the internal-error path, not the user's malformed file
                 notes.append(f"DICOM {keyword} unreadable ({cause_of(exc)}); left out")
                 continue
             if text:
@@ -266,6 +272,8 @@ def _first_frame(ds: Dataset, path: Path, syntax: Any, errors: tuple) -> np.ndar
     try:
         return pixel_array(ds, index=0)
     except errors as exc:
+        if raised_by_btxrd(exc):
+            raise  # btxrd's bug: the internal-error path, not the user's malformed file
         cause = cause_of(exc)
         if syntax is None or not getattr(syntax, "is_compressed", False):
             raise InputError(f"{path}: malformed DICOM pixel data ({cause})") from None
@@ -294,6 +302,8 @@ def _to_image(ds: Dataset, pixels: np.ndarray, path: Path) -> tuple[Image.Image,
         try:
             pixels = apply_color_lut(pixels, ds)
         except _DICOM_ERRORS as exc:
+            if raised_by_btxrd(exc):
+                raise  # btxrd's bug: the internal-error path, not the user's malformed file
             raise InputError(f"{path}: malformed DICOM palette ({cause_of(exc)})") from None
     colour = pixels.ndim == 3
     if pixels.shape[:2] != (rows, columns) or (colour and pixels.shape[2] != 3):
@@ -526,6 +536,8 @@ def _fenced(path: Path, what: str, apply: Callable[..., np.ndarray], *args: Any)
     try:
         return np.asarray(apply(*args), dtype=np.float64)
     except _DICOM_ERRORS as exc:
+        if raised_by_btxrd(exc):
+            raise  # btxrd's bug: the internal-error path, not the user's malformed file
         raise InputError(f"{path}: malformed DICOM {what} ({cause_of(exc)})") from None
 
 

@@ -7,7 +7,6 @@ bytes; what it reads wrong is repaired in ``tiff`` and ``wide``; its exceptions 
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ from btxrd.runtime.decode.formats import format_names, pillow_formats
 from btxrd.runtime.decode.pixels import PillowRows, range_to_uint8
 from btxrd.runtime.decode.tiff import DEEP_MODES, SampleLayout
 from btxrd.runtime.decode.wide import load_wide, wide_rawmode
-from btxrd.runtime.errors import InputError
+from btxrd.runtime.errors import InputError, raised_by_btxrd
 from btxrd.runtime.settings import DecodeLimits
 from btxrd.runtime.text import cause_of
 
@@ -91,27 +90,11 @@ def load_pillow(
             f"{path}: uses an image feature Pillow cannot decode ({exc}); convert it to PNG or JPEG"
         ) from None
     except _CORRUPT_DATA_ERRORS as exc:
-        if _a_btxrd_bug(exc):
+        if raised_by_btxrd(exc):
             raise  # the internal-error path: "please report it", not "corrupt image"
         raise InputError(
             f"{path}: corrupt or truncated image data ({type(exc).__name__}: {cause_of(exc)})"
         ) from None
-
-
-# The runtime package's own folder (the decode path's code lives there, installed or not; the
-# folder above may hold a virtual environment with Pillow in it).
-_BTXRD_CODE = str(Path(__file__).resolve().parents[1]) + os.sep
-
-
-def _a_btxrd_bug(exc: BaseException) -> bool:
-    """A programming error (TypeError) raised in btxrd's own code, not in a decoder: a damaged
-    file makes Pillow's plugins raise TypeError too, and that one is the file's fault."""
-    if not isinstance(exc, TypeError):
-        return False
-    frame = exc.__traceback__
-    while frame is not None and frame.tb_next is not None:
-        frame = frame.tb_next
-    return frame is not None and frame.tb_frame.f_code.co_filename.startswith(_BTXRD_CODE)
 
 
 def _unidentified(path: Path, head: bytes) -> str:

@@ -697,22 +697,40 @@ def test_blank_verdict_is_the_whole_images_spread(values):
             decode_pil(image)
 
 
-# A bug in btxrd's own decode code (here: a call that makes it raise TypeError) must reach the
-# per-input fence that says "a btxrd bug: please report it", not be the user's "corrupt image".
+# A bug in btxrd's own decode code (here: a call that makes it raise TypeError or AttributeError
+# inside a decoder's net) must reach the per-input fence that says "a btxrd bug: please report
+# it", not be the user's "corrupt image" or "malformed DICOM".
 _PLANTED_BUG = """
 import sys
-from btxrd.runtime.decode import decoded, pillow
-def broken(opened):
-    return decoded.check_size(None, "scan.png", None)  # a TypeError inside btxrd's own code
-pillow.wide_rawmode = broken
+from btxrd.runtime.decode import decoded, dicom, pillow
+def broken_pillow(opened):
+    return decoded.check_size(None, "scan.png", None)  # TypeError inside btxrd's own code
+def broken_dicom(ds, pixels, path):
+    return dicom._modality(None, path, [])  # AttributeError inside btxrd's own code
+pillow.wide_rawmode = broken_pillow
+dicom._to_image = broken_dicom
 from btxrd.runtime.cli.run import main
 main(sys.argv[1:])
 """
 
 
-def test_a_btxrd_bug_in_decoding_is_an_internal_error_not_a_corrupt_file(tmp_path, gray, tiny_onnx):
-    path = tmp_path / "scan.png"
-    Image.fromarray(gray).save(path)
+def _png(path: Path, gray: np.ndarray) -> Path:
+    Image.fromarray(gray).save(path.with_suffix(".png"))
+    return path.with_suffix(".png")
+
+
+def _dicom(path: Path, gray: np.ndarray) -> Path:
+    pytest.importorskip("pydicom")
+    from dicom_files import write_dicom
+
+    return write_dicom(path.with_suffix(".dcm"), gray.astype(np.uint16) * 16)
+
+
+@pytest.mark.parametrize("write", [_png, _dicom], ids=["pillow", "dicom"])
+def test_a_btxrd_bug_in_decoding_is_an_internal_error_not_a_corrupt_file(
+    tmp_path, gray, tiny_onnx, write
+):
+    path = write(tmp_path / "scan", gray)
     done = subprocess.run(
         [sys.executable, "-c", _PLANTED_BUG, "--model", tiny_onnx, "--json", "-q", path],
         capture_output=True,
@@ -720,4 +738,5 @@ def test_a_btxrd_bug_in_decoding_is_an_internal_error_not_a_corrupt_file(tmp_pat
     )
     assert done.returncode == 1, done.stderr
     assert "corrupt" not in done.stdout + done.stderr
+    assert "malformed" not in done.stdout + done.stderr
     assert "This is a btxrd bug: please report it" in done.stderr
