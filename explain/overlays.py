@@ -111,9 +111,6 @@ def _record(path: Path, display_name: str, decoded: DecodedImage | None) -> dict
     """The record ``btxrd-run`` writes for the input (``report.record_of``, the one record
     builder), plus explain's ``cam_class`` and ``overlay``; filled in as it is explained."""
     path_text, escaped = name_text(path)
-    dicom = None
-    if decoded is not None and decoded.source_mode == "DICOM":
-        dicom = dict(decoded.source_info)
     read = Prediction(
         image_name=text_of(Path(path).name),
         path=path_text,
@@ -122,7 +119,7 @@ def _record(path: Path, display_name: str, decoded: DecodedImage | None) -> dict
         confidence=None,
         scores={},
         notes=() if decoded is None else decoded.notes,
-        dicom=dicom,
+        identifiers=None if decoded is None else decoded.identifiers,
         decode=None if decoded is None else decoded.decode,
     )
     return {**record_of(read, display_name), "cam_class": None, "overlay": None}

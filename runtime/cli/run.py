@@ -336,7 +336,8 @@ def _say_what_was_resumed(resumed, kept: int, inputs: int, output: Path | None) 
         "made with other settings (--fast-decode, --no-ood-gate): classified again": (
             resumed.other_settings
         ),
-        "without the input file's identity (an older btxrd): classified again": resumed.unproven,
+        "written by an older btxrd (no input identity, or an older record layout): classified "
+        "again": resumed.unproven,
         "of files that are not inputs of this run: removed": resumed.not_inputs,
         "repeated: removed": resumed.duplicates,
     }

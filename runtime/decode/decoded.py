@@ -17,14 +17,35 @@ NOT_JPEG_NOTE = "fast decode applies to JPEG only: decoded exactly"
 
 
 @dataclass(frozen=True)
+class Identifiers:
+    """What identifies an input inside its own format (a DICOM file's UIDs, body part and
+    laterality), for the record's ``identifiers``: the format's name and every field that format
+    has, each with its text from the file or None where the file has none.
+
+    The one shape for every format: a format whose files carry identifiers only fills this in
+    its decoder; the record, its writers and the schema take it as it is.
+    """
+
+    format: str
+    fields: Mapping[str, str | None]
+
+    def present(self) -> dict[str, str]:
+        """The fields the file has."""
+        return {key: value for key, value in self.fields.items() if value is not None}
+
+    def to_json(self) -> dict[str, object]:
+        return {"format": self.format, "fields": dict(self.fields)}
+
+
+@dataclass(frozen=True)
 class DecodedImage:
     """An 8-bit "L" or "RGB" image, upright, plus what decoding had to do to get there."""
 
     image: Image.Image
     source_mode: str
     notes: tuple[str, ...] = field(default_factory=tuple)
-    # What identifies the source image (for DICOM: decode.dicom.DICOM_FIELDS, as present).
-    source_info: Mapping[str, str] = field(default_factory=dict)
+    # What identifies the source image inside its format; None for formats without any.
+    identifiers: Identifiers | None = None
     # How the pixels were decoded: EXACT, or a JPEG decoded at 1/k scale ("jpeg-draft-1/k").
     decode: str = EXACT
 

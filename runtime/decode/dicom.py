@@ -13,7 +13,7 @@ then only the first frame is decoded. pydicom's stages are applied in bands of r
 float64 copy of the whole image is made.
 
 The file's identifiers (UIDs, body part, laterality) come along as text for the record
-(``DecodedImage.source_info``)."""
+(``DecodedImage.identifiers``)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from btxrd.runtime.decode.decoded import check_size
+from btxrd.runtime.decode.decoded import Identifiers, check_size
+from btxrd.runtime.decode.formats import DICOM_FORMAT
 from btxrd.runtime.decode.pixels import blank_message, map_to_uint8, row_bands, value_range
 from btxrd.runtime.errors import InputError, raised_by_btxrd
 from btxrd.runtime.install import install_hint
@@ -87,9 +88,9 @@ _DICOM_ERRORS = (
 
 def load_dicom(
     path: Path, limits: DecodeLimits | None = None
-) -> tuple[Image.Image, tuple[str, ...], dict[str, str]]:
+) -> tuple[Image.Image, tuple[str, ...], Identifiers]:
     """Read a DICOM file as an 8-bit "L" or "RGB" image, plus notes on what was applied and the
-    identifiers of the file (``DICOM_FIELDS``, as present)."""
+    identifiers of the file (``DICOM_FIELDS``)."""
     limits = limits or DecodeLimits()
     try:
         import pydicom
@@ -127,10 +128,10 @@ def load_dicom(
         raise InputError(f"{path}: malformed DICOM data ({cause_of(exc)})") from None
 
 
-def _identifiers(ds: Dataset, notes: list[str]) -> dict[str, str]:
-    """What identifies the image (``DICOM_FIELDS``), as present, as stripped text of capped length;
-    a value that cannot be read, or is absurdly long, is left out with a note."""
-    found: dict[str, str] = {}
+def _identifiers(ds: Dataset, notes: list[str]) -> Identifiers:
+    """What identifies the image (``DICOM_FIELDS``), as stripped text of capped length; a value
+    that cannot be read, or is absurdly long, is left out (None) with a note."""
+    found: dict[str, str | None] = dict.fromkeys(DICOM_FIELDS)
     for key, keywords in DICOM_FIELDS.items():
         for keyword in keywords:
             if keyword not in ds:
@@ -149,7 +150,7 @@ def _identifiers(ds: Dataset, notes: list[str]) -> dict[str, str]:
             if text:
                 found[key] = text
                 break
-    return found
+    return Identifiers(DICOM_FORMAT, found)
 
 
 def _text(value: Any) -> str | None:

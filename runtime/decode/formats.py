@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 PILLOW = "pillow"
 DICOM = "dicom"
+DICOM_FORMAT = "DICOM"  # the format's name in messages and in a record's identifiers
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,9 @@ FORMATS: list[ImageFormat] = [
     ImageFormat("PNG", (".png",)),
     ImageFormat("TIFF", (".tif", ".tiff")),
     ImageFormat("BMP", (".bmp",)),
-    ImageFormat("DICOM", (".dcm", ".dicom"), decoder=DICOM, needs="pydicom", parity_source=False),
+    ImageFormat(
+        DICOM_FORMAT, (".dcm", ".dicom"), decoder=DICOM, needs="pydicom", parity_source=False
+    ),
 ]
 
 

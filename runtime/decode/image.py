@@ -45,7 +45,7 @@ def load_image(
         if draft is not None:
             notes = (*notes, NOT_JPEG_NOTE)
         decoded = DecodedImage(
-            image=image, source_mode="DICOM", notes=notes, source_info=identifiers
+            image=image, source_mode="DICOM", notes=notes, identifiers=identifiers
         )
     else:
         decoded = load_pillow(path, head, limits, draft)

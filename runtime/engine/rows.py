@@ -36,6 +36,7 @@ _FLATTENED = frozenset(
         "error",
         "notes",
         "ood",
+        "identifiers",
         "dicom",
         "timings_ms",
     }
@@ -76,6 +77,8 @@ def schema_for(class_names: tuple[str, ...], extra: list[str]) -> Any:
             ("ood_gate", string),
             ("error", string),
             ("notes", pa.list_(string)),
+            ("identifiers", pa.struct([("format", string), ("fields", pa.map_(string, string))])),
+            # Deprecated since results schema 3: the DICOM fields of identifiers, for one release.
             ("dicom", pa.struct([(name, string) for name in DICOM_FIELDS])),
             *[(f"{name}_ms", double) for name in _TIMINGS],
             *[(name, string) for name in extra],
@@ -118,12 +121,20 @@ def row_of(
         "ood_gate": ood.get("gate"),
         "error": record.get("error"),
         "notes": record.get("notes") or [],
+        "identifiers": _identifiers(record.get("identifiers")),
         "dicom": record.get("dicom"),
         **{f"{name}_ms": timings.get(name) for name in _TIMINGS},
         **{name: _text(record.get(name)) for name in extra},
         "btxrd_version": btxrd,
     }
     return row
+
+
+def _identifiers(identifiers: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A record's identifiers as the Parquet struct: the map's entries as (key, value) pairs."""
+    if identifiers is None:
+        return None
+    return {"format": identifiers["format"], "fields": list(identifiers["fields"].items())}
 
 
 def file_facts(path: Path) -> tuple[int | None, str | None]:

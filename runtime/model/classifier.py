@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from btxrd.runtime.decode.decoded import DecodedImage
-from btxrd.runtime.decode.dicom import DICOM_FIELDS
+from btxrd.runtime.decode.decoded import DecodedImage, Identifiers
+from btxrd.runtime.decode.formats import DICOM_FORMAT
 from btxrd.runtime.decode.image import decode_pil, load_image
 from btxrd.runtime.errors import BtxrdError, InputError
 from btxrd.runtime.model.postprocess import finite_rows, softmax
@@ -49,7 +49,7 @@ class _Prepared:
     error: str | None
     decode_ms: float
     notes: tuple[str, ...] = ()
-    dicom: Mapping[str, str] | None = None  # the DICOM file's identifiers; None for other input
+    identifiers: Identifiers | None = None  # DecodedImage.identifiers
     decode: str | None = None  # DecodedImage.decode; None when decoding failed
 
 
@@ -72,8 +72,9 @@ class Prediction:
     ood: OodVerdict | None = None  # None: the model has no gate, or the input was not scored
     refused: bool = False
     withheld_scores: Mapping[str, float] | None = None
-    # What identifies a DICOM input (DICOM_FIELDS, as present in the file); None for other input.
-    dicom: Mapping[str, str] | None = None
+    # What identifies the input inside its format (a DICOM file's UIDs); None for formats
+    # without any, and for inputs never decoded.
+    identifiers: Identifiers | None = None
     # How the pixels were decoded: "exact", or "jpeg-draft-1/k" with --fast-decode; None when
     # the input was never decoded.
     decode: str | None = None
@@ -102,7 +103,10 @@ class Prediction:
             "error": None if self.error is None else text_of(self.error),
             "notes": [text_of(note) for note in self.notes],
             "ood": None if self.ood is None else self.ood.to_json(self.withheld_scores),
-            "dicom": None if self.dicom is None else {k: self.dicom.get(k) for k in DICOM_FIELDS},
+            "identifiers": None if self.identifiers is None else self.identifiers.to_json(),
+            # Deprecated since results schema 3 (btxrd 0.1.0, 2026-12): the DICOM fields of
+            # ``identifiers``, kept for one release for readers of the old key.
+            "dicom": _deprecated_dicom(self.identifiers),
             "decode": self.decode,
             "timings_ms": dict(self.timings_ms),
         }
@@ -222,9 +226,8 @@ class Classifier:
             image = self._decode(source)
             array = preprocess(image, self.info.metadata.preprocessing)
             kept = _reduced(image, keep_side) if keep_image else None
-            dicom = dict(image.source_info) if image.source_mode == "DICOM" else None
             return _Prepared(
-                source, kept, array, None, _ms(start), image.notes, dicom, image.decode
+                source, kept, array, None, _ms(start), image.notes, image.identifiers, image.decode
             )
         except BtxrdError as exc:
             return _Prepared(source, None, None, str(exc), _ms(start))
@@ -329,7 +332,7 @@ class Classifier:
             timings_ms=timings,
             ood=verdict,
             refused=refused,
-            dicom=item.dicom,
+            identifiers=item.identifiers,
             decode=item.decode,
             softmax={n: float(p) for n, p in zip(names, raw, strict=True)},
             cam=None if cams is None or refused else cams[row],
@@ -375,6 +378,13 @@ class Classifier:
 
 def _constructor_parameters() -> tuple[str, ...]:
     return tuple(p for p in inspect.signature(Classifier.__init__).parameters if p != "self")
+
+
+def _deprecated_dicom(identifiers: Identifiers | None) -> dict[str, str | None] | None:
+    """The record's old ``dicom`` key: a DICOM input's identifier fields, None for others."""
+    if identifiers is None or identifiers.format != DICOM_FORMAT:
+        return None
+    return dict(identifiers.fields)
 
 
 def _reduced(image: DecodedImage, side: int | None) -> DecodedImage:

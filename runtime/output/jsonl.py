@@ -69,7 +69,9 @@ class Resumed:
     finished: set[InputKey] = field(default_factory=set)
     changed: list[str] = field(default_factory=list)  # inputs whose file changed since
     other_settings: int = 0  # records made with other settings that change a result
-    unproven: int = 0  # records without the input's identity (older btxrd versions)
+    unproven: int = (
+        0  # records of an older btxrd: without the input's identity or in an older layout
+    )
     not_inputs: int = 0  # records of names that are not inputs of this run
     duplicates: int = 0
 
@@ -79,12 +81,14 @@ def read_finished(
     model_sha256: str,
     expected: Mapping[InputKey, dict[str, int] | None],
     settings: Mapping[str, Any],
+    schema_version: int | None = None,
 ) -> Resumed:
     """The records of ``path`` that are proven to be what this run would write, by key.
 
     A record is kept when it is about an input of this run (``expected``: each input's key and
     current identity), that input's file has the size and mtime it had when it was read, it was
-    made with the same ``settings``, and no earlier line holds that input. Records of failed
+    made with the same ``settings`` in this release's record layout (``schema_version``: the
+    results schema), and no earlier line holds that input. Records of failed
     inputs are dropped (they run again), as is a last line cut by a kill. A line that is not a
     btxrd-run record, or a record of another model, is an ``OutputError``: resuming onto it
     would mix results that do not belong together.
@@ -115,7 +119,7 @@ def read_finished(
                 "another --output"
             )
         if record["error"] is None and isinstance(record["path"], str):
-            _keep_if_proven(record, line, expected, settings, resumed)
+            _keep_if_proven(record, line, expected, settings, schema_version, resumed)
     return resumed
 
 
@@ -124,6 +128,7 @@ def _keep_if_proven(
     line: str,
     expected: Mapping[InputKey, dict[str, int] | None],
     settings: Mapping[str, Any],
+    schema_version: int | None,
     resumed: Resumed,
 ) -> None:
     key = record_key(record)
@@ -133,6 +138,8 @@ def _keep_if_proven(
         resumed.duplicates += 1
     elif "input" not in record or "settings" not in record:
         resumed.unproven += 1
+    elif record.get("schema_version") != schema_version:
+        resumed.unproven += 1  # an older record layout: classified again, so every line is alike
     elif record["settings"] != settings:
         resumed.other_settings += 1
     elif expected[key] is None or record["input"] != expected[key]:
@@ -152,6 +159,7 @@ class JsonlJournal:
         resume: bool,
         expected: Mapping[InputKey, dict[str, int] | None] | None = None,
         settings: Mapping[str, Any] | None = None,
+        schema_version: int | None = None,
     ) -> None:
         self.output = output
         self.journal = journal_path(output)
@@ -161,7 +169,9 @@ class JsonlJournal:
         if resume:
             source = self.journal if self.journal.exists() else output
             if source.exists():
-                self.resumed = read_finished(source, model_sha256, expected or {}, settings or {})
+                self.resumed = read_finished(
+                    source, model_sha256, expected or {}, settings or {}, schema_version
+                )
         self._handle: IO[str] = self._open(self.resumed.lines)
         self._synced = time.monotonic()
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the CLI imports this module for its flags; onnxruntime load
     from btxrd.runtime.model.session import ModelInfo
 
 # 2 since 2026-12-07: refused inputs carry no class probability (``btxrd.runtime.model.verdict``).
-RESULTS_SCHEMA_VERSION = 2
+RESULTS_SCHEMA_VERSION = 3
 
 
 class Sink:
@@ -110,8 +110,9 @@ class JsonlSink(Sink):
 
     To a file, lines go through a journal (``btxrd.runtime.output.jsonl``) that a killed run leaves
     behind with every finished record, and that ``resume`` continues. Each line also carries
-    the model's sha256, the input file's identity (``expected``, by ``jsonl.InputKey``) and the
-    ``settings`` that change a result, which is what ``resume`` checks before keeping it.
+    the model's sha256, the input file's identity (``expected``, by ``jsonl.InputKey``), the
+    ``settings`` that change a result and the results schema's version, which is what ``resume``
+    checks before keeping it.
     """
 
     suffix = ".jsonl"
@@ -137,7 +138,7 @@ class JsonlSink(Sink):
             self._handle = self._direct.handle
         else:
             self._journal = JsonlJournal(
-                output, info.sha256, resume, self._expected, self._settings
+                output, info.sha256, resume, self._expected, self._settings, RESULTS_SCHEMA_VERSION
             )
             self.resumed = self._journal.resumed
 
@@ -150,6 +151,7 @@ class JsonlSink(Sink):
             key = (input_key(source), record["display_name"]) if source is not None else None
             record["input"] = self._expected.get(key) if key else None
             record["settings"] = self._settings
+            record["schema_version"] = RESULTS_SCHEMA_VERSION
         try:
             if self._journal is not None:
                 self._journal.write(record)

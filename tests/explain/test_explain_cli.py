@@ -74,7 +74,7 @@ def test_images_json_and_class(synth_data, tiny_checkpoint, tmp_path) -> None:
     )
     assert result.stderr == "" or "error" in result.stderr
     document = json.loads(result.stdout)
-    assert document["schema_version"] == 2 and document["model"]["method"] == "gradcam++"
+    assert document["schema_version"] == 3 and document["model"]["method"] == "gradcam++"
     (record,) = document["results"]
     assert record["path"] == str(image) and record["image_name"] == image.name
     assert record["cam_class"] == "Malignant" and record["error"] is None

@@ -102,8 +102,9 @@ def test_dicom_voi_scores_as_the_standard_says(tiny_onnx, tmp_path, name, make, 
 
 @pytest.mark.filterwarnings("ignore:The value length", "ignore:Invalid value for VR")
 def test_dicom_records_carry_the_identifiers_of_the_image(tiny_onnx, tmp_path):
-    """UIDs, body part and laterality in the JSONL record, as text from the file (stripped,
-    capped); a field the file lacks is null; a PNG's record has "dicom": null."""
+    """UIDs, body part and laterality in the record's identifiers (JSONL and Parquet), as text
+    from the file (stripped, capped); a field the file lacks is null; a PNG's record has
+    "identifiers": null. The deprecated "dicom" key still holds the same fields."""
     knee = write_dicom(
         tmp_path / "knee.dcm",
         every_12_bit_value(),
@@ -136,3 +137,18 @@ def test_dicom_records_carry_the_identifiers_of_the_image(tiny_onnx, tmp_path):
         "laterality": None,
     }
     assert third["dicom"] is None
+    assert first["identifiers"] == {"format": "DICOM", "fields": first["dicom"]}
+    assert second["identifiers"] == {"format": "DICOM", "fields": second["dicom"]}
+    assert third["identifiers"] is None
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    parquet = tmp_path / "results.parquet"
+    result = run_cli("--model", tiny_onnx, "--parquet", "--output", parquet, knee, bare, png)
+    assert result.exit_code == 0, result.stderr
+    rows = sorted(pq.read_table(parquet).to_pylist(), key=lambda row: row["display_name"])
+    by_name = {row["display_name"]: row for row in rows}
+    knee_row, png_row = by_name["knee.dcm"], by_name["plain.png"]
+    assert knee_row["identifiers"]["format"] == "DICOM"
+    assert dict(knee_row["identifiers"]["fields"]) == first["dicom"]
+    assert knee_row["dicom"] == first["dicom"]
+    assert png_row["identifiers"] is None and png_row["dicom"] is None

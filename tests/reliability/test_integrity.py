@@ -284,17 +284,27 @@ def test_jsonl_resume_after_tampering_equals_a_fresh_run(tiny_onnx, scans, tmp_p
         assert "scan1.png changed since it was classified; classified again" in resumed.stderr
 
 
-def test_jsonl_records_of_an_older_btxrd_are_redone(tiny_onnx, scans, tmp_path):
+# What lines of older releases lack: the input's identity (before 2026-12), or the record layout
+# of results schema 3 (identifiers; before it, lines had no schema_version).
+OLDER_LINES = {
+    "no-input-identity": ("input", "settings", "path_escaped", "schema_version"),
+    "schema-2-layout": ("identifiers", "schema_version"),
+}
+
+
+@pytest.mark.parametrize("older", OLDER_LINES)
+def test_jsonl_records_of_an_older_btxrd_are_redone(tiny_onnx, scans, tmp_path, older):
     inputs = sorted(scans.iterdir())[:3]
     out = tmp_path / "results.jsonl"
     assert _jsonl(tiny_onnx, inputs, out).exit_code == 0
-    older = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    for record in older:
-        del record["input"], record["settings"], record["path_escaped"]
-    out.write_text("".join(json.dumps(r) + "\n" for r in older), encoding="utf-8")
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    for record in lines:
+        for key in OLDER_LINES[older]:
+            del record[key]
+    out.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
     resumed = run_cli("--model", tiny_onnx, "--jsonl", "-o", out, "--resume", *inputs)
     assert resumed.exit_code == 0, resumed.stderr
-    assert "3 records without the input file's identity" in resumed.stderr
+    assert "3 records written by an older btxrd" in resumed.stderr
     assert_same_records(records_of(out), _fresh_jsonl(tiny_onnx, inputs, tmp_path))
 
 

@@ -107,7 +107,7 @@ def test_json_document_with_model_identity_and_a_record_per_input(tiny_onnx, ima
     result = run("--model", tiny_onnx, "--json", *inputs)
     assert result.exit_code == 1  # one input failed
     document = json.loads(result.stdout)  # stdout is exactly one JSON document
-    assert document["schema_version"] == 2
+    assert document["schema_version"] == 3
     model = document["model"]
     assert model["sha256"] == Classifier(tiny_onnx).info.sha256
     assert model["file"] == tiny_onnx.name

@@ -23,6 +23,7 @@ from dicom_files import (  # noqa: E402
     write_dicom,
 )
 
+from btxrd.runtime.decode.dicom import DICOM_FIELDS  # noqa: E402
 from btxrd.runtime.decode.image import load_image  # noqa: E402
 from btxrd.runtime.errors import InputError  # noqa: E402
 
@@ -332,7 +333,18 @@ def test_monochrome1_is_the_inverse_of_monochrome2_after_the_voi(tmp_path: Path,
 
 
 def source_info(path: Path) -> dict[str, str]:
-    return dict(load_image(path).source_info)
+    """The identifier fields the file has (every field of the format is in ``identifiers``)."""
+    identifiers = load_image(path).identifiers
+    return {} if identifiers is None else identifiers.present()
+
+
+def test_identifiers_name_their_format_and_every_field(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "id.dcm", every_12_bit_value(), BodyPartExamined="KNEE")
+    identifiers = load_image(path).identifiers
+    assert identifiers.format == "DICOM"
+    assert set(identifiers.fields) == set(DICOM_FIELDS)
+    assert identifiers.fields["body_part_examined"] == "KNEE"
+    assert identifiers.fields["study_instance_uid"] is None
 
 
 def test_identifiers_are_read_as_present(tmp_path: Path) -> None:
@@ -381,7 +393,7 @@ def test_identifier_text_is_stripped_capped_and_kept_as_text(tmp_path: Path) -> 
 def test_an_absurdly_long_identifier_is_left_out_with_a_note(tmp_path: Path) -> None:
     path = write_dicom(tmp_path / "id.dcm", every_12_bit_value(), BodyPartExamined="X" * 5000)
     decoded_image = load_image(path)
-    assert "body_part_examined" not in decoded_image.source_info
+    assert decoded_image.identifiers.fields["body_part_examined"] is None
     assert "DICOM BodyPartExamined of 5,000 bytes left out of the record" in decoded_image.notes
 
 
@@ -399,12 +411,12 @@ def test_identifiers_of_a_deflated_file(tmp_path: Path) -> None:
     assert info["study_instance_uid"] == "1.2.3" and info["body_part_examined"] == "FOOT"
 
 
-def test_other_images_have_no_source_info(tmp_path: Path) -> None:
+def test_other_images_have_no_identifiers(tmp_path: Path) -> None:
     from PIL import Image
 
     png = tmp_path / "a.png"
     Image.fromarray((every_12_bit_value() // 16).astype(np.uint8)).save(png)
-    assert source_info(png) == {}
+    assert load_image(png).identifiers is None
 
 
 def test_bundled_ct_identifiers() -> None:

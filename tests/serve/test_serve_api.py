@@ -221,7 +221,7 @@ def test_a_dicom_upload_gets_the_cli_record_with_its_identifiers(server, tmp_pat
         tmp_path / "knee.dcm", ramp(240, 200), BodyPartExamined="KNEE", StudyInstanceUID="1.2.3"
     )
     (cli,) = cli_json(path)["results"]
-    assert cli["dicom"]["body_part_examined"] == "KNEE"
+    assert cli["identifiers"]["fields"]["body_part_examined"] == "KNEE"
     for name in ("knee.dcm", "knee"):
         status, served = classify(server, [(name, path.read_bytes())])
         assert status in (200, 422)

@@ -133,7 +133,8 @@ async function post(url, options, what) {
 function failedRecord(name, message) {
   return {
     image_name: name, display_name: name, prediction: null, confidence: null, scores: null,
-    path: name, error: message, notes: [], ood: null, dicom: null, timings_ms: {},
+    path: name, error: message, notes: [], ood: null, identifiers: null, dicom: null,
+    timings_ms: {},
   };
 }
 
