@@ -199,110 +199,164 @@ def main(**options) -> None:
 
 
 def _run(options: RunOptions) -> int:
+    """``btxrd-run``, step by step: check the request, open the model, gather the inputs, then
+    classify them into one output held by this run alone."""
     from btxrd.runtime.config import load_config
-    from btxrd.runtime.model.classifier import Classifier
-    from btxrd.runtime.paths import default_model_path
-    from btxrd.runtime.settings import CamSettings, InferenceSettings
 
     if options.output is None:
         require_stdout("the results")
     if options.version:
-        config = load_config(options.config_path)
-        model = options.model_path or default_model_path(config["paths"]["model"])
-        for line in version_lines(("onnxruntime",), model):
-            click.echo(line)
-        return EXIT_OK
+        return _print_version(options)
     fmt = _check_usage(options)
     config = load_config(options.config_path)
-    inference = InferenceSettings(**config["inference"])
-    cam_settings = CamSettings(**config["cam"])
-    model_file = options.model_path or default_model_path(config["paths"]["model"])
+    model_file = _model_file(options, config)
     if options.output is not None:
         check_output_file(options.output)
-    cam_out = None
-    if options.cam:
-        cam_out = prepare_output_dir(options.cam_dir or Path(cam_settings.out))
-    classifier = Classifier.from_settings(
+    cam_folder = _cam_folder(options, config)
+    classifier = _open_classifier(model_file, options, config)
+    if options.info:
+        return _print_info(classifier, as_json=options.output_format == "json")
+    if options.selftest:
+        return _selftest(classifier)
+    cam = _cam_plan(cam_folder, classifier, model_file, options, config)
+    labels = _read_labels(options, classifier)
+    if options.metrics_out is not None:
+        check_output_file(options.metrics_out)
+    paths, problems = _inputs(
+        options.images, options.folder, options.recursive, exclude=(cam.out,) if cam else ()
+    )
+    _protect_inputs(paths, model_file)
+    # One writer per output: the lock is taken before the output is touched and held to the end.
+    with _one_writer(options.output, fmt, force=options.force):
+        if fmt == "parquet":
+            _say_what_the_model_is(classifier, options)
+            return _run_sharded(classifier, paths, problems, options, config)
+        batch, sink = _open_output(classifier, fmt, paths, problems, options)
+        _say_what_the_model_is(classifier, options)
+        if not options.quiet and sink.resumed is not None:
+            done = len(paths) - len(batch.paths)
+            _say_what_was_resumed(sink.resumed, done, len(paths), options.output)
+        return _classify(classifier, batch, sink, options, fmt=fmt, cam=cam, labels=labels)
+
+
+@dataclass(frozen=True)
+class _CamPlan:
+    """Where and how ``--cam`` draws its overlays."""
+
+    out: Path
+    class_name: str | None  # None: the predicted class
+    alpha: float
+    with_original: bool
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What is left to classify (the inputs and the names they are shown under), and the records
+    of what could not even be looked at (folders and files refused while gathering)."""
+
+    paths: list[Path]
+    shown: list[str]
+    failures: list
+
+
+def _print_version(options: RunOptions) -> int:
+    from btxrd.runtime.config import load_config
+
+    model = _model_file(options, load_config(options.config_path))
+    for line in version_lines(("onnxruntime",), model):
+        click.echo(line)
+    return EXIT_OK
+
+
+def _model_file(options: RunOptions, config: dict) -> Path:
+    from btxrd.runtime.paths import default_model_path
+
+    return options.model_path or default_model_path(config["paths"]["model"])
+
+
+def _cam_folder(options: RunOptions, config: dict) -> Path | None:
+    """``--cam``'s folder, created and checked before the model is opened."""
+    from btxrd.runtime.settings import CamSettings
+
+    if not options.cam:
+        return None
+    return prepare_output_dir(options.cam_dir or Path(CamSettings(**config["cam"]).out))
+
+
+def _open_classifier(model_file: Path, options: RunOptions, config: dict):
+    from btxrd.runtime.model.classifier import Classifier
+    from btxrd.runtime.settings import InferenceSettings
+
+    return Classifier.from_settings(
         model_file,
-        inference,
+        InferenceSettings(**config["inference"]),
         ood_gate=not options.no_ood_gate,
         threads=options.threads,
         batch_size=options.batch_size,
         fast_decode=options.fast_decode or None,
     )
-    if options.info:
-        return _print_info(classifier, as_json=options.output_format == "json")
-    if options.selftest:
-        return _selftest(classifier)
-    if options.cam and not classifier.info.has_cam:
+
+
+def _cam_plan(
+    folder: Path | None, classifier, model_file: Path, options: RunOptions, config: dict
+) -> _CamPlan | None:
+    """``--cam``'s plan, once the model is known to draw maps and to have ``--cam-class``."""
+    from btxrd.runtime.settings import CamSettings
+
+    if folder is None:
+        return None
+    if not classifier.info.has_cam:
         raise ModelError(
             f"{model_file}: this model has no CAM output; use btxrd-explain for heatmaps"
         )
     cam_class = options.cam_class
     if cam_class is not None and cam_class not in classifier.class_names:
         raise ConfigError(f"--cam-class {cam_class!r} is not one of {list(classifier.class_names)}")
+    alpha = CamSettings(**config["cam"]).alpha
+    return _CamPlan(folder, cam_class, alpha, options.cam_with_original)
 
-    labels = None
-    if options.labels is not None:
-        from btxrd.runtime.labels.validation import read_labels
 
-        labels = read_labels(options.labels, classifier.class_names)
-    if options.metrics_out is not None:
-        check_output_file(options.metrics_out)
-    paths, problems = _inputs(
-        options.images,
-        options.folder,
-        options.recursive,
-        exclude=tuple(p for p in (cam_out,) if p),
-    )
-    from btxrd.runtime.decode.inputs import display_names
+def _read_labels(options: RunOptions, classifier) -> dict[str, str] | None:
+    if options.labels is None:
+        return None
+    from btxrd.runtime.labels.validation import read_labels
+
+    return read_labels(options.labels, classifier.class_names)
+
+
+def _protect_inputs(paths: list[Path], model_file: Path) -> None:
+    """No output may replace an input or the model, however the paths are spelled."""
     from btxrd.runtime.output.atomic import protect
+
+    protect(paths, "input image")
+    protect([model_file], "model")
+
+
+def _open_output(classifier, fmt: str, paths: list[Path], problems, options: RunOptions):
+    """The writer of ``fmt`` (resuming an earlier file with ``--resume``), and the batch of
+    inputs it does not hold yet."""
+    from btxrd.runtime.decode.inputs import display_names
     from btxrd.runtime.output.jsonl import identity, input_key
     from btxrd.runtime.output.report import make_sink
     from btxrd.runtime.text import text_of
 
-    # No output may replace an input or the model, however the paths are spelled.
-    protect(paths, "input image")
-    protect([model_file], "model")
-    # One writer per output: the lock is taken before the output is touched and held to the end.
-    with _one_writer(options.output, fmt, force=options.force):
-        if fmt == "parquet":
-            _say_what_the_model_is(classifier, options)
-            return _run_sharded(classifier, paths, problems, options, config)
-        shown = display_names(paths, options.folder)
-        keys = [(input_key(p), text_of(name)) for p, name in zip(paths, shown, strict=True)]
-        expected = {}
-        if fmt == "jsonl" and options.output is not None:  # identities go into each line
-            expected = {key: identity(p) for key, p in zip(keys, paths, strict=True)}
-        sink = make_sink(
-            fmt,
-            classifier.info,
-            options.output,
-            resume=options.resume,
-            expected=expected,
-            settings=classifier.result_settings(),
-        )
-        todo = [i for i, key in enumerate(keys) if not sink.already_recorded(key)]
-        failures = [classifier.failure(path, message) for path, message in problems]
-        _say_what_the_model_is(classifier, options)
-        if not options.quiet and sink.resumed is not None:
-            _say_what_was_resumed(sink.resumed, len(paths) - len(todo), len(paths), options.output)
-        return _classify(
-            classifier,
-            [paths[i] for i in todo],
-            [shown[i] for i in todo],
-            sink,
-            failures=failures,
-            labels=labels,
-            metrics_out=options.metrics_out,
-            human=fmt == HUMAN,
-            with_original=options.cam_with_original,
-            cam_out=cam_out,
-            cam_class=cam_class,
-            folder=options.folder,
-            quiet=options.quiet,
-            alpha=cam_settings.alpha,
-        )
+    shown = display_names(paths, options.folder)
+    keys = [(input_key(p), text_of(name)) for p, name in zip(paths, shown, strict=True)]
+    expected = {}
+    if fmt == "jsonl" and options.output is not None:  # identities go into each line
+        expected = {key: identity(p) for key, p in zip(keys, paths, strict=True)}
+    sink = make_sink(
+        fmt,
+        classifier.info,
+        options.output,
+        resume=options.resume,
+        expected=expected,
+        settings=classifier.result_settings(),
+    )
+    todo = [i for i, key in enumerate(keys) if not sink.already_recorded(key)]
+    failures = [classifier.failure(path, message) for path, message in problems]
+    batch = _Batch([paths[i] for i in todo], [shown[i] for i in todo], failures)
+    return batch, sink
 
 
 def _say_what_the_model_is(classifier, options: RunOptions) -> None:
@@ -348,86 +402,95 @@ def _say_what_was_resumed(resumed, kept: int, inputs: int, output: Path | None) 
 
 def _classify(
     classifier,
-    paths: list[Path],
-    shown: list[str],
+    batch: _Batch,
     sink,
+    options: RunOptions,
     *,
-    failures: list,
+    fmt: str,
+    cam: _CamPlan | None,
     labels: dict[str, str] | None,
-    metrics_out: Path | None,
-    human: bool,
-    with_original: bool,
-    cam_out: Path | None,
-    cam_class: str | None,
-    folder: Path | None,
-    quiet: bool,
-    alpha: float,
 ) -> int:
-    from btxrd.runtime.decode.inputs import display_names, output_names
-    from btxrd.runtime.output.report import summarise
-    from btxrd.runtime.text import for_terminal
-
-    cam_names = output_names(paths, folder, "_cam.png") if cam_out else []
-    predictions = []
+    """Classify ``batch`` into ``sink``, then close it with the run's summary and say what
+    happened; Ctrl-C keeps every result so far."""
     started = time.perf_counter()
+    predictions: list = []
     interrupted = False
     try:
-        for failure in failures:  # folders and files that could not even be looked at
-            predictions.append(failure)
-            sink.add(failure, display_names([Path(failure.path or "")], folder)[0])
-        stream = classifier.predict_many(paths, with_cam=cam_out is not None)
-        shown_stream = progress(stream, len(paths), "classifying", enabled=not quiet)
-        for i, prediction in enumerate(shown_stream):
-            if cam_out is not None and prediction.ok:
-                prediction = _write_cam(
-                    classifier, prediction, cam_out / cam_names[i], cam_class, alpha, with_original
-                )
-            predictions.append(prediction)
-            sink.add(prediction, shown[i], paths[i])
+        _record_all(classifier, batch, sink, predictions, options, cam)
     except KeyboardInterrupt:
         interrupted = True
-    summary = summarise(predictions, time.perf_counter() - started)
-    summary["interrupted"] = interrupted
-    if cam_out is not None:
-        summary["overlays"] = sum(
-            1 for p in predictions if any(n.startswith("cam: ") for n in p.notes)
-        )
+    summary = _summary(predictions, time.perf_counter() - started, interrupted, cam)
     if labels is not None:
         summary["validation"] = _validation(
-            classifier, predictions, labels, metrics_out, to_stdout=human
+            classifier, predictions, labels, options.metrics_out, to_stdout=fmt == HUMAN
         )
     sink.close(summary)
     if interrupted:
         click.echo(
-            f"btxrd-run: interrupted after {len(predictions)} of {len(paths)} inputs; "
+            f"btxrd-run: interrupted after {len(predictions)} of {len(batch.paths)} inputs; "
             "results so far are saved",
             err=True,
         )
         return EXIT_INTERRUPTED
+    _say_what_failed(predictions)
+    if not options.quiet:
+        _say_how_fast(summary)
+        _say_what_was_written(sink, summary, cam.out if cam else None, options.metrics_out)
+    return EXIT_INPUT if summary["failed"] else EXIT_OK
+
+
+def _record_all(
+    classifier, batch: _Batch, sink, predictions: list, options: RunOptions, cam: _CamPlan | None
+) -> None:
+    """Every input's record into ``sink`` (and ``predictions``), in input order, failures of
+    the gathering first; with ``cam``, each classified input's overlay on the way."""
+    from btxrd.runtime.decode.inputs import display_names, output_names
+
+    for failure in batch.failures:
+        predictions.append(failure)
+        sink.add(failure, display_names([Path(failure.path or "")], options.folder)[0])
+    cam_names = output_names(batch.paths, options.folder, "_cam.png") if cam else []
+    stream = classifier.predict_many(batch.paths, with_cam=cam is not None)
+    shown_stream = progress(stream, len(batch.paths), "classifying", enabled=not options.quiet)
+    for i, prediction in enumerate(shown_stream):
+        if cam is not None and prediction.ok:
+            prediction = _write_cam(classifier, prediction, cam.out / cam_names[i], cam)
+        predictions.append(prediction)
+        sink.add(prediction, batch.shown[i], batch.paths[i])
+
+
+def _summary(predictions: list, seconds: float, interrupted: bool, cam: _CamPlan | None) -> dict:
+    from btxrd.runtime.output.report import summarise
+
+    summary = summarise(predictions, seconds)
+    summary["interrupted"] = interrupted
+    if cam is not None:
+        summary["overlays"] = sum(
+            1 for p in predictions if any(n.startswith("cam: ") for n in p.notes)
+        )
+    return summary
+
+
+def _say_what_failed(predictions: list) -> None:
+    from btxrd.runtime.text import for_terminal
+
     for p in predictions:
         if p.error:
             kind = "not classified" if p.refused else "error"
             click.echo(f"btxrd-run: {kind}: {for_terminal(p.error)}", err=True)
-    if not quiet and summary["classified"]:
+
+
+def _say_how_fast(summary: dict) -> None:
+    if summary["classified"]:
         _notice(
             f"speed: {summary['mean_decode_preprocess_ms']:.1f} ms decode+preprocess, "
             f"{summary['mean_inference_ms']:.1f} ms inference per image "
             f"({plural(summary['classified'], 'image')} classified in "
             f"{summary['wall_seconds']:.2f} s)"
         )
-    if not quiet:
-        _say_what_was_written(sink, summary, cam_out, metrics_out)
-    return EXIT_INPUT if summary["failed"] else EXIT_OK
 
 
-def _write_cam(
-    classifier,
-    prediction,
-    path: Path,
-    cam_class: str | None,
-    alpha: float,
-    with_original: bool = False,
-):
+def _write_cam(classifier, prediction, path: Path, cam: _CamPlan):
     """Write one overlay. Fenced: whatever fails here (a name too long for the file system, a
     full disk, an overlay that would replace an input) becomes this input's error record."""
     from dataclasses import replace
@@ -436,7 +499,7 @@ def _write_cam(
     from btxrd.runtime.output.atomic import atomic_open
     from btxrd.runtime.output.overlay import cam_overlay, normalise_cam
 
-    target = cam_class or prediction.prediction
+    target = cam.class_name or prediction.prediction
     index = classifier.class_names.index(target)
     cam01 = normalise_cam(prediction.cam[index])
     if cam01 is None:
@@ -454,8 +517,8 @@ def _write_cam(
             prediction=prediction.prediction,
             model_sha256=info.sha256,
             intended_use=info.metadata.intended_use,
-            alpha=alpha,
-            with_original=with_original,
+            alpha=cam.alpha,
+            with_original=cam.with_original,
         )
         with atomic_open(path, "wb") as handle:
             picture.save(handle, format="PNG", pnginfo=metadata)
