@@ -12,7 +12,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -198,14 +198,56 @@ def predict_probabilities(
     return torch.cat(chunks).numpy()
 
 
+@dataclass(frozen=True)
+class _Data:
+    """The split's images, cached once as uint8 tensors (RGB plus the lesion mask), and their
+    labels as class indices."""
+
+    split: dict[str, list[Sample]]
+    prep: Preprocessing
+    class_names: tuple[str, ...]
+    x: dict[str, torch.Tensor]
+    y: dict[str, torch.Tensor]
+
+
+@dataclass
+class _Loop:
+    """What the epochs update: the optimiser and its schedule, the weight average that is
+    evaluated and saved, and the generator of the shuffles and augmentations."""
+
+    loss_fn: nn.Module
+    optimiser: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    ema: torch.optim.swa_utils.AveragedModel
+    generator: torch.Generator
+
+
 def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
+    """Train the recipe ``config`` (its text: ``config_text``, kept in the checkpoint): data,
+    model, epochs, then the best epoch's weight average saved with its test metrics."""
     t_start = time.time()
-    tcfg, mcfg, dcfg, ocfg = config["training"], config["model"], config["data"], config["output"]
+    tcfg = config["training"]
     torch.set_num_threads(tcfg["threads"])
     random.seed(tcfg["seed"])
     np.random.seed(tcfg["seed"])
     torch.manual_seed(tcfg["seed"])
+    data = _load_data(config, t_start)
+    model, arch, head, init = _build_model(config["model"], tcfg, data)
+    features: list[torch.Tensor] = []
+    hook = arch.target_layer(model).register_forward_hook(
+        lambda module, _inputs, out: features.append(out) if module.training else None
+    )
+    lesion_head = LesionHead(head.in_features).to(memory_format=torch.channels_last)
+    loop = _loop(model, lesion_head, data, tcfg)
+    best, history = _fit(config, data, model, lesion_head, loop, features, t_start)
+    hook.remove()
+    model.load_state_dict(best["state"])
+    return _save(config, config_text, data, model, best, history, init, t_start)
 
+
+def _load_data(config: dict[str, Any], t_start: float) -> _Data:
+    """Read the dataset, write the split, cache every image of it."""
+    dcfg, ocfg = config["data"], config["output"]
     for key in ("checkpoint", "split", "metrics"):
         prepare_output_dir(Path(ocfg[key]).parent)
     samples = load_dataset(dcfg["root"])
@@ -214,25 +256,29 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
     )
     write_split(ocfg["split"], split)
     class_names = BTXRD_CLASSES
-    prep = Preprocessing(image_size=(mcfg["image_size"], mcfg["image_size"]))
-
-    def tensors(part: str) -> tuple[torch.Tensor, torch.Tensor]:
-        items = split[part]
-        labels = torch.tensor([class_names.index(s.label) for s in items])
-        return cache_images(items, prep), labels
-
-    x_train, y_train = tensors("train")
-    x_val, y_val = tensors("val")
-    x_test, y_test = tensors("test")
+    size = config["model"]["image_size"]
+    prep = Preprocessing(image_size=(size, size))
+    x, y = {}, {}
+    for part in ("train", "val", "test"):
+        y[part] = torch.tensor([class_names.index(s.label) for s in split[part]])
+        x[part] = cache_images(split[part], prep)
     _log(
-        f"cached {len(x_train)}/{len(x_val)}/{len(x_test)} images in {time.time() - t_start:.0f} s"
+        f"cached {len(x['train'])}/{len(x['val'])}/{len(x['test'])} images in "
+        f"{time.time() - t_start:.0f} s"
     )
+    return _Data(split, prep, class_names, x, y)
 
+
+def _build_model(
+    mcfg: dict[str, Any], tcfg: dict[str, Any], data: _Data
+) -> tuple[nn.Module, Any, nn.Linear, str | None]:
+    """The network of ``mcfg``, located for the input size, initialised (from the recipe's
+    checkpoint, or with a small random head) and set up for training from scratch."""
     arch = get_arch(mcfg["arch"])
-    model = arch.build(len(class_names))
-    arch = arch.locate(model, prep.image_size)
+    model = arch.build(len(data.class_names))
+    arch = arch.locate(model, data.prep.image_size)
     head = arch.head(model)
-    init = _initialise(model, mcfg.get("init_checkpoint"), class_names)
+    init = _initialise(model, mcfg.get("init_checkpoint"), data.class_names)
     if init is None:
         # torchvision initialises EfficientNet's head for 1000 classes (range
         # 1/sqrt(out_features)): with 3 outputs the first logits are in the tens and training
@@ -241,16 +287,14 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
         torch.nn.init.normal_(head.weight, std=0.01)
         torch.nn.init.zeros_(head.bias)
     prepare_from_scratch(model, tcfg["dropout"], tcfg["stochastic_depth"], reset=init is None)
-    model = model.to(memory_format=torch.channels_last)
-    features: list[torch.Tensor] = []
-    hook = arch.target_layer(model).register_forward_hook(
-        lambda module, _inputs, out: features.append(out) if module.training else None
-    )
-    lesion_head = LesionHead(head.in_features).to(memory_format=torch.channels_last)
+    return model.to(memory_format=torch.channels_last), arch, head, init
+
+
+def _loop(model: nn.Module, lesion_head: LesionHead, data: _Data, tcfg: dict[str, Any]) -> _Loop:
     weights = None
     if tcfg["class_weights"] == "sqrt_inverse":
         # Inverse square-root frequency: Malignant is rare (9 %) but must reach 90 % recall.
-        counts = torch.bincount(y_train, minlength=len(class_names)).float()
+        counts = torch.bincount(data.y["train"], minlength=len(data.class_names)).float()
         weights = (counts.sum() / counts).sqrt()
         weights = weights / weights.mean()
     loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=tcfg["label_smoothing"])
@@ -259,7 +303,7 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
         lr=tcfg["lr"],
         weight_decay=tcfg["weight_decay"],
     )
-    steps_per_epoch = math.ceil(len(x_train) / tcfg["batch_size"])
+    steps_per_epoch = math.ceil(len(data.x["train"]) / tcfg["batch_size"])
     total_steps = steps_per_epoch * tcfg["epochs"]
     warmup = steps_per_epoch * tcfg["warmup_epochs"]
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -278,48 +322,42 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
         multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tcfg["ema_decay"]),
         use_buffers=True,
     )
+    return _Loop(loss_fn, optimiser, schedule, ema, generator)
 
+
+def _fit(
+    config: dict[str, Any],
+    data: _Data,
+    model: nn.Module,
+    lesion_head: LesionHead,
+    loop: _Loop,
+    features: list[torch.Tensor],
+    t_start: float,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The epochs: each trains, then scores the weight average on the validation split; the
+    best epoch's average is kept."""
+    tcfg = config["training"]
     best: dict[str, Any] = {"score": -1.0}
     history = []
     # An optional wall-clock cap. Off in the demo recipes: a cap makes the result depend on the
     # machine's speed (a slower machine would stop earlier and save a different model).
     budget = (tcfg.get("max_minutes") or math.inf) * 60
     for epoch in range(1, tcfg["epochs"] + 1):
-        model.train()
         t_epoch = time.time()
-        order = torch.randperm(len(x_train), generator=generator)
-        running = running_class = 0.0
-        starts = range(0, len(order), tcfg["batch_size"])
-        for start in progress(starts, len(starts), f"epoch {epoch}", "batch"):
-            idx = order[start : start + tcfg["batch_size"]]
-            batch = augment_batch(x_train[idx], config["augment"], generator)
-            features.clear()
-            class_loss = loss_fn(model(_normalise(batch, prep)), y_train[idx])
-            lesion_loss = (
-                lesion_head.loss(features[0], batch[:, 3:], tcfg["lesion_pos_weight"])
-                if tcfg["lesion_loss"]
-                else torch.zeros(())
-            )
-            loss = class_loss + tcfg["lesion_loss"] * lesion_loss
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            # From-scratch EfficientNet spikes early; clipping keeps one bad batch from undoing it.
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["clip_grad_norm"])
-            optimiser.step()
-            schedule.step()
-            ema.update_parameters(model)
-            running += loss.item() * len(idx)
-            running_class += class_loss.item() * len(idx)
-        val = classification_metrics(
-            y_val.numpy(), predict_probabilities(ema.module, x_val, prep), class_names
+        running, running_class = _train_epoch(
+            config, data, model, lesion_head, loop, features, epoch
         )
-        # Select on the weakest class's recall first: the bar is per-class recall.
-        score = val["accuracy"] + min(val["recall"].values())
+        val = classification_metrics(
+            data.y["val"].numpy(),
+            predict_probabilities(loop.ema.module, data.x["val"], data.prep),
+            data.class_names,
+        )
+        n_train = len(data.x["train"])
         history.append(
             {
                 "epoch": epoch,
-                "loss": running / len(x_train),
-                "class_loss": running_class / len(x_train),
+                "loss": running / n_train,
+                "class_loss": running_class / n_train,
                 "val_accuracy": val["accuracy"],
                 "val_min_recall": min(val["recall"].values()),
                 "seconds": time.time() - t_epoch,
@@ -330,20 +368,73 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
             f"(classes {history[-1]['class_loss']:.4f}) val acc {val['accuracy']:.4f} "
             f"min recall {history[-1]['val_min_recall']:.4f} ({history[-1]['seconds']:.0f} s)"
         )
+        # Select on the weakest class's recall first: the bar is per-class recall.
+        score = val["accuracy"] + min(val["recall"].values())
         if score > best["score"]:
             best = {
                 "score": score,
                 "epoch": epoch,
-                "state": {k: v.clone() for k, v in ema.module.state_dict().items()},
+                "state": {k: v.clone() for k, v in loop.ema.module.state_dict().items()},
             }
         if time.time() - t_start > budget:
             _log(f"time budget of {tcfg['max_minutes']} min reached after epoch {epoch}")
             break
+    return best, history
 
-    hook.remove()
-    model.load_state_dict(best["state"])
+
+def _train_epoch(
+    config: dict[str, Any],
+    data: _Data,
+    model: nn.Module,
+    lesion_head: LesionHead,
+    loop: _Loop,
+    features: list[torch.Tensor],
+    epoch: int,
+) -> tuple[float, float]:
+    """One pass over the training split; the summed loss and class loss (times batch size)."""
+    tcfg = config["training"]
+    x_train, y_train = data.x["train"], data.y["train"]
+    model.train()
+    order = torch.randperm(len(x_train), generator=loop.generator)
+    running = running_class = 0.0
+    starts = range(0, len(order), tcfg["batch_size"])
+    for start in progress(starts, len(starts), f"epoch {epoch}", "batch"):
+        idx = order[start : start + tcfg["batch_size"]]
+        batch = augment_batch(x_train[idx], config["augment"], loop.generator)
+        features.clear()
+        class_loss = loop.loss_fn(model(_normalise(batch, data.prep)), y_train[idx])
+        lesion_loss = (
+            lesion_head.loss(features[0], batch[:, 3:], tcfg["lesion_pos_weight"])
+            if tcfg["lesion_loss"]
+            else torch.zeros(())
+        )
+        loss = class_loss + tcfg["lesion_loss"] * lesion_loss
+        loop.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        # From-scratch EfficientNet spikes early; clipping keeps one bad batch from undoing it.
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["clip_grad_norm"])
+        loop.optimiser.step()
+        loop.schedule.step()
+        loop.ema.update_parameters(model)
+        running += loss.item() * len(idx)
+        running_class += class_loss.item() * len(idx)
+    return running, running_class
+
+
+def _save(
+    config: dict[str, Any],
+    config_text: str,
+    data: _Data,
+    model: nn.Module,
+    best: dict[str, Any],
+    history: list[dict[str, Any]],
+    init: str | None,
+    t_start: float,
+) -> dict[str, Any]:
+    """Score the kept model on the test split, save the checkpoint and the metrics file."""
+    mcfg, ocfg, prep = config["model"], config["output"], data.prep
     test = classification_metrics(
-        y_test.numpy(), predict_probabilities(model, x_test, prep), class_names
+        data.y["test"].numpy(), predict_probabilities(model, data.x["test"], prep), data.class_names
     )
     minutes = (time.time() - t_start) / 60
     record = {
@@ -351,7 +442,7 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
         "training_minutes": round(minutes, 1),
         "history": history,
         "test": test,
-        "test_size": len(x_test),
+        "test_size": len(data.x["test"]),
         "initialised_from": init,
         "torch": str(torch.__version__),
     }
@@ -359,7 +450,7 @@ def train(config: dict[str, Any], config_text: str) -> dict[str, Any]:
         ocfg["checkpoint"],
         model.to(memory_format=torch.contiguous_format),
         arch=mcfg["arch"],
-        class_names=class_names,
+        class_names=data.class_names,
         image_size=mcfg["image_size"],
         mean=prep.mean,
         std=prep.std,
