@@ -99,6 +99,12 @@ def documents_exit_codes(function: F) -> F:
 
 
 # The ONNX model a runtime command loads (btxrd-run, btxrd-serve): one spelling of the option.
+# The gate's override, the same words in every runtime command.
+no_ood_gate_option = click.option(
+    "--no-ood-gate",
+    is_flag=True,
+    help="Classify images the model's out-of-distribution gate would refuse (each record says so).",
+)
 model_option = click.option(
     "--model",
     "model_path",

@@ -15,6 +15,7 @@ from btxrd.runtime.cli.common import (
     common_options,
     documents_exit_codes,
     model_option,
+    no_ood_gate_option,
     run_cli,
     setting_range,
     version_lines,
@@ -157,11 +158,7 @@ def _parse(options: dict) -> RunOptions:
     type=click.Path(path_type=Path),
     help="With --labels: write those figures to this JSON file.",
 )
-@click.option(
-    "--no-ood-gate",
-    is_flag=True,
-    help="Classify images the model's out-of-distribution gate would refuse (each record says so).",
-)
+@no_ood_gate_option
 @click.option(
     "--info",
     is_flag=True,

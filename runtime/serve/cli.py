@@ -18,6 +18,7 @@ from btxrd.runtime.cli.common import (
     common_options,
     documents_exit_codes,
     model_option,
+    no_ood_gate_option,
     run_cli,
     setting_range,
     version_lines,
@@ -49,11 +50,7 @@ class MissingExtra(BtxrdError):
     type=setting_range("inference", "threads"),
     help="onnxruntime threads (default: all cores).",
 )
-@click.option(
-    "--no-ood-gate",
-    is_flag=True,
-    help="Classify images the model's out-of-distribution gate would refuse (each record says so).",
-)
+@no_ood_gate_option
 @click.option(
     "--version",
     is_flag=True,
