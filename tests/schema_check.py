@@ -11,10 +11,11 @@ import pytest
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "runtime" / "schemas" / "results.schema.json"
 
 
-def assert_valid(document: Any, definition: str) -> None:
-    """``document`` must be a valid ``#/$defs/<definition>`` of the results schema."""
+def assert_valid(document: Any, definition: str, schema: dict | None = None) -> None:
+    """``document`` must be a valid ``#/$defs/<definition>`` of the results schema (or of
+    ``schema``, a changed copy of it)."""
     jsonschema = pytest.importorskip("jsonschema")
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema = schema or json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     validator = jsonschema.Draft202012Validator(
         {"$ref": f"#/$defs/{definition}", "$defs": schema["$defs"]}
     )

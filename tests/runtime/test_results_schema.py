@@ -150,3 +150,51 @@ def test_an_undocumented_field_in_a_record_is_refused(tiny_onnx, phantom_images)
     assert_valid(line, "jsonl_record")
     with pytest.raises(AssertionError):
         assert_valid({**line, "surprise": 1}, "jsonl_record")
+
+
+# A new record field, added where records are built and nowhere else: the builder's output gains
+# it (Prediction.to_record, as a subprocess so the change stays there).
+_NEW_FIELD = """
+import sys
+from btxrd.runtime.model.classifier import Prediction
+built = Prediction.to_record
+Prediction.to_record = lambda self: {**built(self), "view_position": "AP"}
+from btxrd.runtime.cli.run import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_new_record_field_needs_the_builder_and_the_schema_only(
+    tiny_onnx, phantom_images, tmp_path
+):
+    """Added to the record builder, a field reaches the JSON document, the JSON lines and the
+    Parquet rows (a column of its own) with no writer touched; the schema refuses it until one
+    line there documents it. CSV keeps its fixed table."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    image = next(iter(phantom_images.values()))
+
+    def run_with_field(*args: object) -> None:
+        done = subprocess.run(
+            [sys.executable, "-c", _NEW_FIELD, "--model", tiny_onnx, "--quiet", *args, image],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode in (0, 1), done.stderr
+
+    run_with_field("--json", "-o", tmp_path / "r.json")
+    run_with_field("--jsonl", "-o", tmp_path / "r.jsonl")
+    run_with_field("--parquet", "-o", tmp_path / "r.parquet")
+    run_with_field("--csv", "-o", tmp_path / "r.csv")
+    document = json.loads((tmp_path / "r.json").read_text())
+    line = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])
+    (row,) = pq.read_table(tmp_path / "r.parquet").to_pylist()
+    assert document["results"][0]["view_position"] == line["view_position"] == "AP"
+    assert row["view_position"] == "AP"
+    assert "view_position" not in (tmp_path / "r.csv").read_text()
+
+    with pytest.raises(AssertionError, match="view_position"):
+        assert_valid(document, "results_document")
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema["$defs"]["record"]["properties"]["view_position"] = {"type": "string"}
+    assert_valid(document, "results_document", schema)
+    assert_valid(line, "jsonl_record", schema)
