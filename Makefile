@@ -11,7 +11,7 @@ CALIBRATION_DATA ?= $(DATA)
 SPLIT ?= models/btxrd-demo.split.json
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test chromium axe test-runtime test-wheel export trust demo-model dataset gradcam bench bench-serve screenshot fuzz lint clean
+.PHONY: run test chromium axe dicom-tools test-runtime test-wheel export trust demo-model dataset gradcam bench bench-serve screenshot fuzz lint clean
 
 # Runtime-only environment: onnxruntime, numpy, pillow, click, pyyaml. No torch.
 $(VENV_RUN)/.stamp: pyproject.toml setup.py
@@ -32,7 +32,7 @@ run: $(VENV_RUN)/.stamp
 	@echo "  heatmaps: --cam   JSON: --json -o results.json   a folder: --dir FOLDER   all: --help"
 	@echo "What the demo model is and is not (not for clinical use): models/README.md"
 
-test: $(VENV)/.stamp chromium axe
+test: $(VENV)/.stamp chromium axe dicom-tools
 	$(VENV)/bin/python -m pytest --durations=15
 
 # Headless Chromium (Debian) for the test that opens the explain report; the test skips with a
@@ -41,6 +41,18 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1 \
 	  || echo "note: chromium could not be installed; the report-render test will be skipped"; }
+
+# Real DICOM software for the DICOM tests (Debian): dcmtk (storescu, echoscu, img2dcm, the
+# compressors, dcmj2pnm), Orthanc as the PACS and dicom3tools' dciodvfy; each test that needs one
+# skips with a reason where apt cannot install it (no root, no apt).
+DICOM_TOOLS := storescu:dcmtk Orthanc:orthanc dciodvfy:dicom3tools
+dicom-tools:
+	@missing=""; for pair in $(DICOM_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	[ -z "$$missing" ] || { \
+	  (apt-get install -y -qq --no-install-recommends $$missing || \
+	   (apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing)) \
+	  >/dev/null 2>&1 || echo "note: could not install$$missing; their tests will be skipped"; }
 
 # axe-core (npm) for the page's accessibility test, in .cache/ (not in git); the test skips with
 # a reason where npm cannot install it.
