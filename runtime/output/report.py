@@ -89,6 +89,26 @@ def record_of(prediction: Prediction, display_name: str | None = None) -> dict[s
     return {**named, **record}
 
 
+def jsonl_record(
+    prediction: Prediction,
+    display_name: str | None,
+    info: ModelInfo,
+    identity: dict[str, int] | None,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """A line of a JSON-lines results file (``btxrd-run --jsonl -o``, the DICOM node's
+    results.jsonl): the record, the model's sha256, the input file's ``identity`` (size and
+    mtime when it was read), the ``settings`` that change a result and the results schema's
+    version: what ``--resume`` checks before it keeps a line."""
+    return {
+        **record_of(prediction, display_name),
+        "model_sha256": info.sha256,
+        "input": identity,
+        "settings": settings,
+        "schema_version": RESULTS_SCHEMA_VERSION,
+    }
+
+
 def _stdout_fault(exc: OSError) -> BaseException:
     if isinstance(exc, BrokenPipeError):
         return exc  # the reader went away (`| head`): the command exits quietly
@@ -145,13 +165,18 @@ class JsonlSink(Sink):
     def add(
         self, prediction: Prediction, display_name: str | None = None, source: Path | None = None
     ) -> None:
-        record = record_of(prediction, display_name)
-        record["model_sha256"] = self.info.sha256
-        if self._journal is not None:
-            key = (input_key(source), record["display_name"]) if source is not None else None
-            record["input"] = self._expected.get(key) if key else None
-            record["settings"] = self._settings
-            record["schema_version"] = RESULTS_SCHEMA_VERSION
+        if self._journal is None:
+            record = {**record_of(prediction, display_name), "model_sha256": self.info.sha256}
+        else:
+            shown = text_of(display_name) if display_name else prediction.image_name
+            key = (input_key(source), shown) if source is not None else None
+            record = jsonl_record(
+                prediction,
+                display_name,
+                self.info,
+                self._expected.get(key) if key else None,
+                self._settings,
+            )
         try:
             if self._journal is not None:
                 self._journal.write(record)
