@@ -22,7 +22,7 @@ $(VENV_RUN)/.stamp: pyproject.toml setup.py
 # Full environment with every extra; built once, reused while pyproject.toml is unchanged.
 $(VENV)/.stamp: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -e '.[export,explain,timm,dicom,serve,ray,dev]'
+	$(VENV)/bin/pip install -q -e '.[export,explain,timm,dicom,dicom-node,serve,ray,dev]'
 	touch $@
 
 run: $(VENV_RUN)/.stamp

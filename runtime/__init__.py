@@ -14,5 +14,6 @@ Its parts, lower first; each imports only the parts above it in this list, never
 - ``output/``: records, documents and the writers, whole files, one writer per output;
 - ``engine/``: folders shard by shard into Parquet, locally or on Ray;
 - ``cli/``: ``btxrd-run`` and what every command shares;
+- ``node/``: ``btxrd-serve dicom``, the DICOM node a PACS routes radiographs to;
 - ``serve/``: ``btxrd-serve``, the web page.
 """

@@ -115,6 +115,28 @@ class ScaleSettings:
     ray_cpus_per_worker: int = _setting(1, Limits(1, 256))  # CPUs per Ray worker (one session)
 
 
+@dataclass(frozen=True)
+class DicomNodeSettings:
+    """``btxrd-serve dicom``: the DICOM node a PACS routes radiographs to (extra [dicom-node])."""
+
+    ae_title: str = "BTXRD"  # this node's AE title: the PACS sends to it under this name
+    # Loopback by default; 0.0.0.0 takes associations from other machines (open the port in the
+    # firewall to the PACS only: the allowlist is the node's only guard).
+    host: str = "127.0.0.1"
+    port: int = _setting(11112, Limits(0, 65535))  # 0: any free port (it is printed)
+    destination: str = ""  # AE@HOST:PORT where results are sent by C-STORE (the PACS)
+    # Callers accepted, as AE@HOST; any other calling AE title or peer address is rejected at
+    # association. Empty: the destination's AE title from the destination's host only.
+    allow: list[str] = field(default_factory=list)
+    outbox: str = "results/dicom-node"  # received images, objects not yet sent, results.jsonl
+    max_associations: int = _setting(4, Limits(1, 64))  # at once; more are rejected (busy)
+    max_pdu_kb: int = _setting(64, Limits(4, 16384))  # the largest PDU this node receives
+    acse_timeout_s: int = _setting(30, Limits(1, 3600))  # association negotiation
+    dimse_timeout_s: int = _setting(60, Limits(1, 3600))  # a C-STORE's reply
+    network_timeout_s: int = _setting(60, Limits(1, 3600))  # a silent connection is closed
+    retry_s: int = _setting(5, Limits(1, 3600))  # first wait before resending; doubles to 60x
+
+
 SECTIONS: dict[str, type] = {
     "paths": PathSettings,
     "inference": InferenceSettings,
@@ -122,6 +144,7 @@ SECTIONS: dict[str, type] = {
     "gradcam": GradcamSettings,
     "serve": ServeSettings,
     "scale": ScaleSettings,
+    "dicom_node": DicomNodeSettings,
 }
 
 

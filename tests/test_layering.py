@@ -25,7 +25,7 @@ FORBIDDEN = {
     "explain": (),
 }
 # The runtime's parts, lower first; the modules directly in runtime/ are the ground under them.
-RUNTIME_PARTS = ("decode", "model", "labels", "output", "engine", "cli", "serve")
+RUNTIME_PARTS = ("decode", "model", "labels", "output", "engine", "cli", "node", "serve")
 GROUND = -1
 
 

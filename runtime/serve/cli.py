@@ -25,6 +25,7 @@ from btxrd.runtime.cli.common import (
 )
 from btxrd.runtime.errors import EXIT_OK, BtxrdError, ConfigError
 from btxrd.runtime.install import install_hint
+from btxrd.runtime.node.cli import dicom
 from btxrd.runtime.settings import ServeSettings
 
 WEB_PACKAGES = ("starlette", "uvicorn", "multipart")
@@ -37,7 +38,7 @@ class MissingExtra(BtxrdError):
     """The ``[serve]`` extra is not installed (exit 3, like any unusable dependency)."""
 
 
-@click.command(name="btxrd-serve", context_settings=CONTEXT_SETTINGS)
+@click.group(name="btxrd-serve", invoke_without_command=True, context_settings=CONTEXT_SETTINGS)
 @click.option("--host", help=f"Address to listen on (default: serve.host, {_DEFAULTS.host}).")
 @click.option(
     "--port",
@@ -58,8 +59,10 @@ class MissingExtra(BtxrdError):
 )
 @common_options
 @documents_exit_codes
-def main(**options: Any) -> None:
-    """Serve a page on this machine where radiographs are dropped and classified.
+@click.pass_context
+def main(ctx: click.Context, **options: Any) -> None:
+    """Serve a page on this machine where radiographs are dropped and classified; with
+    ``dicom``, be a DICOM node a PACS sends radiographs to (btxrd-serve dicom --help).
 
     The page shows each image's class, calibrated probabilities, the out-of-distribution
     verdict and the heatmap; its API (/api/classify, /api/model, /api/health) returns the
@@ -71,8 +74,11 @@ def main(**options: Any) -> None:
         btxrd-serve            # then open http://127.0.0.1:8000/
 
         btxrd-serve --port 8080 --model my-model.onnx
+
+        btxrd-serve dicom --destination PACS@127.0.0.1:4242
     """
-    run_cli(lambda: _serve(options), options["debug"])
+    if ctx.invoked_subcommand is None:  # the web page; ``dicom`` runs on its own
+        run_cli(lambda: _serve(options), options["debug"])
 
 
 def _serve(options: dict[str, Any]) -> int:
@@ -220,6 +226,8 @@ def _stderr_handler():
     handler.setFormatter(logging.Formatter("btxrd-serve: %(message)s"))
     return handler
 
+
+main.add_command(dicom)
 
 if __name__ == "__main__":
     sys.exit(main(prog_name="btxrd-serve"))
