@@ -103,6 +103,7 @@ def result_objects(
             instance_number=1,
             manufacturer=MANUFACTURER,
             patient_orientation=_orientation(source),
+            laterality=_laterality(source),
             series_description="btxrd heatmap (not for clinical use)",
             software_versions=f"btxrd {btxrd_version()}",
         )
@@ -111,6 +112,8 @@ def result_objects(
             f"{prediction.confidence:.3f}. {_short(info.metadata.intended_use)}"
         )[:10240]
         picture.BurnedInAnnotation = "NO"  # class and scale only: nothing that names the patient
+        if "Laterality" not in picture:
+            picture.Laterality = ""  # type 2: unknown in the source, said as empty
     return ResultObjects(report, picture)
 
 
@@ -195,6 +198,15 @@ def _orientation(source: Dataset) -> tuple[str, str]:
     if len(value) == 2 and all(value):
         return (str(value[0]), str(value[1]))
     return ("L", "F")  # unknown in the source: the radiographic default (patient facing)
+
+
+def _laterality(source: Dataset) -> str | None:
+    """The film's laterality (its image's, else its series'), when it is left or right."""
+    for keyword in ("ImageLaterality", "Laterality"):
+        value = str(source.get(keyword) or "").strip()
+        if value in ("L", "R"):
+            return value
+    return None
 
 
 def _short(text: str) -> str:

@@ -39,14 +39,19 @@ def test_the_walk_finds_the_runtime_modules():
     } <= set(RUNTIME_MODULES)
 
 
-# btxrd-serve's web layer needs the [serve] extra; its package and command import without it.
+# btxrd-serve's web layer needs the [serve] extra, the DICOM node's modules the [dicom-node]
+# extra; their packages and commands import without them.
 WEB_MODULES = ("btxrd.runtime.serve.app",)
+NODE_MODULES = ("btxrd.runtime.node.objects", "btxrd.runtime.node.outbox", "btxrd.runtime.node.scp")
 
 
 @pytest.mark.parametrize("module", RUNTIME_MODULES)
 def test_runtime_module_imports_no_heavy_extras(module):
     if module in WEB_MODULES:
         pytest.importorskip("starlette")
+    if module in NODE_MODULES:
+        pytest.importorskip("pynetdicom")
+        pytest.importorskip("highdicom")
     code = _PROBE.format(module=module, heavy=HEAVY)
     completed = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
