@@ -39,8 +39,8 @@ def test_without_the_extra_it_says_how_to_install_it(tmp_path):
     )
     assert done.returncode == 3
     assert done.stderr.strip().splitlines() == [
-        "btxrd-serve dicom: error: the DICOM node needs the [dicom-node] extra (pynetdicom, highdicom "
-        f"missing); install it with {install_hint('dicom-node')}"
+        "btxrd-serve dicom: error: the DICOM node needs the [dicom-node] extra (pynetdicom, "
+        f"highdicom missing); install it with {install_hint('dicom-node')}"
     ]
 
 
