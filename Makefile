@@ -11,7 +11,7 @@ CALIBRATION_DATA ?= $(DATA)
 SPLIT ?= models/btxrd-demo.split.json
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test chromium axe dicom-tools test-runtime test-wheel export trust demo-model dataset gradcam bench bench-serve screenshot fuzz lint clean
+.PHONY: run test chromium axe dicom-tools test-runtime test-wheel export trust demo-model dataset gradcam bench bench-serve bench-dicom-node screenshot fuzz lint clean
 
 # Runtime-only environment: onnxruntime, numpy, pillow, click, pyyaml. No torch.
 $(VENV_RUN)/.stamp: pyproject.toml setup.py
@@ -125,6 +125,10 @@ bench: $(VENV)/.stamp
 # the same files, 50 uploads at once, the [serve] extra's size: prints them, writes bench/serve.json.
 bench-serve: $(VENV)/.stamp
 	$(VENV)/bin/python bench/serve.py
+
+# The DICOM node's images per second against btxrd-run on the same files (bench/dicom_node.json).
+bench-dicom-node: $(VENV)/.stamp dicom-tools
+	$(VENV)/bin/python bench/dicom_node.py
 
 # The README's picture of btxrd-serve's page, made by the browser test's own code path.
 screenshot: $(VENV)/.stamp chromium

@@ -29,7 +29,7 @@ import highdicom as hd
 import numpy as np
 from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from btxrd.runtime.install import btxrd_version
 from btxrd.runtime.model.classifier import Prediction
@@ -104,6 +104,7 @@ def result_objects(
             manufacturer=MANUFACTURER,
             patient_orientation=_orientation(source),
             laterality=_laterality(source),
+            transfer_syntax_uid=ExplicitVRLittleEndian,
             series_description="btxrd heatmap (not for clinical use)",
             software_versions=f"btxrd {btxrd_version()}",
         )

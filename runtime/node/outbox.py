@@ -26,6 +26,7 @@ log = logging.getLogger("btxrd.node")
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _MAX_BACKOFF = 60  # times retry_s
+IDLE_S = 2.0  # the association to the destination is released after this long with nothing to send
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,12 @@ class Sender:
         destination: Peer,
         send: Callable[[Peer, list[Path]], list[Path]],
         retry_s: float,
+        idle: Callable[[], None] = lambda: None,
     ) -> None:
         self._outbox = outbox
         self._destination = destination
         self._send = send  # sends files, returns those the destination confirmed
+        self._idle = idle  # called when nothing has been sent for IDLE_S (closes the association)
         self._retry_s = retry_s
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -104,12 +107,21 @@ class Sender:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        try:
+            self._send_until_stopped()
+        finally:
+            self._idle()
+
+    def _send_until_stopped(self) -> None:
         backoff = 1
         while not self._stop.is_set():
             self._wake.clear()
             waiting = self._outbox.waiting()
             if not waiting:
-                self._wake.wait()
+                # One association carries a stream of results; it closes once the stream stops.
+                if not self._wake.wait(IDLE_S):
+                    self._idle()
+                    self._wake.wait()
                 continue
             try:
                 confirmed = self._send(self._destination, waiting)

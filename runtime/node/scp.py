@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +132,10 @@ class DicomNode:
         self.allow = allow
         self.folder = NodeFolder(folder)
         self.outbox = Outbox(folder)
-        self.sender = Sender(self.outbox, destination, self._send, settings.retry_s)
+        self.sender = Sender(
+            self.outbox, destination, self._send, settings.retry_s, idle=self._release
+        )
+        self._association: Any = None  # to the destination, used by the sender's thread only
         self._classify_lock = threading.Lock()  # one image at a time: memory stays bounded
         self._records_lock = threading.Lock()
         self._server: Any = None
@@ -140,11 +144,13 @@ class DicomNode:
     def start(self) -> int:
         """Listen (``settings.host``/``port``); the port actually bound is returned."""
         _config.STORE_RECV_CHUNKED_DATASET = True  # each dataset straight to disk
+        _config.STORE_SEND_CHUNKED_DATASET = True  # each result straight from its file
         ae = self._application_entity()
         for context in RADIOGRAPH_STORAGE:
             ae.add_supported_context(context, TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
         handlers = [
+            (evt.EVT_CONN_OPEN, _no_delay),
             (evt.EVT_REQUESTED, self._check_caller),
             (evt.EVT_C_ECHO, lambda event: SUCCESS),
             (evt.EVT_C_STORE, self._store),
@@ -274,37 +280,68 @@ class DicomNode:
     # --- sending ------------------------------------------------------------------------------
 
     def _send(self, destination: Peer, files: list[Path]) -> list[Path]:
-        """C-STORE ``files`` to ``destination`` in one association; those it confirmed."""
-        ae = AE(ae_title=self.settings.ae_title)
-        ae.acse_timeout = self.settings.acse_timeout_s
-        ae.dimse_timeout = self.settings.dimse_timeout_s
-        ae.network_timeout = self.settings.network_timeout_s
-        for sop_class in (ComprehensiveSRStorage, SecondaryCaptureImageStorage):
-            ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
-        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
-        if not assoc.is_established:
-            log.warning("%s: no association (rejected, aborted or unreachable)", destination)
+        """C-STORE ``files`` to ``destination`` over the open association (opened when there is
+        none); those it confirmed."""
+        assoc = self._open_association(destination)
+        if assoc is None:
             return []
         confirmed = []
         try:
             for path in files:
-                status = assoc.send_c_store(dcmread(path))
+                if not assoc.is_established:
+                    break
+                try:
+                    status = assoc.send_c_store(path)  # chunked from the file, never decoded
+                except (ValueError, OSError, InvalidDicomError) as exc:
+                    log.error("%s: %s not sent (%s)", destination, path.stem, exc)
+                    continue
                 code = getattr(status, "Status", None)
                 if code is not None and (code == SUCCESS or 0xB000 <= code <= 0xBFFF):
                     confirmed.append(path)
                 else:
                     log.warning("%s: %s not stored (status %s)", destination, path.stem, code)
-                if not assoc.is_established:
-                    break
         finally:
-            if assoc.is_established:
-                assoc.release()
+            if not assoc.is_established:
+                self._association = None
         return confirmed
+
+    def _open_association(self, destination: Peer) -> Any:
+        if self._association is not None and self._association.is_established:
+            return self._association
+        ae = AE(ae_title=self.settings.ae_title)
+        ae.acse_timeout = self.settings.acse_timeout_s
+        ae.dimse_timeout = self.settings.dimse_timeout_s
+        ae.network_timeout = self.settings.network_timeout_s
+        for sop_class in (ComprehensiveSRStorage, SecondaryCaptureImageStorage):
+            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        assoc = ae.associate(
+            destination.host,
+            destination.port,
+            ae_title=destination.ae_title,
+            evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay)],
+        )
+        if not assoc.is_established:
+            log.warning("%s: no association (rejected, aborted or unreachable)", destination)
+            return None
+        self._association = assoc
+        return assoc
+
+    def _release(self) -> None:
+        if self._association is not None and self._association.is_established:
+            self._association.release()
+        self._association = None
+
+
+def _no_delay(event: Any) -> None:
+    """Send each PDU at once (TCP_NODELAY): pynetdicom leaves Nagle's algorithm on, and with the
+    peer's delayed acknowledgement every C-STORE then waited about 40 ms for its last segment
+    (60 results took 2.4 s to send on loopback, 0.43 s without the wait)."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _same_host(allowed: str, address: str) -> bool:
-    import socket
-
     if allowed == address:
         return True
     try:

@@ -238,9 +238,8 @@ def test_every_transfer_syntax_gives_the_scores_of_the_uncompressed_file(tmp_pat
                 continue
             sent = store(path, running.port, *flags)
             assert sent.returncode == 0, (name, sent.stderr)
-    received = {
-        line["identifiers"]["fields"]["sop_instance_uid"]: line for line in results_of(outbox)
-    }
+    lines = results_of(outbox)
+    received = {line["identifiers"]["fields"]["sop_instance_uid"]: line for line in lines}
     for name, (path, _) in variants.items():
         line = received[str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)]
         syntax = pydicom.dcmread(line["path"], stop_before_pixels=True).file_meta.TransferSyntaxUID
@@ -251,6 +250,19 @@ def test_every_transfer_syntax_gives_the_scores_of_the_uncompressed_file(tmp_pat
             assert line["scores"] == pytest.approx(reference, abs=1e-6), (name, syntax)
         else:
             assert max(reference, key=reference.get) == line["prediction"], name
+
+    # The node's results.jsonl is btxrd-run's own JSON-lines file: resuming it over the
+    # received images keeps every line and classifies nothing again.
+    kept = sorted(Path(line["path"]) for line in lines)
+    command = [str(Path(sys.executable).parent / "btxrd-run"), "--jsonl", "--resume"]
+    audit = subprocess.run(
+        [*command, "-o", str(outbox / "results.jsonl"), *map(str, kept)],
+        capture_output=True,
+        text=True,
+    )
+    assert audit.returncode == 0, audit.stderr
+    assert f"resuming: {len(kept)} of {len(kept)} inputs already in" in audit.stderr
+    assert results_of(outbox) == lines
 
 
 def test_a_node_killed_with_results_pending_resends_them_with_the_same_uids(tmp_path):
