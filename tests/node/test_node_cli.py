@@ -29,7 +29,7 @@ def _node(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
 def test_without_the_extra_it_says_how_to_install_it(tmp_path):
     code = (
         "import sys\n"
-        "for name in ('pynetdicom', 'highdicom'):\n"
+        "for name in ('pynetdicom', 'highdicom', 'pydicom'):\n"
         "    sys.modules[name] = None\n"
         "from btxrd.runtime.serve.cli import main\n"
         "main(['dicom', '--destination', 'PACS@127.0.0.1:4242'], prog_name='btxrd-serve')\n"
@@ -40,7 +40,7 @@ def test_without_the_extra_it_says_how_to_install_it(tmp_path):
     assert done.returncode == 3
     assert done.stderr.strip().splitlines() == [
         "btxrd-serve dicom: error: the DICOM node needs the [dicom-node] extra (pynetdicom, "
-        f"highdicom missing); install it with {install_hint('dicom-node')}"
+        f"highdicom, pydicom missing); install it with {install_hint('dicom-node')}"
     ]
 
 
