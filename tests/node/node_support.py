@@ -27,6 +27,18 @@ from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = REPO_ROOT / "models" / "samples"
+
+
+def pydicom_file(name: str) -> Path:
+    """One of the test files pydicom ships (by path: asking pydicom for a file it does not ship
+    starts a download)."""
+    import pydicom
+
+    path = Path(pydicom.__file__).parent / "data" / "test_files" / name
+    assert path.is_file(), path
+    return path
+
+
 PACS_AE = "PACS"
 NODE_AE = "BTXRD"
 READY_SECONDS = 60  # a process's start (the node loads the model) on a busy 2-core machine

@@ -23,6 +23,7 @@ from node_support import (
     needs,
     node,
     orthanc,
+    pydicom_file,
     sr_findings,
     wait_for,
 )
@@ -298,11 +299,62 @@ def test_callers_off_the_allowlist_and_other_sop_classes_are_refused_at_associat
         assert "rejected: not on the allowlist" in wait_for(
             lambda: "INTRUDER" in running.log() and running.log(), "the rejection logged"
         )
-        ct = Path(pydicom.data.get_testdata_file("CT_small.dcm"))
+        ct = pydicom_file("CT_small.dcm")
         sent = store(ct, running.port)
         assert sent.returncode != 0 and "No presentation context" in sent.stderr
+        jpeg_ls = pydicom.dcmread(pydicom_file("MR_small_jpeg_ls_lossless.dcm"))
+        assert _context_refused(running.port, jpeg_ls)  # a transfer syntax btxrd does not read
         assert echo(running.port, PACS_AE).returncode == 0  # still serving
     assert results_of(tmp_path / "outbox") == []
+
+
+def _context_refused(port: int, ds: pydicom.Dataset) -> bool:
+    """Whether the node refuses, in the association, a DX context in ``ds``'s transfer syntax."""
+    from pydicom.uid import DigitalXRayImageStorageForPresentation
+    from pynetdicom import AE
+
+    sender = AE(ae_title=PACS_AE)
+    sender.add_requested_context(
+        DigitalXRayImageStorageForPresentation, ds.file_meta.TransferSyntaxUID
+    )
+    assoc = sender.associate("127.0.0.1", port, ae_title=NODE_AE)
+    try:
+        return not assoc.is_established or not assoc.accepted_contexts
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+# pydicom's own test files the node accepts: Secondary Captures in RLE (8 and 16 bits), JPEG
+# Baseline (YBR) and JPEG 2000, with the storescu flag that proposes each one's syntax.
+BUNDLED = {
+    "SC_rgb_rle.dcm": "-xr",
+    "SC_rgb_rle_16bit.dcm": "-xr",
+    "SC_rgb_jpeg_dcmtk.dcm": "-xy",
+    "JPEG2000.dcm": "-xw",
+}
+
+
+def test_pydicoms_bundled_files_get_btxrd_runs_verdict(tmp_path):
+    """Each bundled file sent by storescu is answered, and its record carries btxrd-run's
+    verdict and scores on the same file (these are not radiographs: the gate may refuse them,
+    the node must refuse them alike)."""
+    with node(tmp_path / "outbox", f"{PACS_AE}@127.0.0.1:{free_port()}") as running:
+        for name, flag in BUNDLED.items():
+            sent = store(pydicom_file(name), running.port, flag)
+            assert sent.returncode == 0, (name, sent.stderr)
+    lines = {
+        line["identifiers"]["fields"]["sop_instance_uid"]: line
+        for line in results_of(tmp_path / "outbox")
+    }
+    for name in BUNDLED:
+        path = pydicom_file(name)
+        line = lines[str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)]
+        expected = run_json(path)
+        assert line["prediction"] == expected["prediction"], name
+        assert line["error"] is None or expected["error"] is not None, name
+        assert (line["scores"] or {}) == pytest.approx(expected["scores"] or {}, abs=1e-6), name
+        assert line["ood"]["in_distribution"] == expected["ood"]["in_distribution"], name
 
 
 def _bad_datasets(tmp_path: Path) -> dict[str, pydicom.Dataset]:
