@@ -305,6 +305,7 @@ def test_callers_off_the_allowlist_and_other_sop_classes_are_refused_at_associat
         jpeg_ls = pydicom.dcmread(pydicom_file("MR_small_jpeg_ls_lossless.dcm"))
         assert _context_refused(running.port, jpeg_ls)  # a transfer syntax btxrd does not read
         assert echo(running.port, PACS_AE).returncode == 0  # still serving
+        assert running.stop() == 130  # SIGTERM stops it as an interruption, as every command
     assert results_of(tmp_path / "outbox") == []
 
 
