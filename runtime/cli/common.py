@@ -133,6 +133,14 @@ def setting_range(section: str, key: str) -> click.ParamType:
     )
 
 
+# onnxruntime's threads, the same option in every runtime command.
+threads_option = click.option(
+    "--threads",
+    type=setting_range("inference", "threads"),
+    help="onnxruntime threads (default: all cores).",
+)
+
+
 def run_cli(action: Callable[[], int], debug: bool) -> None:
     """Run a command body; turn our errors into one line on stderr and the documented exit code."""
     from btxrd.runtime.decode.quiet import quiet_decoder_warnings

@@ -18,6 +18,7 @@ from btxrd.runtime.cli.common import (
     no_ood_gate_option,
     run_cli,
     setting_range,
+    threads_option,
     version_lines,
 )
 from btxrd.runtime.errors import (
@@ -121,11 +122,7 @@ def _parse(options: dict) -> RunOptions:
     help="With --engine ray: the cluster to join, 'auto' or HOST:PORT (default: config "
     "scale.ray_address; empty: start Ray on this machine).",
 )
-@click.option(
-    "--threads",
-    type=setting_range("inference", "threads"),
-    help="onnxruntime threads (default: all cores).",
-)
+@threads_option
 @click.option(
     "--batch-size", type=setting_range("inference", "batch_size"), help="Images per inference call."
 )

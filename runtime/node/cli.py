@@ -24,6 +24,7 @@ from btxrd.runtime.cli.common import (
     no_ood_gate_option,
     run_cli,
     setting_range,
+    threads_option,
 )
 from btxrd.runtime.errors import EXIT_INTERRUPTED, BtxrdError, ConfigError
 from btxrd.runtime.install import install_hint
@@ -65,11 +66,7 @@ class MissingNodeExtra(BtxrdError):
     f"dicom_node.outbox, {_DEFAULTS.outbox}).",
 )
 @model_option
-@click.option(
-    "--threads",
-    type=setting_range("inference", "threads"),
-    help="onnxruntime threads (default: all cores).",
-)
+@threads_option
 @no_ood_gate_option
 @common_options
 @documents_exit_codes

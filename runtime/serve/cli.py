@@ -21,6 +21,7 @@ from btxrd.runtime.cli.common import (
     no_ood_gate_option,
     run_cli,
     setting_range,
+    threads_option,
     version_lines,
 )
 from btxrd.runtime.errors import EXIT_OK, BtxrdError, ConfigError
@@ -46,11 +47,7 @@ class MissingExtra(BtxrdError):
     help=f"Port (default: serve.port, {_DEFAULTS.port}; 0 picks a free one).",
 )
 @model_option
-@click.option(
-    "--threads",
-    type=setting_range("inference", "threads"),
-    help="onnxruntime threads (default: all cores).",
-)
+@threads_option
 @no_ood_gate_option
 @click.option(
     "--version",
