@@ -291,6 +291,24 @@ def test_a_node_killed_with_results_pending_resends_them_with_the_same_uids(tmp_
     assert sorted(i["MainDicomTags"]["SOPInstanceUID"] + ".dcm" for i in held) == sorted(waiting)
 
 
+def test_results_wait_for_a_pacs_that_is_down_and_go_once_it_is_up(tmp_path):
+    """The node keeps trying (dicom_node.retry_s, doubling) while the PACS is down; once it is
+    up, the waiting results arrive without a restart."""
+    http_port, dicom_port = free_port(), free_port()
+    config = tmp_path / "node.yaml"
+    config.write_text("dicom_node:\n  retry_s: 1\n")
+    dx = dx_from_picture(KNEE, tmp_path / "knee.dcm")
+    pending = tmp_path / "outbox" / "pending"
+    destination = f"{PACS_AE}@127.0.0.1:{dicom_port}"
+    with node(tmp_path / "outbox", destination, "--config", str(config)) as running:
+        assert store(dx, running.port).returncode == 0
+        wait_for(lambda: "trying again in 1 s" in running.log(), "a failed send and a retry")
+        assert len(list(pending.glob("*.dcm"))) == 2
+        with orthanc(tmp_path / "orthanc", http_port, dicom_port) as pacs:
+            study_objects(pacs, pydicom.dcmread(dx).StudyInstanceUID, 2)
+            wait_for(lambda: not list(pending.glob("*.dcm")), "outbox empty")
+
+
 def test_callers_off_the_allowlist_and_other_sop_classes_are_refused_at_association(tmp_path):
     with node(tmp_path / "outbox", f"{PACS_AE}@127.0.0.1:{free_port()}") as running:
         assert echo(running.port, PACS_AE).returncode == 0
