@@ -76,6 +76,7 @@ def result_objects(
 ) -> ResultObjects:
     """The SR of ``prediction`` for ``source`` (a dataset without its pixel data is enough), and
     the Secondary Capture of ``overlay`` (RGB, uint8) when it is given."""
+    source = conformant(source)
     report = hd.sr.ComprehensiveSR(
         evidence=[source],
         content=_report_content(source, prediction, info),
@@ -116,6 +117,32 @@ def result_objects(
         if "Laterality" not in picture:
             picture.Laterality = ""  # type 2: unknown in the source, said as empty
     return ResultObjects(report, picture)
+
+
+def conformant(source: Dataset) -> Dataset:
+    """A copy of ``source`` without the values highdicom refuses to copy: a Patient's Sex other
+    than M, F or O, and dates and times that are not dates and times. PACSes hold such files;
+    their results are still made, with those values left empty."""
+    from pydicom.valuerep import DA, DT, TM
+
+    copy = Dataset()
+    copy.update(source)
+    if hasattr(source, "file_meta"):
+        copy.file_meta = source.file_meta
+    if str(copy.get("PatientSex") or "") not in ("", "M", "F", "O"):
+        copy.PatientSex = ""
+    parsers = {"DA": DA, "TM": TM, "DT": DT}
+    for element in list(copy):
+        parse = parsers.get(element.VR)
+        if parse is None or element.value in (None, ""):
+            continue
+        try:
+            values = element.value if element.VM > 1 else [element.value]
+            for value in values:
+                parse(str(value))
+        except (ValueError, TypeError, OverflowError):
+            copy[element.tag].value = ""  # type 2 in the modules copied: present, empty
+    return copy
 
 
 def _report_content(

@@ -219,7 +219,12 @@ class DicomNode:
             return _refuse(sop_uid, prediction.error.removeprefix(f"{kept}: "))
         header.SOPInstanceUID = sop_uid  # the request's UID is the one the PACS knows
         overlay = self._overlay(prediction)
-        objects = result_objects(header, prediction, self.classifier.info, overlay)
+        try:
+            objects = result_objects(header, prediction, self.classifier.info, overlay)
+        except (ValueError, TypeError, AttributeError) as exc:  # highdicom on a value it refuses
+            self._record(prediction, kept)
+            log.exception("%s: classified, but its report could not be made", sop_uid)
+            return _status(CANNOT_UNDERSTAND, f"btxrd could not make its report: {exc}")
         self.outbox.put(objects.report)
         if objects.overlay is not None:
             self.outbox.put(objects.overlay)

@@ -291,6 +291,28 @@ def test_a_node_killed_with_results_pending_resends_them_with_the_same_uids(tmp_
     assert sorted(i["MainDicomTags"]["SOPInstanceUID"] + ".dcm" for i in held) == sorted(waiting)
 
 
+def test_a_film_with_non_conformant_patient_values_still_gets_its_results(tmp_path):
+    """PACSes hold files with a Patient's Sex of 'Q' or dates that are not dates; highdicom
+    refuses to copy those, so the results carry them empty, and dciodvfy passes them."""
+    dx = dx_from_picture(
+        KNEE, tmp_path / "odd.dcm", PatientSex="Q", StudyDate="notadate", StudyTime="99"
+    )
+    pending = tmp_path / "outbox" / "pending"
+    with node(tmp_path / "outbox", f"{PACS_AE}@127.0.0.1:{free_port()}") as running:
+        sent = store(dx, running.port)
+        assert sent.returncode == 0, sent.stderr
+        written = wait_for(
+            lambda: len(found := sorted(pending.glob("*.dcm"))) == 2 and found, "results"
+        )
+    for path in written:
+        result = pydicom.dcmread(path)
+        assert result.StudyInstanceUID == pydicom.dcmread(dx).StudyInstanceUID
+        assert result.get("PatientSex") in ("", None)
+        assert dciodvfy_errors(path) == [], path.name
+    (line,) = results_of(tmp_path / "outbox")
+    assert line["prediction"] == run_json(dx)["prediction"]
+
+
 def test_results_wait_for_a_pacs_that_is_down_and_go_once_it_is_up(tmp_path):
     """The node keeps trying (dicom_node.retry_s, doubling) while the PACS is down; once it is
     up, the waiting results arrive without a restart."""
